@@ -1,0 +1,1 @@
+"""The built-in library of systems, written in the physml language."""

@@ -1,0 +1,62 @@
+"""`physml check FILE`: parse, check and print a spec."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ..errors import SpecError
+from ..inspect.symbolic import describe, render_equations, render_let
+from ..lang import load_spec
+from .app import app, console, report_spec_error
+
+
+@app.command()
+def check(
+    file: Annotated[Path, typer.Argument(help="A .phy spec or system file.")],
+    latex: Annotated[bool, typer.Option("--latex", help="Print equations as LaTeX.")] = False,
+) -> None:
+    """Check a spec and print its system as equations (exit 1 with file:line:col if bad)."""
+    try:
+        spec = load_spec(file)
+    except SpecError as exc:
+        report_spec_error(exc)
+        return
+    info = describe(spec)
+    s = spec.system
+    head = Text(s.name, style="bold")
+    if s.title:
+        head.append(f" — {s.title}", style="")
+    console.print(head)
+    if spec.uses:
+        console.print(f"  from `use {spec.uses}`")
+    console.print(f"  {info['kind']} in {', '.join(s.variables)}")
+    if s.domain is not None:
+        console.print(f"  domain {s.domain.describe()}")
+    if s.params:
+        table = Table(box=None, padding=(0, 2), show_edge=False)
+        table.add_column("parameter")
+        table.add_column("value", justify="right")
+        table.add_column("bounds")
+        for p in s.params:
+            table.add_row(p.name, f"{p.value:g}", p.bounds_text())
+        console.print(table)
+    for let in s.lets:
+        console.print(Text(render_let(let, latex)))
+    for line in render_equations(s.equations, latex):
+        console.print(Text(line))
+    if spec.prior is not None and spec.prior.equations:
+        console.print(Text("prior:", style="bold"))
+        for let in spec.prior.lets:
+            console.print(Text("  " + render_let(let, latex)))
+        for line in render_equations(spec.prior.equations, latex):
+            console.print(Text("\n".join("  " + ln for ln in line.splitlines())))
+        if spec.prior.learn:
+            learned = ", ".join(n if v is None else f"{n} from {v:g}" for n, v in spec.prior.learn)
+            console.print(f"  learn {learned}")
+    if info["blocks"]:
+        console.print(f"  blocks: {', '.join(info['blocks'])}")
+    console.print("[green]ok[/]")

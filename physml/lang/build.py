@@ -1,0 +1,727 @@
+"""Statements → :class:`~physml.symbolic.spec.Spec`, with every check a person needs.
+
+Each check raises a :class:`~physml.errors.SpecError` subclass at the position of the
+offending text: duplicated or undeclared names, bad bounds, spatial operators without a
+domain or on scalars, unknown options, missing or cyclic ``use``.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sympy
+
+from ..errors import (BoundsError, DeclarationError, OperatorError, OptionError, Pos, SpecError,
+                      SpecSyntaxError, UnknownSymbolError, UseError, suggest)
+from ..symbolic.functions import FUNCTIONS, RESERVED, SpatialOperator, div, grad, inv_lap
+from ..symbolic.spec import (AXES, Boundary, Call, DataSpec, Domain, Environment, Equation, Let,
+                             Mask, Param, PriorSpec, Sampler, Spec, System, TrainSpec)
+from ..symbolic.stencils import STENCILS
+from . import schema
+from .parser import Name, Stmt, parse_statements
+
+_SYSTEM_KINDS = ("system", "domain", "boundary", "state", "field", "mask", "param", "let",
+                 "dynamics")
+_ONCE = ("system", "domain", "dynamics", "data", "prior", "augment", "environments",
+         "observe", "encoder", "train", "use")
+
+
+def library_path(name: str) -> Path | None:
+    """Path of a built-in system ``equations/NAME.phy``, or None."""
+    ref = resources.files("physml.equations") / f"{name}.phy"
+    return Path(str(ref)) if ref.is_file() else None
+
+
+def library_names() -> list[str]:
+    root = resources.files("physml.equations")
+    return sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".phy"))
+
+
+def load_spec(path: str | Path, _stack: tuple[str, ...] = ()) -> Spec:
+    """Read and check a spec file. Raises :class:`~physml.errors.SpecError` on bad input."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UseError(f"no such spec file: {path}") from None
+    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
+        raise SpecSyntaxError(f"cannot read {path}: {exc}") from None
+    return parse_spec(text, str(path), _stack=_stack)
+
+
+def parse_spec(text: str, path: str = "<string>", _stack: tuple[str, ...] = ()) -> Spec:
+    """Parse and check spec text (``path`` is used in messages and to resolve ``use``)."""
+    stmts = parse_statements(text, path)
+    return _Builder(text, path, _stack).build(stmts)
+
+
+def _flatten(stmts):
+    for s in stmts:
+        yield s
+        yield from _flatten(s.body)
+
+
+class _Builder:
+    def __init__(self, text: str, path: str, stack: tuple[str, ...]):
+        self.text = text
+        self.path = path
+        self.stack = stack
+
+    # -- errors -------------------------------------------------------------------------
+    def err(self, cls, message, pos, hint=None, length=1):
+        return cls(message, pos, self.text, hint=hint, length=length)
+
+    def name_err(self, cls, message, name: Name, hint=None):
+        return cls(message, name.pos, self.text, hint=hint, length=len(name.text))
+
+    def number(self, expr, pos, what: str, allow_inf: bool = False) -> float:
+        inf = sympy.Symbol("inf")
+        if allow_inf and expr.has(inf):
+            if expr == inf:
+                return math.inf
+            if expr == -inf:
+                return -math.inf
+        free = sorted(s.name for s in expr.free_symbols)
+        if free:
+            raise self.err(SpecSyntaxError, f"{what} must be a number, not an expression "
+                           f"of '{free[0]}'", pos)
+        try:
+            value = float(sympy.N(expr))
+        except (TypeError, ValueError):
+            raise self.err(SpecSyntaxError, f"{what} is not a real number", pos) from None
+        if not math.isfinite(value):
+            raise self.err(SpecSyntaxError, f"{what} is not finite", pos)
+        return value
+
+    # -- entry point --------------------------------------------------------------------
+    def build(self, stmts: list[Stmt]) -> Spec:
+        seen: dict[str, Stmt] = {}
+        for s in stmts:
+            if s.kind in _ONCE:
+                if s.kind in seen:
+                    first = seen[s.kind].pos.line
+                    raise self.err(DeclarationError, f"duplicate `{s.kind}` (first at line "
+                                   f"{first})", s.pos, length=len(s.kind))
+                seen[s.kind] = s
+        system_stmts = [s for s in stmts if s.kind in _SYSTEM_KINDS]
+        uses = seen.get("use")
+        if uses is not None:
+            if system_stmts:
+                s = system_stmts[0]
+                raise self.err(DeclarationError, f"this spec takes its system from `use "
+                               f"{uses.data['target']}`; it cannot also declare `{s.kind}`",
+                               s.pos, hint="move the declaration into the system file, or "
+                               "drop the `use` line", length=len(s.kind))
+            system = self.load_use(uses)
+        else:
+            if "dynamics" not in seen:
+                raise self.err(DeclarationError, "no system: expected a `dynamics:` block or a "
+                               "`use NAME` line", stmts[0].pos if stmts else Pos(self.path, 1, 1))
+            system = self.build_system(stmts, seen)
+        ctx = _Context(system)
+        return Spec(
+            system=system,
+            data=self.build_data(seen["data"], system) if "data" in seen else None,
+            prior=self.build_prior(seen["prior"], system, ctx) if "prior" in seen else None,
+            augment=self.network(seen["augment"].data["call"], "augmentation")
+            if "augment" in seen else None,
+            environments=self.build_envs(seen["environments"], system)
+            if "environments" in seen else (),
+            observe=self.build_observe(seen["observe"], system) if "observe" in seen else (),
+            encoder=self.network(seen["encoder"].data["call"], "encoder")
+            if "encoder" in seen else None,
+            train=self.build_train(seen["train"]) if "train" in seen else None,
+            path=self.path, text=self.text,
+            uses=uses.data["target"].strip('"') if uses else None,
+        )
+
+    # -- use ----------------------------------------------------------------------------
+    def load_use(self, s: Stmt) -> System:
+        target = s.data["target"]
+        tpos, length = s.data["tpos"], s.data["length"]
+        if s.data["quoted"]:
+            rel = Path(target[1:-1])
+            base = Path(self.path).parent if self.path != "<string>" else Path.cwd()
+            path = rel if rel.is_absolute() else base / rel
+            if not path.is_file():
+                raise self.err(UseError, f"`use`: no file {path}", tpos, length=length)
+        else:
+            path = library_path(target)
+            if path is None:
+                hint = suggest(target, library_names()) or (
+                    "built-in systems: " + ", ".join(library_names()))
+                raise self.err(UseError, f"`use`: no built-in system '{target}'", tpos,
+                               hint=hint, length=length)
+        key = str(path.resolve())
+        here = str(Path(self.path).resolve()) if self.path != "<string>" else self.path
+        stack = self.stack + (here,)
+        if key in stack:
+            chain = " → ".join(Path(p).name for p in stack[stack.index(key):]) + \
+                f" → {Path(key).name}"
+            raise self.err(UseError, f"`use` cycle: {chain}", tpos, length=length)
+        return load_spec(path, _stack=stack).system
+
+    # -- system -------------------------------------------------------------------------
+    def declare(self, table: dict, name: Name, kind: str, coords: tuple[str, ...]):
+        text = name.text
+        if text.startswith("__"):
+            raise self.name_err(DeclarationError, f"names beginning with '__' are not "
+                                f"allowed: '{text}'", name)
+        if text in FUNCTIONS or text == "piecewise":
+            raise self.name_err(DeclarationError, f"'{text}' shadows the function {text}()",
+                                name, hint="choose another name")
+        if text in RESERVED:
+            raise self.name_err(DeclarationError, f"'{text}' is reserved", name,
+                                hint="choose another name")
+        if text in coords:
+            raise self.name_err(DeclarationError, f"'{text}' shadows the coordinate {text} of "
+                                "the domain", name, hint="choose another name")
+        if text in table:
+            kind0, pos0 = table[text]
+            raise self.name_err(DeclarationError, f"duplicate name '{text}' (already declared "
+                                f"as {kind0} at line {pos0.line})", name)
+        table[text] = (kind, name.pos)
+
+    def build_system(self, stmts: list[Stmt], seen: dict[str, Stmt]) -> System:
+        sys_stmt = seen.get("system")
+        name = sys_stmt.data["name"].text if sys_stmt else Path(self.path).stem
+        title = sys_stmt.data["title"] if sys_stmt else ""
+        domain = self.build_domain(seen["domain"], [s for s in stmts if s.kind == "boundary"]) \
+            if "domain" in seen else None
+        if domain is None:
+            for s in stmts:
+                if s.kind == "boundary":
+                    raise self.err(DeclarationError, "`boundary` needs a `domain` line", s.pos,
+                                   length=8)
+        coords = domain.axes if domain else ()
+        table: dict[str, tuple[str, Pos]] = {}
+        states, fields, params, masks = [], [], [], []
+        for s in stmts:
+            if s.kind == "state":
+                if domain is not None:
+                    raise self.err(DeclarationError, "a system with a domain has `field` "
+                                   "variables, not `state`", s.pos, length=5)
+                for n in s.data["names"]:
+                    self.declare(table, n, "state", coords)
+                    states.append(n.text)
+            elif s.kind == "field":
+                if domain is None:
+                    raise self.err(DeclarationError, "`field` needs a `domain` line (fields live "
+                                   "on a grid); use `state` for ODE variables", s.pos, length=5)
+                for n in s.data["names"]:
+                    self.declare(table, n, "field", coords)
+                    fields.append(n.text)
+        for s in stmts:
+            if s.kind == "param":
+                self.declare(table, s.data["name"], "param", coords)
+                params.append(self.build_param(s))
+        # Lets may come at top level or inside `dynamics:`; both in order of appearance.
+        dyn = seen["dynamics"]
+        let_stmts = [s for s in _flatten(stmts) if s.kind == "let"]
+        for s in stmts:
+            if s.kind == "mask":
+                if domain is None:
+                    raise self.err(OperatorError, "`mask` needs a `domain` line", s.pos, length=4)
+                self.declare(table, s.data["name"], "mask", coords)
+        ctx = _Context.for_names(table, coords, domain)
+        for s in stmts:
+            if s.kind == "mask":
+                self.check_refs(s, ctx, allowed={k for k, (kind, _) in table.items()
+                                                 if kind == "param"} | set(coords) | {"pi"},
+                                why="mask conditions may use only coordinates and parameters")
+                masks.append(Mask(s.data["name"].text, s.data["cond"], s.pos))
+        lets = []
+        for s in let_stmts:
+            self.declare(table, s.data["name"], "let", coords)
+        defined = {k for k, (kind, _) in table.items() if kind != "let"}
+        for s in let_stmts:
+            self.check_expr(s, ctx, defined, later={x.data["name"].text: x for x in let_stmts})
+            expr = s.data["expr"]
+            lets.append(Let(s.data["name"].text, expr, s.pos))
+            defined.add(s.data["name"].text)
+            ctx.add_let(s.data["name"].text, expr)
+        variables = fields if domain is not None else states
+        if not variables:
+            raise self.err(DeclarationError, "no variables: declare `state a, b` (ODE) or "
+                           "`field u, v` (grid PDE)", dyn.pos, length=8)
+        equations = self.build_equations([b for b in dyn.body if b.kind == "equation"],
+                                         variables, ctx, defined, dyn.pos, "dynamics")
+        return System(name=name, title=title, states=tuple(states), fields=tuple(fields),
+                      domain=domain, params=tuple(params), lets=tuple(lets), masks=tuple(masks),
+                      equations=equations, source=self.path,
+                      pos=sys_stmt.pos if sys_stmt else None)
+
+    def build_domain(self, s: Stmt, boundary_stmts: list[Stmt]) -> Domain:
+        sizes = s.data["sizes"]
+        intervals = s.data["intervals"]
+        if len(sizes) > 3:
+            raise self.err(SpecSyntaxError, "domains have 1, 2 or 3 axes", s.pos, length=6)
+        if len(intervals) != len(sizes):
+            raise self.err(SpecSyntaxError, f"the domain has {len(sizes)} axes but "
+                           f"{len(intervals)} intervals", s.pos, length=6)
+        for n, pos in sizes:
+            if n < 3:
+                raise self.err(SpecSyntaxError, f"a grid axis needs at least 3 points, got {n}",
+                               pos, length=len(str(n)))
+            if n > 1 << 14:
+                raise self.err(SpecSyntaxError, f"grid axis of {n} points is too large", pos,
+                               length=len(str(n)))
+        bounds = []
+        for lo, hi in intervals:
+            a = self.number(lo, s.pos, "a domain bound")
+            b = self.number(hi, s.pos, "a domain bound")
+            if not a < b:
+                raise self.err(BoundsError, f"empty domain interval [{a:g}, {b:g}]", s.pos,
+                               length=6)
+            bounds.append((a, b))
+        ndim = len(sizes)
+        default = self.boundary(s.data["bc"], s.pos) if s.data["bc"] else None
+        per_axis: dict[str, Boundary] = {}
+        for b in boundary_stmts:
+            for axis, bc in b.data["items"]:
+                if axis.text not in AXES[:ndim]:
+                    raise self.name_err(DeclarationError, f"'{axis.text}' is not an axis of this "
+                                        f"{ndim}-D domain (axes: {', '.join(AXES[:ndim])})", axis)
+                if axis.text in per_axis:
+                    raise self.name_err(DeclarationError, f"boundary of axis {axis.text} given "
+                                        "twice", axis)
+                per_axis[axis.text] = self.boundary(bc, b.pos)
+        bcs = []
+        for ax in AXES[:ndim]:
+            bc = per_axis.get(ax, default)
+            if bc is None:
+                raise self.err(SpecSyntaxError, f"no boundary condition for axis {ax}", s.pos,
+                               hint="end the domain line with periodic, neumann or "
+                               "dirichlet VALUE", length=6)
+            bcs.append(bc)
+        stencil = "central2"
+        if s.data["stencil"] is not None:
+            stencil = self.stencil_name(s.data["stencil"])
+        return Domain(tuple(n for n, _ in sizes), tuple(bounds), tuple(bcs), stencil)
+
+    def stencil_name(self, name: Name) -> str:
+        if name.text not in STENCILS:
+            raise self.name_err(OptionError, f"unknown stencil '{name.text}'", name,
+                                hint=suggest(name.text, STENCILS) or
+                                "stencils: " + ", ".join(STENCILS))
+        return name.text
+
+    def boundary(self, bc, pos) -> Boundary:
+        kind, value = bc
+        if kind == "dirichlet":
+            return Boundary(kind, self.number(value, pos, "a dirichlet value"))
+        return Boundary(kind)
+
+    def build_param(self, s: Stmt) -> Param:
+        name = s.data["name"]
+        value = self.number(s.data["value"], name.pos, f"the value of '{name.text}'")
+        b = s.data["bounds"]
+        if b is None:
+            return Param(name.text, value, pos=name.pos)
+        lo = self.number(b["lo"], b["pos"], "a lower bound", allow_inf=True)
+        hi = self.number(b["hi"], b["pos"], "an upper bound", allow_inf=True)
+        if lo == math.inf or hi == -math.inf:
+            raise self.err(BoundsError, "bounds run from low to high: (lo, hi)", b["pos"])
+        if not lo < hi:
+            raise self.err(BoundsError, f"empty bounds for '{name.text}': lower {lo:g} is not "
+                           f"below upper {hi:g}", b["pos"])
+        p = Param(name.text, value, lo, hi, b["lo_open"] or lo == -math.inf,
+                  b["hi_open"] or hi == math.inf, name.pos)
+        if not p.contains(value):
+            raise self.err(BoundsError, f"default {value:g} of '{name.text}' lies outside its "
+                           f"bounds {p.bounds_text()}", name.pos, length=len(name.text))
+        return p
+
+    # -- expressions --------------------------------------------------------------------
+    def check_refs(self, s: Stmt, ctx: "_Context", allowed: set[str], why: str | None = None):
+        for ref in s.refs:
+            if ref.name == "pi" or ref.name in allowed:
+                continue
+            if why and ref.name in ctx.known:
+                raise self.err(UnknownSymbolError, f"'{ref.name}' cannot be used here: {why}",
+                               ref.pos, length=len(ref.name))
+            raise self.err(UnknownSymbolError, f"unknown symbol '{ref.name}'", ref.pos,
+                           hint=suggest(ref.name, allowed | {"pi"}), length=len(ref.name))
+
+    def check_expr(self, s: Stmt, ctx: "_Context", defined: set[str], later=None):
+        allowed = defined | set(ctx.coords) | {"t", "pi"}
+        for ref in s.refs:
+            if ref.name in allowed:
+                continue
+            if ref.name.startswith("__"):
+                raise self.err(UnknownSymbolError, f"names beginning with '__' are not allowed: "
+                               f"'{ref.name}'", ref.pos, length=len(ref.name))
+            if later and ref.name in later:
+                raise self.err(UnknownSymbolError, f"'{ref.name}' is used before its `let` "
+                               f"(line {later[ref.name].pos.line})", ref.pos,
+                               hint="move the `let` above its first use", length=len(ref.name))
+            raise self.err(UnknownSymbolError, f"unknown symbol '{ref.name}'", ref.pos,
+                           hint=suggest(ref.name, allowed - {"t"}), length=len(ref.name))
+        for call in s.calls:
+            self.check_operator(call, ctx)
+        expr = s.data.get("rhs", s.data.get("expr"))
+        for g in expr.atoms(grad) if expr is not None else ():
+            pos = next((c.pos for c in s.calls if c.name == "grad"), s.pos)
+            raise self.err(OperatorError, "grad(...) is a vector; use it as div(grad(u))", pos,
+                           length=4)
+        if expr is not None and expr.has(sympy.zoo, sympy.nan):
+            raise self.err(SpecSyntaxError, "expression is undefined (division by zero?)", s.pos)
+
+    def check_operator(self, call, ctx: "_Context"):
+        name = call.name
+        domain = ctx.domain
+        if domain is None:
+            raise self.err(OperatorError, f"spatial operator {name}() needs a domain", call.pos,
+                           hint="declare `domain N x M over [a, b] x [c, d] periodic` and "
+                           "`field` variables", length=call.length)
+        op = type(call.node) if isinstance(call.node, SpatialOperator) else FUNCTIONS[name].sympy
+        axis = getattr(op, "axis", None)
+        if axis is not None and axis >= domain.ndim:
+            raise self.err(OperatorError, f"{name}() differentiates along {AXES[axis]}, which a "
+                           f"{domain.ndim}-D domain does not have", call.pos, length=call.length)
+        if name == "inv_lap" and not domain.periodic:
+            raise self.err(OperatorError, "inv_lap() is spectral and needs a periodic domain",
+                           call.pos, length=call.length)
+        if name == "div":
+            n = len(call.node.args) if not isinstance(call.node, SpatialOperator) or \
+                call.node.func is div else 1
+            if isinstance(call.node, div) and n != domain.ndim:
+                raise self.err(OperatorError, f"div() takes {domain.ndim} components on this "
+                               f"{domain.ndim}-D domain, got {n}", call.pos, length=call.length)
+        args = call.node.args if isinstance(call.node, sympy.Basic) else ()
+        for arg in args:
+            if arg.is_number:
+                continue
+            if not ctx.is_field(arg):
+                raise self.err(OperatorError, f"{name}() applied to a scalar "
+                               f"'{sympy.sstr(arg)}'; spatial operators act on fields",
+                               call.pos, length=call.length)
+
+    def build_equations(self, eq_stmts, variables, ctx, defined, block_pos, block) -> tuple:
+        eqs: dict[str, Equation] = {}
+        for s in eq_stmts:
+            var = s.data["var"]
+            if var.text not in variables:
+                kind = "declared variable"
+                raise self.name_err(DeclarationError, f"equation for '{var.text}', which is not a "
+                                    f"{kind}", var, hint=suggest(var.text, variables) or
+                                    "variables: " + ", ".join(variables))
+            if var.text in eqs:
+                raise self.name_err(DeclarationError, f"second equation for '{var.text}' (first "
+                                    f"at line {eqs[var.text].pos.line})", var)
+            self.check_expr(s, ctx, defined)
+            eqs[var.text] = Equation(var.text, s.data["rhs"], s.pos)
+        missing = [v for v in variables if v not in eqs]
+        if missing:
+            raise self.err(DeclarationError, f"`{block}:` has no equation for "
+                           f"{', '.join(repr(m) for m in missing)}", block_pos,
+                           hint="write d(" + missing[0] + ")/dt = … (use 0 if it does not change)",
+                           length=len(block))
+        return tuple(eqs[v] for v in variables)
+
+    # -- experiment blocks --------------------------------------------------------------
+    def build_prior(self, s: Stmt, system: System, ctx: "_Context") -> PriorSpec:
+        table = {n: ("declared", None) for n in ctx.known}
+        coords = ctx.coords
+        defined = set(ctx.known)
+        lets = []
+        for b in s.body:
+            if b.kind == "let":
+                self.declare(table, b.data["name"], "let", coords)
+                self.check_expr(b, ctx, defined)
+                lets.append(Let(b.data["name"].text, b.data["expr"], b.pos))
+                defined.add(b.data["name"].text)
+                ctx.add_let(b.data["name"].text, b.data["expr"])
+        learn, learned, hamiltonian, stencil = [], set(), None, None
+        names = [p.name for p in system.params]
+        for b in s.body:
+            if b.kind == "learn":
+                for name, init in b.data["items"]:
+                    if name.text not in names:
+                        raise self.name_err(UnknownSymbolError, f"`learn`: '{name.text}' is not a "
+                                            "parameter", name, hint=suggest(name.text, names))
+                    if name.text in learned:
+                        raise self.name_err(DeclarationError, f"'{name.text}' is learned twice",
+                                            name)
+                    learned.add(name.text)
+                    value = None
+                    if init is not None:
+                        value = self.number(init, name.pos, f"the start of '{name.text}'")
+                        p = system.param(name.text)
+                        if not p.contains(value):
+                            raise self.name_err(BoundsError, f"start {value:g} of '{name.text}' "
+                                                f"lies outside its bounds {p.bounds_text()}", name)
+                    learn.append((name.text, value))
+            elif b.kind == "hamiltonian":
+                if hamiltonian is not None:
+                    raise self.err(DeclarationError, "duplicate `hamiltonian`", b.pos, length=11)
+                hamiltonian = self.network(b.data["call"], "hamiltonian")
+            elif b.kind == "stencil":
+                if system.domain is None:
+                    raise self.err(OperatorError, "`stencil` needs a domain", b.pos, length=7)
+                stencil = self.stencil_name(b.data["name"])
+        eq_stmts = [b for b in s.body if b.kind == "equation"]
+        if hamiltonian is not None:
+            if eq_stmts:
+                raise self.err(DeclarationError, "a prior is either a `hamiltonian` or equations, "
+                               "not both", eq_stmts[0].pos, length=1)
+            if len(system.states) != 2:
+                raise self.err(DeclarationError, "a hamiltonian prior needs exactly two state "
+                               "variables (q, p)", s.pos, length=5)
+            equations = ()
+        else:
+            equations = self.build_equations(eq_stmts, system.variables, ctx, defined, s.pos,
+                                             "prior")
+        return PriorSpec(equations, tuple(lets), tuple(learn), hamiltonian, stencil, s.pos)
+
+    def network(self, call: dict, what: str) -> Call:
+        c = self.call(call, schema.NETWORKS, what)
+        return c
+
+    def call(self, call: dict, table: dict[str, tuple[str, ...]], what: str) -> Call:
+        name: Name = call["name"]
+        if name.text not in table:
+            raise self.name_err(OptionError, f"unknown {what} '{name.text}'", name,
+                                hint=suggest(name.text, table) or
+                                f"choices: {', '.join(table)}")
+        allowed = table[name.text]
+        kwargs = []
+        for key, value in call["kwargs"]:
+            if key.text not in allowed:
+                hint = suggest(key.text, allowed) or (
+                    f"{name.text} takes: {', '.join(allowed)}" if allowed
+                    else f"{name.text} takes no options")
+                raise self.name_err(OptionError, f"unknown option '{key.text}' for {name.text}",
+                                    key, hint=hint)
+            kwargs.append((key.text, _plain(value)))
+        return Call(name.text, tuple(_plain(a) for a in call["args"]), tuple(kwargs), name.pos)
+
+    def build_data(self, s: Stmt, system: System) -> DataSpec:
+        out: dict[str, Any] = {"pos": s.pos}
+        once: dict[str, Stmt] = {}
+        samplers, covered = [], {}
+        variables = system.variables
+        for b in s.body:
+            key = "time" if b.kind.startswith("time") else b.kind
+            if key != "initial" and key in once:
+                raise self.err(DeclarationError, f"duplicate `{key}` in the data block (first at "
+                               f"line {once[key].pos.line})", b.pos, length=len(key))
+            once[key] = b
+            if b.kind == "trajectories":
+                splits = []
+                for n, name in b.data["splits"]:
+                    if name.text not in schema.SPLITS:
+                        raise self.name_err(OptionError, f"unknown split '{name.text}'", name,
+                                            hint=suggest(name.text, schema.SPLITS) or
+                                            "splits: train, val, test")
+                    if name.text in dict(splits):
+                        raise self.name_err(DeclarationError, f"split '{name.text}' given twice",
+                                            name)
+                    splits.append((name.text, n))
+                out["splits"] = tuple(splits)
+            elif b.kind == "time_range":
+                t0 = self.number(b.data["t0"], b.pos, "the start time")
+                t1 = self.number(b.data["t1"], b.pos, "the end time")
+                dt = self.number(b.data["dt"], b.pos, "the time step")
+                if dt <= 0 or t1 <= t0:
+                    raise self.err(BoundsError, "the time grid needs start < end and step > 0",
+                                   b.pos, length=4)
+                steps = (t1 - t0) / dt
+                if abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
+                    raise self.err(BoundsError, f"the step {dt:g} does not divide "
+                                   f"[{t0:g}, {t1:g}] into whole steps", b.pos, length=4)
+                out.update(t0=t0, t1=t1, dt=dt)
+            elif b.kind == "time_steps":
+                dt = self.number(b.data["dt"], b.pos, "the time step")
+                if dt <= 0 or b.data["steps"] < 1:
+                    raise self.err(BoundsError, "the time grid needs steps ≥ 1 and dt > 0",
+                                   b.pos, length=4)
+                out.update(t0=0.0, t1=b.data["steps"] * dt, dt=dt)
+            elif b.kind == "history":
+                out["history"] = b.data["k"]
+            elif b.kind == "initial":
+                for item in b.data["samplers"]:
+                    names = item["names"]
+                    for n in names:
+                        if n.text not in variables:
+                            raise self.name_err(UnknownSymbolError, f"`initial`: '{n.text}' is "
+                                                "not a variable", n,
+                                                hint=suggest(n.text, variables))
+                        if n.text in covered:
+                            raise self.name_err(DeclarationError, f"initial state of '{n.text}' "
+                                                f"given twice", n)
+                        covered[n.text] = n
+                    c = item["call"]
+                    call = Call(c["name"].text, tuple(_plain(a) for a in c["args"]),
+                                tuple((k.text, _plain(v)) for k, v in c["kwargs"]), c["pos"])
+                    samplers.append(Sampler(tuple(n.text for n in names), call, names[0].pos))
+            elif b.kind == "noise":
+                sigma = self.number(b.data["sigma"], b.pos, "the noise level")
+                if sigma < 0:
+                    raise self.err(BoundsError, "the noise level must be ≥ 0", b.pos, length=5)
+                out["noise"] = sigma
+            elif b.kind == "solver":
+                out["solver"] = self.call(b.data["call"], schema.DATA_SOLVERS, "solver")
+            elif b.kind == "seed":
+                out["seed"] = b.data["seed"]
+            elif b.kind == "file":
+                out["file"] = b.data["path"]
+            elif b.kind == "map":
+                mapping = []
+                for name, array in b.data["items"]:
+                    if name.text not in variables:
+                        raise self.name_err(UnknownSymbolError, f"`map`: '{name.text}' is not a "
+                                            "variable", name, hint=suggest(name.text, variables))
+                    mapping.append((name.text, array))
+                out["mapping"] = tuple(mapping)
+            elif b.kind == "warmup":
+                out["warmup"] = self.number(b.data["t"], b.pos, "the warm-up time")
+        out["initial"] = tuple(samplers)
+        if "file" not in out:
+            missing = [v for v in variables if v not in covered]
+            if samplers and missing:
+                raise self.err(DeclarationError, f"the data block draws no initial state for "
+                               f"{', '.join(repr(m) for m in missing)}", s.pos, length=4)
+        return DataSpec(**out)
+
+    def build_envs(self, s: Stmt, system: System) -> tuple[Environment, ...]:
+        names = [p.name for p in system.params]
+        envs: list[Environment] = []
+        seen: set[str] = set()
+
+        def check_param(name: Name):
+            if name.text not in names:
+                raise self.name_err(UnknownSymbolError, f"environments: '{name.text}' is not a "
+                                    "parameter", name, hint=suggest(name.text, names))
+
+        def add(env_name: str, values, pos):
+            if env_name in seen:
+                raise self.err(DeclarationError, f"duplicate environment '{env_name}'", pos)
+            seen.add(env_name)
+            envs.append(Environment(env_name, tuple(values)))
+
+        for b in s.body:
+            if b.kind == "env":
+                values, keys = [], set()
+                for name, expr in b.data["values"]:
+                    check_param(name)
+                    if name.text in keys:
+                        raise self.name_err(DeclarationError, f"'{name.text}' set twice", name)
+                    keys.add(name.text)
+                    values.append((name.text, self.number(expr, name.pos, name.text)))
+                add(b.data["name"].text, values, b.data["name"].pos)
+            else:
+                axes = []
+                for name, exprs in b.data["axes"]:
+                    check_param(name)
+                    axes.append([(name.text, self.number(e, name.pos, name.text)) for e in exprs])
+                for combo in itertools.product(*axes):
+                    add(",".join(f"{k}={v:g}" for k, v in combo), combo, b.pos)
+        for env in envs:
+            for k, v in env.values:
+                p = system.param(k)
+                if not p.contains(v):
+                    raise self.err(BoundsError, f"environment '{env.name}': {k} = {v:g} lies "
+                                   f"outside its bounds {p.bounds_text()}", s.pos, length=12)
+        return tuple(envs)
+
+    def build_observe(self, s: Stmt, system: System) -> tuple[str, ...]:
+        out = []
+        for n in s.data["names"]:
+            if n.text not in system.variables:
+                raise self.name_err(UnknownSymbolError, f"`observe`: '{n.text}' is not a variable",
+                                    n, hint=suggest(n.text, system.variables))
+            out.append(n.text)
+        return tuple(out)
+
+    def build_train(self, s: Stmt) -> TrainSpec:
+        method = self.call(s.data["call"], schema.METHODS, "method")
+        options, seen = [], set()
+        for key, value in s.data["options"]:
+            if key.text not in schema.TRAIN_OPTIONS:
+                raise self.name_err(OptionError, f"unknown train option '{key.text}'", key,
+                                    hint=suggest(key.text, schema.TRAIN_OPTIONS) or
+                                    "options: " + ", ".join(schema.TRAIN_OPTIONS))
+            if key.text in seen:
+                raise self.name_err(DeclarationError, f"option '{key.text}' given twice", key)
+            seen.add(key.text)
+            options.append((key.text, self.typed(key, _plain(value),
+                                                 schema.TRAIN_OPTIONS[key.text])))
+        return TrainSpec(method, tuple(options), s.pos)
+
+    def typed(self, key: Name, value, kind: type):
+        ok = True
+        if kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, (int, float))
+            value = float(value) if ok else value
+        elif kind is bool:
+            if value in ("true", "yes", "on", 1):
+                value = True
+            elif value in ("false", "no", "off", 0):
+                value = False
+            else:
+                ok = False
+        elif kind is str:
+            ok = isinstance(value, str)
+        if not ok:
+            raise self.name_err(OptionError, f"option '{key.text}' takes {_KIND_WORDS[kind]}, "
+                                f"got {value!r}", key)
+        return value
+
+
+_KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a word"}
+
+
+def _plain(value):
+    """Option values as plain Python: SymPy numbers become float/int."""
+    if isinstance(value, sympy.Basic):
+        if value.is_Integer:
+            return int(value)
+        if value.is_number:
+            return float(value)
+        return sympy.sstr(value)
+    return value
+
+
+class _Context:
+    """What names mean while checking expressions: which are fields (for operators)."""
+
+    def __init__(self, system: System | None = None):
+        self.known: set[str] = set()
+        self.fieldlike: set[str] = set()
+        self.coords: tuple[str, ...] = ()
+        self.domain = None
+        if system is not None:
+            self.domain = system.domain
+            self.coords = system.domain.axes if system.domain else ()
+            self.known = {*system.states, *system.fields, *(p.name for p in system.params),
+                          *(m.name for m in system.masks), *(l.name for l in system.lets)}
+            self.fieldlike = {*system.fields, *(m.name for m in system.masks), *self.coords}
+            for let in system.lets:
+                self.add_let(let.name, let.expr)
+
+    @classmethod
+    def for_names(cls, table, coords, domain):
+        ctx = cls()
+        ctx.domain = domain
+        ctx.coords = tuple(coords)
+        ctx.known = set(table)
+        ctx.fieldlike = {k for k, (kind, _) in table.items() if kind in ("field", "mask")} | \
+            set(coords)
+        return ctx
+
+    def add_let(self, name: str, expr):
+        self.known.add(name)
+        if self.is_field(expr):
+            self.fieldlike.add(name)
+
+    def is_field(self, expr) -> bool:
+        if isinstance(expr, SpatialOperator):
+            return True
+        return any(s.name in self.fieldlike for s in expr.free_symbols) or \
+            bool(expr.atoms(SpatialOperator))

@@ -1,0 +1,471 @@
+"""SymPy → torch: a batched, differentiable vector field ``F(t, X)`` from a spec.
+
+The expression tree is compiled once into nested Python closures (one per node, after
+common-subexpression elimination and constant folding), so evaluating ``F`` costs the
+torch operations a hand-written model would issue plus one function call per node.
+Dispatch goes through :data:`~physml.symbolic.functions.TORCH_FUNCTIONS`, which users
+extend with :func:`~physml.symbolic.functions.register_function`.
+
+Learnable parameters are stored unconstrained and mapped into their declared interval by
+a smooth bijection (Eq. below), so no gradient step can leave the interval:
+
+- ``(lo, hi)``: ``lo + (hi - lo)·sigmoid(r)``;
+- ``(lo, ∞)``: ``lo + softplus(r)``; ``(-∞, hi)``: ``hi - softplus(r)``;
+- ``(-∞, ∞)``: ``r``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Mapping, Sequence
+
+import sympy
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .functions import (TORCH_FUNCTIONS, SpatialOperator, div, dx, dxx, dy, dyy, dz, dzz,
+                        inv_lap, lap)
+from .spec import Equation, Let, Param, Spec, System
+from .stencils import GridOperators
+
+Env = dict
+Node = Callable[[Env], "torch.Tensor | float"]
+
+
+# ---------------------------------------------------------------------------------------
+# Bounded parameters
+
+def to_unconstrained(value: float, p: Param) -> float:
+    """Inverse of :func:`to_constrained` (raises if ``value`` is not inside the bounds)."""
+    lo, hi = p.lower, p.upper
+    if not (p.contains(value) or value == lo or value == hi):
+        raise ValueError(f"{p.name} = {value} lies outside {p.bounds_text()}")
+    if math.isfinite(lo) and math.isfinite(hi):
+        s = (value - lo) / (hi - lo)
+        s = min(max(s, 1e-12), 1 - 1e-12)
+        return math.log(s) - math.log1p(-s)
+    if math.isfinite(lo):
+        y = max(value - lo, 1e-12)
+        return y + math.log(-math.expm1(-y))  # softplus⁻¹
+    if math.isfinite(hi):
+        y = max(hi - value, 1e-12)
+        return y + math.log(-math.expm1(-y))
+    return value
+
+
+def to_constrained(raw: torch.Tensor, p: Param) -> torch.Tensor:
+    lo, hi = p.lower, p.upper
+    if math.isfinite(lo) and math.isfinite(hi):
+        return lo + (hi - lo) * torch.sigmoid(raw)
+    if math.isfinite(lo):
+        return lo + F.softplus(raw)
+    if math.isfinite(hi):
+        return hi - F.softplus(raw)
+    return raw
+
+
+# ---------------------------------------------------------------------------------------
+# Node compilers
+
+def _as_tensor_fn(fn: Callable) -> Callable:
+    def wrapped(*args):
+        ref = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        args = [a if isinstance(a, torch.Tensor) else torch.as_tensor(
+            a, dtype=ref.dtype if ref is not None else None,
+            device=ref.device if ref is not None else None) for a in args]
+        return fn(*args)
+    return wrapped
+
+
+_BINARY_TENSOR_FNS = {"Min", "Max", "min", "max"}
+
+_RELATIONS = {
+    sympy.StrictLessThan: torch.lt, sympy.LessThan: torch.le,
+    sympy.StrictGreaterThan: torch.gt, sympy.GreaterThan: torch.ge,
+    sympy.Equality: torch.eq, sympy.Unequality: torch.ne,
+}
+
+
+class CompileError(ValueError):
+    pass
+
+
+class _Compiler:
+    """Turns SymPy expressions into closures over an environment dict."""
+
+    def __init__(self, ops: GridOperators | None, extra: Mapping[str, Callable] | None = None):
+        self.ops = ops
+        self.functions = dict(TORCH_FUNCTIONS)
+        if extra:
+            self.functions.update(extra)
+
+    def __call__(self, expr: sympy.Basic) -> Node:
+        if expr is sympy.true:
+            return lambda env: True
+        if expr.is_number:
+            value = complex(sympy.N(expr, 17))
+            if value.imag != 0 or not math.isfinite(value.real):
+                raise CompileError(f"constant {expr} is not a finite real number")
+            c = value.real
+            return lambda env: c
+        if expr.is_Symbol:
+            name = expr.name
+            return lambda env: env[name]
+        if expr.is_Add:
+            return self._add(expr)
+        if expr.is_Mul:
+            return self._mul(expr)
+        if expr.is_Pow:
+            return self._pow(expr)
+        if isinstance(expr, sympy.Piecewise):
+            return self._piecewise(expr)
+        if isinstance(expr, tuple(_RELATIONS)):
+            op = _RELATIONS[type(expr)]
+            a, b = self(expr.lhs), self(expr.rhs)
+            return lambda env: op(_t(a(env)), b(env))
+        if isinstance(expr, sympy.And):
+            parts = [self(a) for a in expr.args]
+            return lambda env: _reduce(torch.logical_and, [p(env) for p in parts])
+        if isinstance(expr, sympy.Or):
+            parts = [self(a) for a in expr.args]
+            return lambda env: _reduce(torch.logical_or, [p(env) for p in parts])
+        if isinstance(expr, sympy.Not):
+            inner = self(expr.args[0])
+            return lambda env: torch.logical_not(inner(env))
+        if isinstance(expr, SpatialOperator):
+            return self._spatial(expr)
+        if isinstance(expr, sympy.Function) or isinstance(expr, (sympy.Min, sympy.Max)):
+            name = type(expr).__name__
+            fn = self.functions.get(name)
+            if fn is None:
+                raise CompileError(f"no torch implementation for {name}(); register one with "
+                                   "physml.symbolic.register_function")
+            if name in _BINARY_TENSOR_FNS:
+                fn = _as_tensor_fn(fn)
+                args = [self(a) for a in expr.args]
+                if len(args) > 2:  # Min/Max are n-ary in SymPy
+                    return lambda env: _reduce(fn, [a(env) for a in args])
+                a, b = args
+                return lambda env: fn(a(env), b(env))
+            args = [self(a) for a in expr.args]
+            if len(args) == 1:
+                (a,) = args
+                return lambda env: fn(_t(a(env)))
+            return lambda env: fn(*[x(env) for x in args])
+        raise CompileError(f"cannot compile {type(expr).__name__}: {expr}")
+
+    def _add(self, expr) -> Node:
+        pos, neg = [], []
+        const = 0.0
+        for term in expr.args:
+            if term.is_number:
+                const += float(sympy.N(term))
+                continue
+            coeff, rest = term.as_coeff_Mul()
+            if coeff.is_number and coeff < 0:
+                neg.append(self(-term))
+            else:
+                pos.append(self(term))
+        if not pos:
+            lead, *others = neg
+            pos, neg = [lambda env: -lead(env)], others
+        first, *rest_pos = pos
+
+        def add(env):
+            acc = first(env)
+            for p in rest_pos:
+                acc = acc + p(env)
+            for n in neg:
+                acc = acc - n(env)
+            return acc if const == 0.0 else acc + const
+
+        return add
+
+    def _mul(self, expr) -> Node:
+        coeff, rest = expr.as_coeff_Mul()
+        num, den = [], []
+        for f in sympy.Mul.make_args(rest):
+            if f.is_Pow and f.exp.is_number and f.exp < 0:
+                den.append(self(sympy.Pow(f.base, -f.exp)))
+            else:
+                num.append(self(f))
+        c = float(sympy.N(coeff))
+        if not num:
+            num = [lambda env: c]
+            c = 1.0
+        first, *others = num
+
+        def mul(env):
+            acc = first(env)
+            for f in others:
+                acc = acc * f(env)
+            if c != 1.0:
+                acc = acc * c if c != -1.0 else -acc
+            for d in den:
+                acc = acc / d(env)
+            return acc
+
+        return mul
+
+    def _pow(self, expr) -> Node:
+        base, exp = self(expr.base), expr.exp
+        if exp.is_number:
+            e = float(sympy.N(exp))
+            if e == 2:
+                return lambda env: torch.square(_t(base(env)))
+            if e == 1:
+                return base
+            if e == 0.5:
+                return lambda env: torch.sqrt(_t(base(env)))
+            if e == -0.5:
+                return lambda env: torch.rsqrt(_t(base(env)))
+            if e == -1:
+                return lambda env: torch.reciprocal(_t(base(env)))
+            if e == int(e):
+                n = int(e)
+                return lambda env: torch.pow(_t(base(env)), n)
+            return lambda env: torch.pow(_t(base(env)), e)
+        ex = self(exp)
+        return lambda env: torch.pow(base(env), ex(env))
+
+    def _piecewise(self, expr) -> Node:
+        pieces = [(self(e), self(c)) for e, c in expr.args]
+        *branches, (otherwise, _) = pieces
+
+        def piecewise(env):
+            out = otherwise(env)
+            for value, cond in reversed(branches):
+                v = value(env)
+                ref = v if isinstance(v, torch.Tensor) else out
+                out = torch.where(cond(env), _t(v, ref), _t(out, ref))
+            return out
+
+        return piecewise
+
+    def _spatial(self, expr) -> Node:
+        ops = self.ops
+        if ops is None:
+            raise CompileError(f"{type(expr).__name__}() needs a domain")
+        args = [self(a) for a in expr.args]
+        if isinstance(expr, lap):
+            (a,) = args
+            return lambda env: ops.laplacian(a(env))
+        if isinstance(expr, inv_lap):
+            (a,) = args
+            return lambda env: ops.inverse_laplacian(a(env))
+        if isinstance(expr, div):
+            return lambda env: ops.divergence(*[a(env) for a in args])
+        if isinstance(expr, (dx, dy, dz, dxx, dyy, dzz)):
+            (a,) = args
+            axis, order = expr.axis, expr.derivative
+            return lambda env: ops.derivative(a(env), axis, order)
+        raise CompileError(f"cannot compile {type(expr).__name__}() here")
+
+
+def _t(x, ref=None):
+    if isinstance(x, torch.Tensor):
+        return x
+    if ref is not None and isinstance(ref, torch.Tensor):
+        return torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
+    return torch.as_tensor(x, dtype=torch.get_default_dtype())
+
+
+def _reduce(fn, items):
+    acc = items[0]
+    for it in items[1:]:
+        acc = fn(acc, it)
+    return acc
+
+
+# ---------------------------------------------------------------------------------------
+
+class VectorField(nn.Module):
+    """A compiled right-hand side ``dX/dt = F(t, X; θ_p)``.
+
+    ``X`` has shape ``(..., n_state)`` for ODEs and ``(..., n_fields, *grid)`` for grid
+    PDEs; the output has the same shape. Learnable parameters are ``nn.Parameter``\\ s in
+    ``self.raw`` (unconstrained), fixed ones are buffers in ``self.fixed``.
+    :meth:`param_values` gives the constrained values; :meth:`sympy` the equations.
+    """
+
+    def __init__(self, system: System, equations: Sequence[Equation], lets: Sequence[Let] = (),
+                 learn: Mapping[str, float | None] | None = None,
+                 values: Mapping[str, float] | None = None, stencil: str | None = None,
+                 fold_constants: bool = True, functions: Mapping[str, Callable] | None = None):
+        super().__init__()
+        self.system = system
+        self.equations = tuple(equations)
+        self.lets = tuple(lets)
+        self.variables = system.variables
+        self.is_grid = system.is_grid
+        self.ndim = system.domain.ndim if system.domain else 0
+        learn = dict(learn or {})
+        values = {**system.param_values, **dict(values or {})}
+        self.params_spec = {p.name: p for p in system.params}
+        for name in list(learn) + list(values):
+            if name not in self.params_spec:
+                raise KeyError(f"unknown parameter {name!r}; parameters: "
+                               f"{', '.join(self.params_spec) or 'none'}")
+        self.learnable = tuple(n for n in self.params_spec if n in learn)
+        self.raw = nn.ParameterDict()
+        dtype = torch.get_default_dtype()
+        for name in self.learnable:
+            p = self.params_spec[name]
+            init = learn[name] if learn[name] is not None else values[name]
+            self.raw[name] = nn.Parameter(torch.tensor(to_unconstrained(float(init), p),
+                                                       dtype=dtype))
+        self.fixed_names = tuple(n for n in self.params_spec if n not in learn)
+        for name in self.fixed_names:
+            self.register_buffer(f"fixed_{name}", torch.tensor(float(values[name]), dtype=dtype))
+        self.batch_params: dict[str, torch.Tensor] | None = None
+        self.folded = fold_constants
+        self.ops = GridOperators(system.domain, stencil) if system.domain is not None else None
+        if self.ops is not None:
+            self.ops.to(dtype)
+            for axis, mesh in zip(system.domain.axes, system.domain.mesh()):
+                self.register_buffer(f"coord_{axis}", torch.tensor(mesh, dtype=dtype),
+                                     persistent=False)
+        compiler = _Compiler(self.ops, functions)
+        # Fixed parameters become numbers in the compiled code when folding is on; the
+        # symbolic equations (self.sympy()) keep the symbols.
+        subs = {sympy.Symbol(n): sympy.Float(values[n], 17) for n in self.fixed_names} \
+            if fold_constants else {}
+        self._mask_names = []
+        for m in system.masks:
+            self._build_mask(m, compiler, values)
+        exprs = [l.expr.xreplace(subs) for l in self.lets] + \
+            [eq.rhs.xreplace(subs) for eq in self.equations]
+        replacements, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("_cse"),
+                                          optimizations=None)
+        self._steps: list[tuple[str, Node]] = [(s.name, compiler(e)) for s, e in replacements]
+        n_lets = len(self.lets)
+        self._steps += [(l.name, compiler(e)) for l, e in zip(self.lets, reduced[:n_lets])]
+        self._outputs: list[Node] = [compiler(e) for e in reduced[n_lets:]]
+
+    def _build_mask(self, mask, compiler: _Compiler, values):
+        subs = {sympy.Symbol(k): sympy.Float(v) for k, v in values.items()}
+        fn = compiler(mask.condition.xreplace(subs))
+        env = {ax: getattr(self, f"coord_{ax}") for ax in self.system.domain.axes}
+        value = fn(env)
+        value = torch.as_tensor(value, dtype=torch.bool).expand(self.system.domain.shape)
+        self.register_buffer(f"mask_{mask.name}", value.to(torch.get_default_dtype()).clone(),
+                             persistent=False)
+        self._mask_names.append(mask.name)
+
+    # -- parameters ---------------------------------------------------------------------
+    def param_values(self) -> dict[str, torch.Tensor]:
+        """Current values of every parameter (constrained), as 0-d tensors."""
+        out = {name: to_constrained(self.raw[name], self.params_spec[name])
+               for name in self.learnable}
+        for name in self.fixed_names:
+            out[name] = getattr(self, f"fixed_{name}")
+        return {n: out[n] for n in self.params_spec}
+
+    def set_batch_params(self, values: Mapping[str, torch.Tensor] | None) -> None:
+        """Per-trajectory parameter values, each of shape ``(B,)`` (e.g. one per LEADS
+        environment). Only parameters that are not folded can vary; compile with
+        ``fold_constants=False`` to vary fixed ones."""
+        if values is None:
+            self.batch_params = None
+            return
+        for name in values:
+            if name not in self.params_spec:
+                raise KeyError(f"unknown parameter {name!r}")
+            if self.folded and name in self.fixed_names:
+                raise ValueError(f"parameter {name!r} was folded into the compiled code; "
+                                 "compile with fold_constants=False to vary it per trajectory")
+        self.batch_params = dict(values)
+
+    # -- evaluation ---------------------------------------------------------------------
+    def forward(self, t: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        env = self.param_values() if not self.folded else {
+            name: to_constrained(self.raw[name], self.params_spec[name])
+            for name in self.learnable}
+        if self.batch_params:
+            extra = X.dim() - (1 if not self.is_grid else 1 + self.ndim)
+            for name, value in self.batch_params.items():
+                env[name] = value.reshape(value.shape + (1,) * (X.dim() - 1 - extra)) \
+                    if self.is_grid else value
+        env["t"] = t
+        if self.is_grid:
+            var_dim = X.dim() - self.ndim - 1
+            for axis in self.system.domain.axes:
+                env[axis] = getattr(self, f"coord_{axis}")
+            for m in self._mask_names:
+                env[m] = getattr(self, f"mask_{m}")
+            for i, v in enumerate(self.variables):
+                env[v] = X.select(var_dim, i)
+        else:
+            var_dim = X.dim() - 1
+            for i, v in enumerate(self.variables):
+                env[v] = X[..., i]
+        for name, fn in self._steps:
+            env[name] = fn(env)
+        shape = X.shape[:var_dim] + X.shape[var_dim + 1:]
+        outs = []
+        for fn in self._outputs:
+            y = fn(env)
+            if not isinstance(y, torch.Tensor) or y.shape != shape:
+                y = torch.broadcast_to(_t(y, X), shape)
+            outs.append(y)
+        return torch.stack(outs, dim=var_dim)
+
+    # -- symbolic view ------------------------------------------------------------------
+    def sympy(self, substitute: bool = True, expand_lets: bool = True,
+              digits: int = 6) -> list[sympy.Eq]:
+        """The equations as SymPy ``Eq(d var/dt, rhs)``; with ``substitute`` the current
+        parameter values replace the parameter symbols."""
+        rhs = [eq.rhs for eq in self.equations]
+        if expand_lets:
+            for let in reversed(self.lets):
+                rhs = [r.xreplace({sympy.Symbol(let.name): let.expr}) for r in rhs]
+        if substitute:
+            vals = {sympy.Symbol(k): sympy.Float(float(v.detach()), digits)
+                    for k, v in self.param_values().items()}
+            rhs = [r.xreplace(vals) for r in rhs]
+        t = sympy.Symbol("t")
+        return [sympy.Eq(sympy.Derivative(sympy.Function(eq.var)(t), t), r)
+                for eq, r in zip(self.equations, rhs)]
+
+    def extra_repr(self) -> str:
+        return f"{self.system.name}: {', '.join(self.variables)}; learn " \
+               f"{', '.join(self.learnable) or 'nothing'}"
+
+
+def compile_dynamics(spec: Spec | System, which: str = "dynamics",
+                     learn: Iterable[str] | Mapping[str, float | None] | str | None = None,
+                     values: Mapping[str, float] | None = None, stencil: str | None = None,
+                     fold_constants: bool = True,
+                     functions: Mapping[str, Callable] | None = None) -> VectorField:
+    """Compile a spec's ``dynamics`` (the true system) or its ``prior`` into a module.
+
+    ``learn`` names the parameters to make learnable (``"all"`` for every one; a mapping
+    gives start values). For the prior it defaults to the block's ``learn`` lines.
+    ``values`` overrides parameter values (e.g. one LEADS environment).
+    """
+    system = spec.system if isinstance(spec, Spec) else spec
+    lets: tuple[Let, ...] = system.lets
+    if which == "dynamics":
+        equations = system.equations
+        default_learn: dict[str, float | None] = {}
+    elif which == "prior":
+        if not isinstance(spec, Spec) or spec.prior is None:
+            raise ValueError("this spec has no `prior:` block")
+        if spec.prior.hamiltonian is not None:
+            raise ValueError("a hamiltonian prior is a network; build it with physml.models")
+        equations = spec.prior.equations
+        lets = lets + spec.prior.lets
+        default_learn = dict(spec.prior.learn)
+        stencil = stencil or spec.prior.stencil
+    else:
+        raise ValueError(f"which must be 'dynamics' or 'prior', not {which!r}")
+    if learn is None:
+        learn_map = default_learn
+    elif learn == "all":
+        learn_map = {p.name: None for p in system.params}
+    elif isinstance(learn, Mapping):
+        learn_map = dict(learn)
+    else:
+        learn_map = {name: None for name in learn}
+    return VectorField(system, equations, lets, learn_map, values, stencil, fold_constants,
+                       functions)

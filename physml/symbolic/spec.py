@@ -1,0 +1,297 @@
+"""The parsed form of a spec: frozen dataclasses holding SymPy expressions.
+
+A :class:`Spec` is what :func:`physml.load_spec` returns. It is the single source of
+truth downstream: the compiler, the simulator, the trainer and the reports read it and
+never go back to the text.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sympy
+
+from ..errors import Pos
+
+AXES = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """Boundary condition of one grid axis: ``periodic``, ``neumann`` (zero flux) or
+    ``dirichlet`` with a constant wall value."""
+
+    kind: str
+    value: float = 0.0
+
+    def __str__(self) -> str:
+        return f"dirichlet {self.value:g}" if self.kind == "dirichlet" else self.kind
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A regular grid ``shape`` over the box ``bounds`` with one boundary per axis.
+
+    Grid convention (fixed, so that stencils and data agree): the spacing is
+    ``h = (b - a) / N`` on every axis. Periodic axes hold the nodes ``a + i h``; neumann
+    and dirichlet axes are cell-centred, ``a + (i + 1/2) h``, so the wall lies half a cell
+    outside the first and last node (where the ghost values of the stencils mirror).
+    """
+
+    shape: tuple[int, ...]
+    bounds: tuple[tuple[float, float], ...]
+    boundaries: tuple[Boundary, ...]
+    stencil: str = "central2"
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        return AXES[: self.ndim]
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple((b - a) / n for (a, b), n in zip(self.bounds, self.shape))
+
+    @property
+    def lengths(self) -> tuple[float, ...]:
+        return tuple(b - a for a, b in self.bounds)
+
+    def coordinates(self) -> tuple[np.ndarray, ...]:
+        """Node coordinates per axis (1-D arrays), following the grid convention."""
+        out = []
+        for (a, _), n, h, bc in zip(self.bounds, self.shape, self.spacing, self.boundaries):
+            shift = 0.0 if bc.kind == "periodic" else 0.5
+            out.append(a + (np.arange(n) + shift) * h)
+        return tuple(out)
+
+    def mesh(self) -> tuple[np.ndarray, ...]:
+        """Coordinate arrays of the grid's shape ("ij" indexing: axis k is coordinate k)."""
+        return tuple(np.meshgrid(*self.coordinates(), indexing="ij"))
+
+    @property
+    def periodic(self) -> bool:
+        return all(b.kind == "periodic" for b in self.boundaries)
+
+    def describe(self) -> str:
+        dims = " x ".join(str(n) for n in self.shape)
+        box = " x ".join(f"[{a:g}, {b:g}]" for a, b in self.bounds)
+        bcs = sorted({str(b) for b in self.boundaries})
+        bc = bcs[0] if len(bcs) == 1 else ", ".join(
+            f"{ax} {b}" for ax, b in zip(self.axes, self.boundaries))
+        return f"{dims} over {box}, {bc}, stencil {self.stencil}"
+
+
+@dataclass(frozen=True)
+class Param:
+    """A physical parameter with its default value and its admissible interval."""
+
+    name: str
+    value: float
+    lower: float = -math.inf
+    upper: float = math.inf
+    lower_open: bool = True
+    upper_open: bool = True
+    pos: Pos | None = field(default=None, compare=False)
+
+    @property
+    def symbol(self) -> sympy.Symbol:
+        return sympy.Symbol(self.name)
+
+    def bounds_text(self) -> str:
+        lo = "-inf" if self.lower == -math.inf else f"{self.lower:g}"
+        hi = "inf" if self.upper == math.inf else f"{self.upper:g}"
+        return f"{'(' if self.lower_open else '['}{lo}, {hi}{')' if self.upper_open else ']'}"
+
+    def contains(self, value: float) -> bool:
+        lo_ok = value > self.lower if self.lower_open else value >= self.lower
+        hi_ok = value < self.upper if self.upper_open else value <= self.upper
+        return lo_ok and hi_ok
+
+
+@dataclass(frozen=True)
+class Let:
+    """A derived quantity ``let name = expr`` (scalar or field), evaluated in order."""
+
+    name: str
+    expr: sympy.Expr
+    pos: Pos | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A 0/1 field: 1 where ``condition`` (on the coordinates) holds."""
+
+    name: str
+    condition: sympy.Basic
+    pos: Pos | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Equation:
+    """``d(var)/dt = rhs``."""
+
+    var: str
+    rhs: sympy.Expr
+    pos: Pos | None = field(default=None, compare=False)
+
+    def sympy(self, t: sympy.Symbol = sympy.Symbol("t")) -> sympy.Eq:
+        return sympy.Eq(sympy.Derivative(sympy.Function(self.var)(t), t), self.rhs)
+
+
+@dataclass(frozen=True)
+class System:
+    """A dynamical system: its variables, parameters, derived quantities and equations."""
+
+    name: str
+    title: str
+    states: tuple[str, ...]
+    fields: tuple[str, ...]
+    domain: Domain | None
+    params: tuple[Param, ...]
+    lets: tuple[Let, ...]
+    masks: tuple[Mask, ...]
+    equations: tuple[Equation, ...]
+    source: str = ""
+    pos: Pos | None = field(default=None, compare=False)
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return self.fields if self.domain is not None else self.states
+
+    @property
+    def is_grid(self) -> bool:
+        return self.domain is not None
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def param_values(self) -> dict[str, float]:
+        return {p.name: p.value for p in self.params}
+
+    def state_shape(self) -> tuple[int, ...]:
+        """Shape of one state (without batch): ``(n,)`` or ``(n_fields, *grid)``."""
+        if self.domain is None:
+            return (len(self.states),)
+        return (len(self.fields), *self.domain.shape)
+
+
+@dataclass(frozen=True)
+class Call:
+    """``name(arg, key=value, …)`` as written in a spec (samplers, networks, methods)."""
+
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    pos: Pos | None = field(default=None, compare=False)
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.kwargs)
+
+    def __str__(self) -> str:
+        items = [str(a) for a in self.args] + [f"{k}={v}" for k, v in self.kwargs]
+        return f"{self.name}({', '.join(items)})"
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """``initial u, v ~ call(...)``: how initial states of some variables are drawn."""
+
+    variables: tuple[str, ...]
+    call: Call
+    pos: Pos | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The ``data:`` block: what to simulate (or which file to read) and how to split it."""
+
+    splits: tuple[tuple[str, int], ...] = ()
+    t0: float | None = None
+    t1: float | None = None
+    dt: float | None = None
+    history: int = 0
+    initial: tuple[Sampler, ...] = ()
+    noise: float = 0.0
+    solver: Call | None = None
+    seed: int = 0
+    file: str | None = None
+    mapping: tuple[tuple[str, str], ...] = ()
+    warmup: float = 0.0
+    pos: Pos | None = field(default=None, compare=False)
+
+    @property
+    def n_steps(self) -> int | None:
+        """Number of saved frames (t0 included)."""
+        if self.t0 is None or self.t1 is None or self.dt is None:
+            return None
+        return int(round((self.t1 - self.t0) / self.dt)) + 1
+
+    def times(self) -> np.ndarray:
+        n = self.n_steps
+        if n is None:
+            raise ValueError("the data block declares no time grid")
+        return self.t0 + self.dt * np.arange(n)
+
+    def split_sizes(self) -> dict[str, int]:
+        return dict(self.splits)
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """The ``prior:`` block: the known (possibly incomplete) physics ``F_p``."""
+
+    equations: tuple[Equation, ...] = ()
+    lets: tuple[Let, ...] = ()
+    learn: tuple[tuple[str, float | None], ...] = ()
+    hamiltonian: Call | None = None
+    stencil: str | None = None
+    pos: Pos | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One LEADS environment: a name and the parameter values that differ."""
+
+    name: str
+    values: tuple[tuple[str, float], ...]
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.values)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """``train method(...) key value …``."""
+
+    method: Call
+    options: tuple[tuple[str, Any], ...] = ()
+    pos: Pos | None = field(default=None, compare=False)
+
+    def option_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole spec file: a system (defined here or taken with ``use``) and the experiment."""
+
+    system: System
+    data: DataSpec | None = None
+    prior: PriorSpec | None = None
+    augment: Call | None = None
+    environments: tuple[Environment, ...] = ()
+    observe: tuple[str, ...] = ()
+    encoder: Call | None = None
+    train: TrainSpec | None = None
+    path: str = "<string>"
+    text: str = field(default="", compare=False, repr=False)
+    uses: str | None = None
