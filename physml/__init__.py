@@ -12,3 +12,7 @@ __version__ = "0.1.0"
 
 __all__ = ["SpecError", "load_spec", "parse_spec", "compile_dynamics", "register_function",
            "__version__"]
+from .simulate import simulate  # noqa: E402
+from .data import load_dataset  # noqa: E402
+
+__all__ += ["simulate", "load_dataset"]

@@ -21,7 +21,7 @@ from ..symbolic.spec import (AXES, Boundary, Call, DataSpec, Domain, Environment
                              Mask, Param, PriorSpec, Sampler, Spec, System, TrainSpec)
 from ..symbolic.stencils import STENCILS
 from . import schema
-from .parser import Name, Stmt, parse_statements
+from .parser import Name, Stmt, approx, parse_statements
 
 _SYSTEM_KINDS = ("system", "domain", "boundary", "state", "field", "mask", "param", "let",
                  "dynamics")
@@ -88,10 +88,9 @@ class _Builder:
         if free:
             raise self.err(SpecSyntaxError, f"{what} must be a number, not an expression "
                            f"of '{free[0]}'", pos)
-        try:
-            value = float(sympy.N(expr))
-        except (TypeError, ValueError):
-            raise self.err(SpecSyntaxError, f"{what} is not a real number", pos) from None
+        value = approx(expr)
+        if math.isnan(value):
+            raise self.err(SpecSyntaxError, f"{what} is not a real number", pos)
         if not math.isfinite(value):
             raise self.err(SpecSyntaxError, f"{what} is not finite", pos)
         return value
@@ -683,7 +682,7 @@ def _plain(value):
         if value.is_Integer:
             return int(value)
         if value.is_number:
-            return float(value)
+            return approx(value)
         return sympy.sstr(value)
     return value
 

@@ -12,24 +12,232 @@ from functools import lru_cache
 from typing import Any
 
 import sympy
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.indenter import Indenter
 
 from ..errors import OperatorError, Pos, SpecError, SpecSyntaxError, UnknownSymbolError, suggest
-from ..symbolic.functions import FUNCTIONS, SpatialOperator
+from ..symbolic.functions import FUNCTIONS, TORCH_FUNCTIONS, SpatialOperator
 
-#: Guard against numbers whose exact value would take forever to compute (2^2^2^99).
-_MAX_EXACT_BITS = 4096
+#: Guard against numbers whose exact value would take forever to compute (9^9^9^9): exact
+#: integers and rationals stay below 2^2048, far beyond any physical constant.
+_MAX_EXACT_BITS = 2048
+
+#: A constant argument of a function is folded only if it is this simple; anything else is
+#: evaluated in floating point, because SymPy's arbitrary-precision evaluation of, e.g.,
+#: sign(sin(exp(10^10))) may run for hours.
+_SIMPLE_MAGNITUDE = 1e6
+
+#: Largest exponent of a power of a variable (x^1000 is already far from physics).
+_MAX_EXPONENT = 1000
+
+_MATH = {
+    "sin": math.sin, "cos": math.cos, "tan": math.tan, "exp": math.exp, "log": math.log,
+    "sqrt": math.sqrt, "tanh": math.tanh, "sinh": math.sinh, "cosh": math.cosh,
+    "Abs": abs, "atan": math.atan, "sign": lambda v: float((v > 0) - (v < 0)),
+    "Min": min, "Max": max,
+}
+
+
+def approx(expr) -> float:
+    """The float value of a constant SymPy expression, in bounded time.
+
+    Unlike ``sympy.N`` this never raises the working precision: it evaluates the tree in
+    IEEE doubles (the precision every later stage uses anyway). Returns ``nan`` for values
+    that are not real or not defined, ``±inf`` for overflow.
+    """
+    try:
+        return float(_approx(expr))
+    except (OverflowError, ValueError, ZeroDivisionError, TypeError, RecursionError):
+        return math.nan
+
+
+def _big(p: int) -> float:
+    try:
+        return float(p)
+    except OverflowError:
+        return math.inf if p > 0 else -math.inf
+
+
+def _approx(e) -> float:
+    if isinstance(e, (int, float)):
+        return float(e)
+    if e.is_Integer:
+        return _big(int(e))
+    if e.is_Rational:
+        p, q = int(e.p), int(e.q)
+        try:
+            return p / q
+        except OverflowError:
+            return math.inf if p > 0 else -math.inf
+    if e.is_Float:
+        return float(e)
+    if e is sympy.zoo or e is sympy.nan:
+        return math.nan
+    if e is sympy.oo:
+        return math.inf
+    if e is sympy.S.NegativeInfinity:
+        return -math.inf
+    if isinstance(e, sympy.NumberSymbol):
+        return float(e)
+    if e.is_Add:
+        return math.fsum(_approx(a) for a in e.args)
+    if e.is_Mul:
+        out = 1.0
+        for a in e.args:
+            out *= _approx(a)
+        return out
+    if e.is_Pow:
+        b, x = _approx(e.base), _approx(e.exp)
+        try:
+            return math.pow(b, x)
+        except OverflowError:
+            return math.inf
+    if isinstance(e, SpatialOperator):
+        return 0.0
+    if isinstance(e, sympy.Piecewise):
+        for value, cond in e.args:
+            if _truth(cond):
+                return _approx(value)
+        return math.nan
+    name = type(e).__name__
+    args = [_approx(a) for a in e.args]
+    if name in _MATH:
+        try:
+            return _MATH[name](*args)
+        except OverflowError:
+            return math.inf
+    fn = TORCH_FUNCTIONS.get(name)
+    if fn is None:
+        return math.nan
+    import torch
+
+    return float(fn(*[torch.tensor(a, dtype=torch.float64) for a in args]))
+
+
+def _truth(cond) -> bool:
+    if cond is sympy.true or cond is True:
+        return True
+    if cond is sympy.false or cond is False:
+        return False
+    if isinstance(cond, sympy.And):
+        return all(_truth(c) for c in cond.args)
+    if isinstance(cond, sympy.Or):
+        return any(_truth(c) for c in cond.args)
+    if isinstance(cond, sympy.Not):
+        return not _truth(cond.args[0])
+    lhs, rhs = _approx(cond.lhs), _approx(cond.rhs)
+    return {"<": lhs < rhs, "<=": lhs <= rhs, ">": lhs > rhs, ">=": lhs >= rhs,
+            "==": lhs == rhs, "!=": lhs != rhs}[cond.rel_op]
+
+
+def _real_pow(b: float, e: float) -> float | None:
+    try:
+        return math.pow(b, e)
+    except OverflowError:
+        return math.inf
+    except (ValueError, ZeroDivisionError):
+        return None if b < 0 else math.inf
+
+
+def _apply_float(fname: str, fdef, args) -> float:
+    """A function of constants, evaluated in doubles (``nan`` if not real)."""
+    values = [approx(a) for a in args]
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    fn = _MATH.get(getattr(fdef.sympy, "__name__", fname)) or _MATH.get(fname)
+    try:
+        if fn is not None:
+            return float(fn(*values))
+        import torch
+
+        return float(fdef.torch(*[torch.tensor(v, dtype=torch.float64) for v in values]))
+    except OverflowError:
+        return math.inf
+    except (ValueError, ZeroDivisionError, TypeError):
+        return math.nan
+
+
+def _simple_number(e) -> bool:
+    """A constant SymPy evaluates instantly: a small rational, a float, pi, E or q*pi."""
+    if e.is_Rational or e.is_Float or isinstance(e, sympy.NumberSymbol):
+        return abs(_approx(e)) < _SIMPLE_MAGNITUDE
+    if e.is_Mul and len(e.args) == 2 and e.args[0].is_Rational and \
+            isinstance(e.args[1], sympy.NumberSymbol):
+        return abs(_approx(e)) < _SIMPLE_MAGNITUDE
+    return False
+
+
+class _IndentProblem(Exception):
+    """Raised by the indenter (outside Lark's error types) with where the problem is."""
+
+    def __init__(self, message: str, line: int, column: int, length: int = 1, hint=None):
+        super().__init__(message)
+        self.message, self.line, self.column, self.length, self.hint = \
+            message, line, column, length, hint
 
 
 class _PhyIndenter(Indenter):
+    """Lark's indenter with positions on INDENT/DEDENT and errors that say where.
+
+    Lark's own version raises a bare ``DedentError`` (no position) on an inconsistent
+    dedent and asserts on a stray closing bracket; both become :class:`_IndentProblem`.
+    """
+
     NL_type = "_NL"
     OPEN_PAREN_types = ["LPAR", "LSQB"]
     CLOSE_PAREN_types = ["RPAR", "RSQB"]
     INDENT_type = "_INDENT"
     DEDENT_type = "_DEDENT"
     tab_len = 4
+
+    def _marker(self, kind: str, indent_str: str, token: Token) -> Token:
+        # Point at the first character of the indented line, not at the previous newline.
+        tok = Token.new_borrow_pos(kind, indent_str, token)
+        tok.line = tok.end_line = token.end_line
+        tok.column = len(indent_str) + 1
+        tok.end_column = tok.column
+        return tok
+
+    def handle_NL(self, token: Token):
+        if self.paren_level > 0:
+            return
+        yield token
+        indent_str = token.rsplit("\n", 1)[1]
+        indent = indent_str.count(" ") + indent_str.count("\t") * self.tab_len
+        if indent > self.indent_level[-1]:
+            self.indent_level.append(indent)
+            yield self._marker(self.INDENT_type, indent_str, token)
+            return
+        levels = list(self.indent_level)
+        while indent < self.indent_level[-1]:
+            self.indent_level.pop()
+            yield self._marker(self.DEDENT_type, indent_str, token)
+        if indent != self.indent_level[-1]:
+            raise _IndentProblem(
+                f"inconsistent indentation: this line is indented by {indent}, which matches "
+                f"no enclosing block (indentations in use: {', '.join(map(str, levels))})",
+                token.end_line, len(indent_str) + 1,
+                hint="indent every line of a block by the same amount (4 spaces)")
+
+    def _process(self, stream):
+        token = None
+        for token in stream:
+            if token.type == self.NL_type:
+                yield from self.handle_NL(token)
+            else:
+                yield token
+            if token.type in self.OPEN_PAREN_types:
+                self.paren_level += 1
+            elif token.type in self.CLOSE_PAREN_types:
+                if self.paren_level == 0:
+                    raise _IndentProblem(f"unmatched '{token}'", token.line, token.column,
+                                         hint="remove it, or add the opening bracket it closes")
+                self.paren_level -= 1
+        while len(self.indent_level) > 1:
+            self.indent_level.pop()
+            yield Token.new_borrow_pos(self.DEDENT_type, "", token) if token else \
+                Token(self.DEDENT_type, "", 0, 1, 1, 1, 1, 0)
 
 
 @lru_cache(maxsize=1)
@@ -137,34 +345,62 @@ class _ToStatements(Transformer):
         fname = str(tok)
         fdef = FUNCTIONS.get(fname)
         if fdef is None:
-            if fname == "piecewise":  # only reached as a plain name in odd positions
-                raise self._err(SpecSyntaxError, "piecewise needs branches", tok)
             raise self._err(UnknownSymbolError, f"unknown function '{fname}'", tok,
-                            hint=suggest(fname, FUNCTIONS))
+                            hint=suggest(fname, [*FUNCTIONS, "piecewise"]))
         if len(args) not in fdef.nargs:
             want = " or ".join(str(n) for n in fdef.nargs)
             raise self._err(OperatorError,
                             f"{fname}() takes {want} argument{'s' if fdef.nargs != (1,) else ''}, "
                             f"got {len(args)}", tok, length=len(fname))
-        node = fdef.sympy(*args)
+        if not fdef.spatial and args and all(a.is_number for a in args) and \
+                not all(_simple_number(a) for a in args):
+            # A constant too complicated for SymPy to evaluate cheaply: fold it to a float.
+            value = _apply_float(fname, fdef, args)
+            if not math.isfinite(value):
+                raise self._err(SpecSyntaxError, f"the value of {fname}(…) is not a finite real "
+                                "number", tok, length=len(fname))
+            return sympy.Float(value)
+        if fdef.sympy in (sympy.Min, sympy.Max) and not all(a.is_number for a in args):
+            # Min/Max query the assumptions of their arguments, which can crawl on odd input.
+            node = fdef.sympy(*args, evaluate=False)
+        else:
+            node = fdef.sympy(*args)
+        self._check_exact(node)
+        if not fdef.spatial and node.is_number and not math.isfinite(approx(node)):
+            raise self._err(SpecSyntaxError, f"the value of {fname}(…) is not a finite real "
+                            "number", tok, length=len(fname))
         if fdef.spatial:
             self._calls.append(CallRef(fname, node, self._pos(tok), len(fname)))
         return node
 
     # -- arithmetic ---------------------------------------------------------------------
+    @staticmethod
+    def _check_exact(node):
+        """Numbers SymPy would crawl on: exact rationals beyond :data:`_MAX_EXACT_BITS`, and
+        huge exponents of symbols (SymPy's assumptions expand them as polynomials)."""
+        if isinstance(node, sympy.Rational) and \
+                max(abs(int(node.p)).bit_length(), int(node.q).bit_length()) > _MAX_EXACT_BITS:
+            raise SpecSyntaxError("number too large", None)
+        for part in (node, *node.args):
+            if part.is_Pow and not part.base.is_number and part.exp.is_number and \
+                    not abs(approx(part.exp)) <= _MAX_EXPONENT:
+                raise SpecSyntaxError(f"exponent too large (at most {_MAX_EXPONENT} for a "
+                                      "power of a variable)", None)
+        return node
+
     def add(self, c):
-        return sympy.Add(c[0], c[1])
+        return self._check_exact(sympy.Add(c[0], c[1]))
 
     def sub(self, c):
-        return sympy.Add(c[0], -c[1])
+        return self._check_exact(sympy.Add(c[0], -c[1]))
 
     def mul(self, c):
-        return sympy.Mul(c[0], c[1])
+        return self._check_exact(sympy.Mul(c[0], c[1]))
 
     def div(self, c):
         if c[1] == 0:
             raise SpecSyntaxError("division by zero", None)
-        return sympy.Mul(c[0], sympy.Pow(c[1], -1))
+        return self._check_exact(sympy.Mul(c[0], sympy.Pow(c[1], -1)))
 
     def neg(self, c):
         return -c[0]
@@ -175,15 +411,15 @@ class _ToStatements(Transformer):
     def pow(self, c):
         base, _, exp = c
         if base.is_number and exp.is_number:
-            try:
-                b, e = abs(complex(base)), complex(exp).real
-            except (TypeError, ValueError):
-                b, e = 2.0, 1e9
-            if b > 1 and abs(e) * math.log2(b) > _MAX_EXACT_BITS:
-                raise SpecSyntaxError("number too large in a power", None)
+            b, e = approx(base), approx(exp)
+            if math.isnan(b) or math.isnan(e) or _real_pow(b, e) is None:
+                raise SpecSyntaxError("this power has no real value", None)
             if b == 0 and e < 0:
                 raise SpecSyntaxError("zero to a negative power", None)
-        return sympy.Pow(base, exp)
+            if abs(b) not in (0.0, 1.0) and (math.isinf(b) or math.isinf(e) or
+                                            abs(e * math.log2(abs(b))) > _MAX_EXACT_BITS):
+                raise SpecSyntaxError("number too large in a power", None)
+        return self._check_exact(sympy.Pow(base, exp))
 
     # -- conditions ---------------------------------------------------------------------
     def comparison(self, c):
@@ -468,61 +704,138 @@ def _value(item):
         if item.is_Integer:
             return int(item)
         if item.is_number:
-            value = complex(item)
-            if value.imag == 0:
-                return float(value.real)
+            value = approx(item)
+            if not math.isnan(value):
+                return value
         return item
     return item
 
 
 # ---------------------------------------------------------------------------------------
 
+#: Deepest expression nesting accepted. Deeper trees would overflow Python's recursion in
+#: the Transformer or in SymPy; no physical model needs more than a few levels.
+MAX_DEPTH = 100
+
+
+def _too_deep(tree) -> Tree | None:
+    """The first subtree nested deeper than :data:`MAX_DEPTH` (iterative, never recursive)."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return node
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+    return None
+
+
+def _is_blank(text: str) -> bool:
+    return all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines())
+
+
 def parse_statements(text: str, file: str = "<string>") -> list[Stmt]:
     """Parse spec text into statements, turning Lark's errors into :class:`SpecError`."""
-    if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#")
-                               for ln in text.splitlines()):
-        raise SpecSyntaxError("empty spec: expected a `system` or a `use` line", Pos(file, 1, 1),
-                              text)
+    if _is_blank(text):
+        what = "only comments" if text.strip() else "nothing"
+        raise SpecSyntaxError(f"empty spec: the file contains {what}", Pos(file, 1, 1), text,
+                              hint="a system file starts with `system NAME`, an experiment "
+                              "with `use NAME`")
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise SpecSyntaxError("the file contains a NUL byte (is it a binary file?)",
+                              Pos(file, line, 1), text)
     if not text.endswith("\n"):
         text = text + "\n"
     try:
         tree = grammar().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, file) from None
-    except RecursionError:
-        raise SpecSyntaxError("expression nested too deeply", Pos(file, 1, 1), text) from None
+    except _IndentProblem as exc:
+        raise SpecSyntaxError(exc.message, Pos(file, exc.line, exc.column), text,
+                              hint=exc.hint, length=exc.length) from None
+    deep = _too_deep(tree)
+    if deep is not None:
+        meta = deep.meta
+        raise SpecSyntaxError(f"expression nested too deeply (more than {MAX_DEPTH} levels)",
+                              Pos(file, getattr(meta, "line", 1), getattr(meta, "column", 1)),
+                              text, hint="split it with `let` definitions")
     try:
         return _ToStatements(file, text).transform(tree)
     except VisitError as exc:
         inner = exc.orig_exc
+        meta = getattr(exc.obj, "meta", None)
+        pos = Pos(file, getattr(meta, "line", 1), getattr(meta, "column", 1))
+        length = 1
+        if meta is not None and getattr(meta, "end_line", None) == getattr(meta, "line", 0):
+            length = max(1, meta.end_column - meta.column)
         if isinstance(inner, SpecError):
             if inner.pos is None:
-                meta = getattr(exc.obj, "meta", None)
-                pos = Pos(file, getattr(meta, "line", 1), getattr(meta, "column", 1))
-                raise type(inner)(inner.message, pos, text, hint=inner.hint) from None
+                raise type(inner)(inner.message, pos, text, hint=inner.hint,
+                                  length=length) from None
             raise inner from None
         if isinstance(inner, RecursionError):
-            raise SpecSyntaxError("expression nested too deeply", Pos(file, 1, 1), text) from None
+            raise SpecSyntaxError("expression nested too deeply", pos, text) from None
         if isinstance(inner, (ValueError, TypeError, ArithmeticError, OverflowError)):
-            meta = getattr(exc.obj, "meta", None)
-            pos = Pos(file, getattr(meta, "line", 1), getattr(meta, "column", 1))
-            raise SpecSyntaxError(f"cannot build this expression ({inner})", pos, text) from None
+            raise SpecSyntaxError(f"cannot build this expression ({inner})", pos, text,
+                                  length=length) from None
         raise
-    except RecursionError:
-        raise SpecSyntaxError("expression nested too deeply", Pos(file, 1, 1), text) from None
 
 
+#: Expected terminals, grouped into the words a person would use.
+_EXPR_START = {"NAME", "NUMBER", "LPAR", "MINUS", "PLUS", "PIECEWISE"}
+_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "POW"}
 _TOKEN_WORDS = {
-    "_NL": "end of line", "_INDENT": "an indented block", "_DEDENT": "end of block",
-    "NAME": "a name", "NUMBER": "a number", "INT": "an integer", "STRING": "a quoted string",
-    "CMP": "a comparison", "POW": "'^'",
-    "$END": "end of file",
+    "_NL": "the end of the line", "$END": "the end of the file",
+    "_INDENT": "an indented block", "NAME": "a name", "NUMBER": "a number",
+    "INT": "a whole number", "STRING": 'a quoted "string"', "CMP": "a comparison (< <= > >= == !=)",
+    "POW": "'^'", "D": "an equation d(VAR)/dt = …",
 }
+#: Keyword groups in grammar order: a long list of keywords reads as "a statement".
+_KEYWORD_GROUPS = [
+    ("a statement", ["system", "use", "domain", "boundary", "state", "field", "mask", "param",
+                     "let", "dynamics", "data", "prior", "augment", "environments", "observe",
+                     "encoder", "train"]),
+    ("a `data:` entry", ["trajectories", "time", "initial", "noise", "solver", "seed", "file",
+                         "map", "history", "warmup"]),
+    ("a `prior:` entry", ["d", "let", "learn", "hamiltonian", "stencil"]),
+]
 
 
-def _describe_expected(expected, parser: Lark) -> tuple[list[str], list[str]]:
-    """Human words for the expected terminals, and the keywords among them."""
-    words, keywords = [], []
+def _join(words: list[str], last: str = "or") -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + f" {last} " + words[-1]
+
+
+def _describe_expected(expected, parser: Lark) -> tuple[str, list[str]]:
+    """English for the expected terminals, and the keywords among them (for suggestions)."""
+    expected = set(expected)
+    words: list[str] = []
+    keywords = []
+    for name in expected:
+        try:
+            pattern = parser.get_terminal(name).pattern
+        except KeyError:
+            continue
+        if pattern.type == "str" and pattern.value.isidentifier():
+            keywords.append(pattern.value)
+    for label, group in _KEYWORD_GROUPS:
+        found = [k for k in group if k in keywords]
+        if len(found) >= 3 and len(found) >= len(keywords) - 1:
+            shown = ", ".join("d(VAR)/dt = …" if k == "d" else k for k in found)
+            words.append(f"{label} ({shown})")
+            expected -= {k.upper() for k in found}
+            break
+    if {"NAME", "NUMBER"} <= expected:
+        words.append("an expression")
+        expected -= _EXPR_START
+    if len(expected & _OPERATORS) >= 3:
+        words.append("an operator (+ - * / ^)")
+        expected -= _OPERATORS
+    if "_NL" in expected or "$END" in expected:
+        expected -= {"_DEDENT"}
+    if "_NL" in expected or words:  # "or the end of the file" only when nothing else fits
+        expected -= {"$END"}
     for name in sorted(expected):
         if name in _TOKEN_WORDS:
             words.append(_TOKEN_WORDS[name])
@@ -530,42 +843,80 @@ def _describe_expected(expected, parser: Lark) -> tuple[list[str], list[str]]:
         try:
             pattern = parser.get_terminal(name).pattern
         except KeyError:
-            words.append(name)
             continue
-        value = getattr(pattern, "value", name)
         if pattern.type == "str":
-            words.append(f"'{value}'")
-            if value.isidentifier():
-                keywords.append(value)
+            words.append(f"'{pattern.value}'")
+    # Keep the order stable and readable: symbols and words first, end of line last.
+    end = [w for w in words if w.startswith("the end")]
+    words = list(dict.fromkeys(w for w in words if not w.startswith("the end"))) + end[:1]
+    return _join(words), keywords
+
+
+def _unclosed_bracket(text: str, upto: int) -> tuple[int, int, str] | None:
+    """(line, column, char) of the last bracket still open at offset ``upto``, if any."""
+    stack: list[tuple[int, int, str]] = []
+    line, col, i = 1, 1, 0
+    pairs = {")": "(", "]": "["}
+    while i < min(upto, len(text)):
+        ch = text[i]
+        if ch == "#":
+            while i < len(text) and text[i] != "\n":
+                i += 1
+            continue
+        if ch == '"':
+            j = text.find('"', i + 1)
+            nl = text.find("\n", i + 1)
+            if j != -1 and (nl == -1 or j < nl):
+                col += j - i + 1
+                i = j + 1
+                continue
+        if ch in "([":
+            stack.append((line, col, ch))
+        elif ch in ")]" and stack and stack[-1][2] == pairs[ch]:
+            stack.pop()
+        if ch == "\n":
+            line, col = line + 1, 1
         else:
-            words.append(name.lower())
-    return sorted(set(words)), keywords
+            col += 1
+        i += 1
+    return stack[-1] if stack else None
+
+
+def _offset(text: str, line: int, column: int) -> int:
+    lines = text.split("\n")
+    return sum(len(ln) + 1 for ln in lines[:line - 1]) + column - 1
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> SpecSyntaxError:
     parser = grammar()
     line = getattr(exc, "line", None) or 1
     column = getattr(exc, "column", None) or 1
-    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
-        lines = text.splitlines() or [""]
+    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken)
+                                          and exc.token.type == "$END"):
+        lines = text.rstrip("\n").split("\n")
         line, column = len(lines), len(lines[-1]) + 1
-    if isinstance(exc, UnexpectedEOF):
-        lines = text.splitlines() or [""]
-        line, column = len(lines), len(lines[-1]) + 1
-    expected = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set()
-    words, keywords = _describe_expected(expected, parser)
+    try:  # the precise set: which tokens the parser would really accept here
+        expected = exc.interactive_parser.accepts() if exc.interactive_parser else None
+    except Exception:  # noqa: BLE001 - accepts() is best effort; fall back to Lark's set
+        expected = None
+    if not expected:
+        expected = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set()
+    described, keywords = _describe_expected(expected, parser)
     hint = None
     length = 1
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
         got = str(tok)
         length = max(1, len(got))
-        if tok.type in ("_INDENT",):
+        if tok.type == "_INDENT":
             message = "unexpected indentation"
+            line, column, length = tok.line, 1, max(1, len(got))
         elif tok.type == "_DEDENT":
             message = "unexpected end of block"
+            line, column = tok.line, tok.column
         elif tok.type == "_NL":
             message = "unexpected end of line"
+            length = 1
         elif tok.type == "$END":
             message = "unexpected end of file"
         else:
@@ -573,19 +924,38 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> SpecSyntaxError
         if got.isidentifier() and keywords:
             hint = suggest(got, keywords)
     elif isinstance(exc, UnexpectedCharacters):
-        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
-        message = f"unexpected character {char!r}"
-        word_end = exc.pos_in_stream
+        start = exc.pos_in_stream
+        char = text[start] if start < len(text) else ""
+        word_end = start
         while word_end < len(text) and (text[word_end].isalnum() or text[word_end] == "_"):
             word_end += 1
-        word = text[exc.pos_in_stream:word_end]
-        if word and keywords:
-            hint = suggest(word, keywords)
-            length = len(word)
+        word = text[start:word_end]
+        if word and (word[0].isalpha() or word[0] == "_"):
             message = f"unexpected '{word}'"
+            length = len(word)
+            if keywords:
+                hint = suggest(word, keywords)
+        elif char == '"':
+            message = "unterminated string (a string ends with \" on the same line)"
+        elif char in "`'":
+            message = f"unexpected character {char!r}: strings are written in double quotes"
+        else:
+            message = f"unexpected character {char!r}"
     else:
         message = "unexpected end of input"
-    if words:
-        shown = words if len(words) <= 8 else words[:8] + ["…"]
-        message += "; expected " + ", ".join(shown)
+    if described:
+        message += f"; expected {described}"
+    opened = _unclosed_bracket(text, _offset(text, line, column))
+    if opened is not None and opened[0] < line and opened == _unclosed_bracket(text, len(text)):
+        # Newlines inside brackets do not end a statement, so a bracket left open makes the
+        # parser fail lines later; the bracket is what the person has to fix.
+        closer = ")" if opened[2] == "(" else "]"
+        return SpecSyntaxError(f"'{opened[2]}' is never closed", Pos(file, opened[0],
+                               opened[1]), text, hint=f"add the missing '{closer}'")
+    if opened is not None and message.startswith("unexpected end"):
+        closer = ")" if opened[2] == "(" else "]"
+        if opened[0] < line:
+            return SpecSyntaxError(f"'{opened[2]}' is never closed", Pos(file, opened[0],
+                                   opened[1]), text, hint=f"add the missing '{closer}'")
+        hint = hint or f"the '{opened[2]}' at column {opened[1]} is never closed; add '{closer}'"
     return SpecSyntaxError(message, Pos(file, line, column), text, hint=hint, length=length)

@@ -24,6 +24,7 @@ TRAIN_OPTIONS: dict[str, type] = {
     "steps": int,
     "batch": int,
     "lr": float,
+    "lr_phys": float,
     "tau1": float,
     "solver": str,
     "step": float,

@@ -15,6 +15,7 @@ a smooth bijection (Eq. below), so no gradient step can leave the interval:
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -56,12 +57,31 @@ def to_unconstrained(value: float, p: Param) -> float:
 def to_constrained(raw: torch.Tensor, p: Param) -> torch.Tensor:
     lo, hi = p.lower, p.upper
     if math.isfinite(lo) and math.isfinite(hi):
-        return lo + (hi - lo) * torch.sigmoid(raw)
-    if math.isfinite(lo):
-        return lo + F.softplus(raw)
-    if math.isfinite(hi):
-        return hi - F.softplus(raw)
-    return raw
+        value = lo + (hi - lo) * torch.sigmoid(raw)
+    elif math.isfinite(lo):
+        value = F.softplus(raw) if lo == 0 else lo + F.softplus(raw)
+    elif math.isfinite(hi):
+        value = hi - F.softplus(raw)
+    else:
+        return raw
+    # Far out, sigmoid/softplus round to the bound itself (sigmoid(40) == 1 in float64);
+    # an open bound must not be reached, so clamp to the nearest number strictly inside.
+    inner_lo, inner_hi = _strict_interior(p, raw.dtype)
+    if inner_lo is None and inner_hi is None:
+        return value
+    return torch.clamp(value, inner_lo, inner_hi)
+
+
+@functools.lru_cache(maxsize=None)
+def _strict_interior(p: Param, dtype: torch.dtype) -> tuple[float | None, float | None]:
+    lo, hi = p.lower, p.upper
+    inf = torch.tensor(math.inf, dtype=dtype)
+
+    def step(x: float, toward: torch.Tensor) -> float:
+        return float(torch.nextafter(torch.tensor(x, dtype=dtype), toward))
+
+    return (step(lo, inf) if p.lower_open and math.isfinite(lo) else None,
+            step(hi, -inf) if p.upper_open and math.isfinite(hi) else None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -315,16 +335,18 @@ class VectorField(nn.Module):
             self.raw[name] = nn.Parameter(torch.tensor(to_unconstrained(float(init), p),
                                                        dtype=dtype))
         self.fixed_names = tuple(n for n in self.params_spec if n not in learn)
+        # float64 originals of floating buffers: .to()/.double() restore them exactly.
+        self._exact: dict[str, torch.Tensor] = {}
         for name in self.fixed_names:
-            self.register_buffer(f"fixed_{name}", torch.tensor(float(values[name]), dtype=dtype))
+            value = torch.tensor(float(values[name]), dtype=torch.float64)
+            self._exact_buffer(f"fixed_{name}", value, True)
         self.batch_params: dict[str, torch.Tensor] | None = None
         self.folded = fold_constants
         self.ops = GridOperators(system.domain, stencil) if system.domain is not None else None
         if self.ops is not None:
             self.ops.to(dtype)
             for axis, mesh in zip(system.domain.axes, system.domain.mesh()):
-                self.register_buffer(f"coord_{axis}", torch.tensor(mesh, dtype=dtype),
-                                     persistent=False)
+                self._exact_buffer(f"coord_{axis}", torch.from_numpy(mesh), False)
         compiler = _Compiler(self.ops, functions)
         # Fixed parameters become numbers in the compiled code when folding is on; the
         # symbolic equations (self.sympy()) keep the symbols.
@@ -333,14 +355,27 @@ class VectorField(nn.Module):
         self._mask_names = []
         for m in system.masks:
             self._build_mask(m, compiler, values)
-        exprs = [l.expr.xreplace(subs) for l in self.lets] + \
-            [eq.rhs.xreplace(subs) for eq in self.equations]
+        # Lets are inlined before CSE: common subexpressions may then span lets and
+        # equations (a CSE step mentioning a let would otherwise run before the let).
+        inlined: dict[sympy.Symbol, sympy.Expr] = {}
+        for let in self.lets:
+            inlined[sympy.Symbol(let.name)] = let.expr.xreplace(inlined)
+        exprs = [eq.rhs.xreplace(inlined).xreplace(subs) for eq in self.equations]
         replacements, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("_cse"),
                                           optimizations=None)
         self._steps: list[tuple[str, Node]] = [(s.name, compiler(e)) for s, e in replacements]
-        n_lets = len(self.lets)
-        self._steps += [(l.name, compiler(e)) for l, e in zip(self.lets, reduced[:n_lets])]
-        self._outputs: list[Node] = [compiler(e) for e in reduced[n_lets:]]
+        self._outputs: list[Node] = [compiler(e) for e in reduced]
+
+    def _exact_buffer(self, name: str, value: torch.Tensor, persistent: bool):
+        self._exact[name] = value.to(torch.float64)
+        self.register_buffer(name, value.to(torch.get_default_dtype()), persistent=persistent)
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        for name, exact in self._exact.items():
+            cur = self._buffers[name]
+            self._buffers[name] = exact.to(device=cur.device, dtype=cur.dtype)
+        return out
 
     def _build_mask(self, mask, compiler: _Compiler, values):
         subs = {sympy.Symbol(k): sympy.Float(v) for k, v in values.items()}

@@ -49,11 +49,12 @@ class SpatialOperator(sympy.Function):
     def _pretty(self, printer):
         from sympy.printing.pretty.stringpict import prettyForm
 
-        inner = ", ".join(printer._print(a).render() if not a.is_Symbol else str(a)
-                          for a in self.args)
+        # Compose pretty forms (not rendered strings) so the printer's own settings apply.
         if len(self.args) == 1 and self.args[0].is_Symbol:
-            return prettyForm(f"{self.symbol}{inner}")
-        return prettyForm(f"{self.symbol}({inner})")
+            inner = printer._print(self.args[0])
+        else:
+            inner = printer._print_seq(self.args, "(", ")")
+        return prettyForm(*inner.left(self.symbol))
 
 
 def _derivative(name: str, axis: int, order: int, sym: str, latex: str):

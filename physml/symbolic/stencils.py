@@ -11,8 +11,11 @@ refinement). Boundaries are applied by padding with ghost nodes (see
   node, ``u[-k] = u[k-1]``, which makes the discrete flux through the wall vanish;
 - ``dirichlet g``: odd reflection about the wall value, ``u[-k] = 2 g - u[k-1]``.
 
-Operators are applied with one gather per axis and one convolution (the Laplacian's
-cross-shaped stencil is a single kernel), which is what a hand-written model does too.
+Operators are applied as weighted sums of shifted slices of the ghost-padded field (one
+gather per padded axis, one fused multiply-add per stencil entry), which is what a
+hand-written ``torch.roll`` model does; the cross-shaped Laplacian pads each arm only
+along its own axis. Coefficients are Python floats computed from the exact fractions, so
+a module converted with ``.double()`` applies float64-exact stencils.
 """
 from __future__ import annotations
 
@@ -113,7 +116,7 @@ def pad_axis(u: torch.Tensor, dim: int, width: int, bc: Boundary,
 
 
 class GridOperators(torch.nn.Module):
-    """All spatial operators of one domain, with index tables and kernels as buffers."""
+    """All spatial operators of one domain; index tables and wavenumbers are buffers."""
 
     def __init__(self, domain: Domain, stencil: str | None = None):
         super().__init__()
@@ -122,18 +125,32 @@ class GridOperators(torch.nn.Module):
         self.ndim = domain.ndim
         self.spacing = domain.spacing
         self.boundaries = domain.boundaries
+        self.shape = tuple(domain.shape)
         if self.family.spectral:
             if not domain.periodic:
                 raise ValueError("the spectral stencil needs a periodic domain")
         width = max(s.width for s in (self.family.d1, self.family.d2) if s) \
             if not self.family.spectral else 0
         self.width = width
+        # float64 originals of the floating buffers, restored exactly by .to()/.double().
+        self._exact: dict[str, torch.Tensor] = {}
         for k, (n, bc) in enumerate(zip(domain.shape, domain.boundaries)):
             self.register_buffer(f"index{k}", boundary_index(n, width, bc) if width else
                                  torch.arange(n), persistent=False)
         if domain.periodic:
             self._register_wavenumbers()
-        self._register_kernels()
+        self._build_stencils()
+
+    def _exact_buffer(self, name: str, value: torch.Tensor):
+        self._exact[name] = value.to(torch.float64)
+        self.register_buffer(name, value.to(torch.get_default_dtype()), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        for name, exact in self._exact.items():
+            cur = self._buffers[name]
+            self._buffers[name] = exact.to(device=cur.device, dtype=cur.dtype)
+        return out
 
     def _register_wavenumbers(self):
         for k, (n, length) in enumerate(zip(self.domain.shape, self.domain.lengths)):
@@ -142,72 +159,106 @@ class GridOperators(torch.nn.Module):
             kvec = 2 * math.pi / length * freq.double()
             shape = [1] * self.ndim
             shape[k] = -1
-            self.register_buffer(f"k{k}", kvec.reshape(shape), persistent=False)
+            self._exact_buffer(f"k{k}", kvec.reshape(shape))
             # First derivatives drop the Nyquist mode (its derivative is not real-valued).
             k1 = kvec.clone()
             if n % 2 == 0:
                 k1[n // 2 if not last else -1] = 0.0
-            self.register_buffer(f"k1_{k}", k1.reshape(shape), persistent=False)
+            self._exact_buffer(f"k1_{k}", k1.reshape(shape))
 
-    def _register_kernels(self):
+    # -- stencils as lists of (offset, coefficient) ----------------------------------------
+    def _build_stencils(self):
+        """Turn the family's tables into ``{padded axes: [(offsets, coefficient)]}``."""
         fam = self.family
+        self._terms: dict[tuple[int, int], tuple] = {}
+        exact: dict[tuple[int, int], dict[tuple[int, ...], Fraction]] = {}
         if fam.spectral:
             return
-        w = self.width
-        size = 2 * w + 1
         for k in range(self.ndim):
-            for stencil, tag in ((fam.d1, "d1"), (fam.d2, "d2")):
-                kernel = torch.zeros([size if a == k else 1 for a in range(self.ndim)],
-                                     dtype=torch.float64)
-                coeffs = torch.tensor([float(c) for c in stencil.coefficients], dtype=torch.float64)
-                off = w - stencil.width
-                # The kernel has size 1 on every other axis, so its flat view runs along k.
-                kernel.view(-1)[off:off + len(coeffs)] = coeffs / self.spacing[k] ** stencil.derivative
-                self.register_buffer(f"kernel_{tag}_{k}", kernel, persistent=False)
-        # The Laplacian as one kernel (cross-shaped, or the isotropic 9-point one).
-        lap = torch.zeros([size] * self.ndim, dtype=torch.float64)
+            for stencil, order in ((fam.d1, 1), (fam.d2, 2)):
+                scale = Fraction(1) / Fraction(self.spacing[k]) ** stencil.derivative
+                entries = {}
+                for j, c in enumerate(stencil.coefficients):
+                    if c != 0:
+                        off = [0] * self.ndim
+                        off[k] = j - stencil.width
+                        entries[tuple(off)] = c * scale
+                exact[(k, order)] = entries
+                self._terms[(k, order)] = _group(entries)
+        entries: dict[tuple[int, ...], Fraction] = {}
         if fam.laplacian_2d is not None and self.ndim == 2 and \
                 math.isclose(self.spacing[0], self.spacing[1]):
-            off = w - 1
-            lap[off:off + 3, off:off + 3] = torch.tensor(
-                [[float(v) for v in row] for row in fam.laplacian_2d], dtype=torch.float64
-            ) / self.spacing[0] ** 2
+            scale = Fraction(1) / Fraction(self.spacing[0]) ** 2
+            for i, row in enumerate(fam.laplacian_2d):
+                for j, c in enumerate(row):
+                    if c != 0:
+                        entries[(i - 1, j - 1)] = c * scale
         else:
-            centre = [w] * self.ndim
             for k in range(self.ndim):
-                kern = getattr(self, f"kernel_d2_{k}")
-                idx = list(centre)
-                for j in range(size):
-                    idx[k] = j
-                    lap[tuple(idx)] += kern.reshape(-1)[j]
-        self.register_buffer("kernel_lap", lap, persistent=False)
+                for off, c in exact[(k, 2)].items():
+                    entries[off] = entries.get(off, Fraction(0)) + c
+        self._lap_terms = _group(entries)
 
     # -- application --------------------------------------------------------------------
     def _pad(self, u: torch.Tensor, axes) -> torch.Tensor:
+        """Ghost cells along the non-periodic ``axes`` (periodic ones are rolled instead)."""
         for k in axes:
+            bc = self.boundaries[k]
+            if bc.kind == "periodic":
+                continue
             dim = u.dim() - self.ndim + k
-            u = pad_axis(u, dim, self.width, self.boundaries[k], getattr(self, f"index{k}"))
+            u = pad_axis(u, dim, self.width, bc, getattr(self, f"index{k}"))
         return u
 
-    def _conv(self, u: torch.Tensor, kernel: torch.Tensor, axes) -> torch.Tensor:
-        """Apply ``kernel`` to ``u`` of shape ``(..., *grid)`` with boundary padding."""
-        lead = u.shape[: u.dim() - self.ndim]
-        x = self._pad(u, axes).reshape(-1, 1, *[
-            s + (2 * self.width if k in axes else 0) for k, s in enumerate(u.shape[-self.ndim:])])
-        kern = kernel.to(dtype=u.dtype)
-        conv = (F.conv1d, F.conv2d, F.conv3d)[self.ndim - 1]
-        y = conv(x, kern.reshape(1, 1, *kern.shape))
-        return y.reshape(*lead, *y.shape[-self.ndim:])
+    def _stencil(self, u: torch.Tensor, groups) -> torch.Tensor:
+        """Σ c·u[x + offset·h] over the stencil entries. Entries with equal coefficients
+        are summed first, so a 5-point Laplacian costs 4 shifts, 4 adds and 2 scalings."""
+        w = self.width
+        lead = u.dim() - self.ndim
+        by_coeff: dict[float, list[torch.Tensor]] = {}
+        for axes, items in groups:
+            p = self._pad(u, axes)
+            for off, c in items:
+                view, shifts, dims = p, [], []
+                if axes:
+                    index = [slice(None)] * p.dim()
+                    for k, o in enumerate(off):
+                        if self.boundaries[k].kind == "periodic":
+                            if o:
+                                shifts.append(-o)
+                                dims.append(lead + k)
+                        elif k in axes:
+                            index[lead + k] = slice(w + o, w + o + self.shape[k])
+                    view = p[tuple(index)]
+                    if shifts:
+                        view = view.roll(shifts, dims)
+                by_coeff.setdefault(c, []).append(view)
+        out = None
+        # Larger groups first: their sum is a fresh tensor that can be scaled in place.
+        for c, views in sorted(by_coeff.items(), key=lambda kv: -len(kv[1])):
+            if len(views) > 1:
+                term = views[0] + views[1]
+                for v in views[2:]:
+                    term.add_(v)
+                if out is None:
+                    out = term.mul_(c) if c != 1.0 else term
+                    continue
+                out.add_(term, alpha=c)
+            elif out is None:
+                out = views[0] * c
+            else:
+                out.add_(views[0], alpha=c)
+        return out
 
     def derivative(self, u: torch.Tensor, axis: int, order: int) -> torch.Tensor:
         if self.family.spectral:
             return self._spectral(u, {axis: order})
-        return self._conv(u, getattr(self, f"kernel_d{order}_{axis}"), (axis,))
+        return self._stencil(u, self._terms[(axis, order)])
 
     def laplacian(self, u: torch.Tensor) -> torch.Tensor:
         if self.family.spectral:
             return self._spectral(u, {k: 2 for k in range(self.ndim)})
-        return self._conv(u, self.kernel_lap, tuple(range(self.ndim)))
+        return self._stencil(u, self._lap_terms)
 
     def divergence(self, *components: torch.Tensor) -> torch.Tensor:
         out = self.derivative(components[0], 0, 1)
@@ -223,8 +274,7 @@ class GridOperators(torch.nn.Module):
             k = getattr(self, f"k1_{axis}" if order == 1 else f"k{axis}")
             term = (1j * k) ** order
             mult = term if mult is None else mult + term
-        return torch.fft.irfftn(uh * mult.to(uh.dtype if uh.is_complex() else torch.complex128),
-                                s=u.shape[-self.ndim:], dim=dims)
+        return torch.fft.irfftn(uh * mult.to(uh.dtype), s=u.shape[-self.ndim:], dim=dims)
 
     def inverse_laplacian(self, f: torch.Tensor) -> torch.Tensor:
         """Zero-mean ψ with Δψ = f on the periodic box (the mean of f is dropped)."""
@@ -236,3 +286,17 @@ class GridOperators(torch.nn.Module):
         inv = torch.where(k2 > 0, -1.0 / torch.where(k2 > 0, k2, torch.ones_like(k2)),
                           torch.zeros_like(k2))
         return torch.fft.irfftn(fh * inv.to(fh.real.dtype), s=f.shape[-self.ndim:], dim=dims)
+
+
+def _group(entries: dict[tuple[int, ...], Fraction]):
+    """Group stencil entries by the axes they shift along (those need ghost padding);
+    coefficients become floats rounded once from the exact fractions."""
+    groups: dict[tuple[int, ...], list] = {}
+    for off, c in sorted(entries.items(), key=lambda kv: (sum(map(abs, kv[0])), kv[0])):
+        if c == 0:
+            continue
+        axes = tuple(k for k, o in enumerate(off) if o != 0)
+        groups.setdefault(axes, []).append((off, float(c)))
+    return tuple((axes, tuple(items)) for axes, items in
+                 sorted(groups.items(), key=lambda kv: (len(kv[0]), kv[0])))
+

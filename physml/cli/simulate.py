@@ -1,0 +1,131 @@
+"""`physml simulate SPEC` and `physml data info FILE`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, \
+    TimeElapsedColumn
+from rich.table import Table
+
+from ..data import DataError, dataset_for, default_path, load_dataset, save_dataset
+from ..errors import SpecError
+from ..lang import load_spec
+from ..simulate import SimulationError, SolverFailure, UnstableError, simulate as _simulate
+from .app import app, console, fail, report_spec_error
+
+data_app = typer.Typer(no_args_is_help=True, help="Inspect dataset files.")
+app.add_typer(data_app, name="data")
+
+
+def _summary(ds, path: Path | None, seconds: float | None, cached: bool = False) -> None:
+    title = f"{path}" if path else "dataset"
+    if cached:
+        title += " (cached)"
+    table = Table(title=title, title_justify="left", box=None, padding=(0, 2))
+    for col in ("split", "envs", "trajectories", "frames", "state", "min", "max"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for r in ds.summary():
+        table.add_row(r["split"], str(r["environments"]), str(r["trajectories"]),
+                      str(r["frames"]), "×".join(map(str, ds.state_shape)),
+                      f"{r['min']:.4g}", f"{r['max']:.4g}")
+    console.print(table)
+    t = ds.times
+    console.print(f"  variables {', '.join(ds.variables)}; t = {float(t[0]):g} … "
+                  f"{float(t[-1]):g} step {ds.dt:g}"
+                  + (f" (history {ds.history})" if ds.history else "")
+                  + (f"; noise σ = {ds.noise:g}" if ds.noise else ""))
+    if ds.n_envs > 1 or any(ds.env_params):
+        ptable = Table(box=None, padding=(0, 2), show_edge=False)
+        names = sorted({k for p in ds.env_params for k in p})
+        ptable.add_column("environment")
+        for n in names:
+            ptable.add_column(n, justify="right")
+        for e, p in zip(ds.env_names, ds.env_params):
+            ptable.add_row(e, *[f"{p.get(n, float('nan')):g}" for n in names])
+        console.print(ptable)
+    dropped = ds.meta.get("dropped") or []
+    if dropped:
+        console.print(f"  [yellow]dropped {len(dropped)} unstable trajectories:[/]")
+        for ev in dropped[:10]:
+            params = ", ".join(f"{k}={v:g}" for k, v in ev["params"].items())
+            console.print(f"    {ev['split']} #{ev['trajectory']} ({ev['environment']}) at "
+                          f"t = {ev['time']:.4g}; {params}")
+    extra = f"; {seconds:.2f} s" if seconds is not None else ""
+    console.print(f"  seed {ds.seed}; hash {ds.hash[:16]}{extra}")
+
+
+@app.command()
+def simulate(
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="An experiment spec (.phy).")],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Where to write the dataset (.h5). Default: "
+        "DATA_DIR/<spec>-<hash>.h5, reused when it exists.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override the spec's seed.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 …")] = None,
+    drop_unstable: Annotated[bool, typer.Option(
+        "--drop-unstable", help="Drop trajectories that blow up instead of failing.")] = False,
+    bound: Annotated[Optional[float], typer.Option(
+        help="A trajectory with |x| > BOUND counts as blown up.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Simulate even if cached.")] = False,
+    data_dir: Annotated[Path, typer.Option(help="Cache folder for the default path.")] =
+    Path("data"),
+) -> None:
+    """Simulate the data a spec describes and write it as one HDF5 file."""
+    try:
+        spec = load_spec(spec_file)
+    except SpecError as exc:
+        report_spec_error(exc)
+        return
+    path = output or default_path(spec, data_dir, seed)
+    if output is None and path.exists() and not force:
+        try:
+            ds = load_dataset(path)
+            _summary(ds, path, None, cached=True)
+            return
+        except DataError:
+            pass
+    start = time.perf_counter()
+    try:
+        with Progress(TextColumn("{task.description:>6}"), BarColumn(), TaskProgressColumn(),
+                      TimeElapsedColumn(), console=console, transient=False) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(split: str, fraction: float) -> None:
+                if split not in tasks:
+                    tasks[split] = bar.add_task(split, total=1.0)
+                bar.update(tasks[split], completed=min(1.0, fraction))
+
+            ds = _simulate(spec, seed=seed, device=device, progress=progress,
+                           drop_unstable=drop_unstable, bound=bound)
+    except SpecError as exc:
+        report_spec_error(exc)
+        return
+    except (UnstableError, SimulationError, SolverFailure, DataError) as exc:
+        fail(str(exc))
+        return
+    seconds = time.perf_counter() - start
+    save_dataset(ds, path)
+    _summary(ds, path, seconds)
+
+
+@data_app.command("info")
+def info(
+    file: Annotated[Path, typer.Argument(help="A dataset file (.h5, .npz).")],
+    spec_file: Annotated[Optional[Path], typer.Option(
+        "--spec", help="The spec describing user data (not needed for physml files).")] = None,
+) -> None:
+    """Print a dataset's splits, shapes, parameters and hash."""
+    try:
+        ds = load_dataset(file, spec=load_spec(spec_file) if spec_file else None)
+    except SpecError as exc:
+        report_spec_error(exc)
+        return
+    except DataError as exc:
+        fail(str(exc))
+        return
+    _summary(ds, file, None)
+    if ds.meta.get("solver"):
+        console.print(f"  solver {ds.meta['solver']}; physml {ds.meta.get('physml_version')}")

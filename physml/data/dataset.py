@@ -1,0 +1,135 @@
+"""The in-memory dataset: trajectories per split, with the metadata that made them."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+FORMAT = "physml-dataset"
+FORMAT_VERSION = 1
+
+
+class DataError(ValueError):
+    """A dataset file or user array that cannot be used, with what is wrong and how to fix
+    it (one paragraph, no traceback needed)."""
+
+
+@dataclass
+class Dataset:
+    """Trajectories of one system, split into ``train``/``val``/``test``.
+
+    ``splits[name]`` has shape ``(E, N, T, *state_shape)``: environments, trajectories,
+    times, then one state (``(n_states,)`` for ODEs, ``(n_fields, *grid)`` for grids).
+    The first ``history`` times lie before ``t0`` (frames kept for encoders). With
+    ``noise > 0``, ``splits_clean`` holds the noiseless truth.
+    """
+
+    variables: tuple[str, ...]
+    state_shape: tuple[int, ...]
+    times: torch.Tensor
+    splits: dict[str, torch.Tensor]
+    dt: float
+    history: int = 0
+    env_names: tuple[str, ...] = ("default",)
+    env_params: list[dict[str, float]] = field(default_factory=list)
+    spec_text: str = ""
+    seed: int = 0
+    noise: float = 0.0
+    splits_clean: dict[str, torch.Tensor] | None = None
+    meta: dict = field(default_factory=dict)
+    hash: str = ""
+
+    def __post_init__(self):
+        self.variables = tuple(self.variables)
+        self.state_shape = tuple(int(s) for s in self.state_shape)
+        self.env_names = tuple(self.env_names)
+        self.times = torch.as_tensor(self.times, dtype=torch.float64)
+        if not self.env_params:
+            self.env_params = [{} for _ in self.env_names]
+        for name, x in self.splits.items():
+            expect = (len(self.env_names), None, len(self.times), *self.state_shape)
+            if x.dim() != len(expect) or any(e is not None and e != s
+                                             for e, s in zip(expect, x.shape)):
+                raise DataError(f"split '{name}' has shape {tuple(x.shape)}; expected "
+                                f"(E={expect[0]}, N, T={expect[2]}, "
+                                f"{', '.join(map(str, self.state_shape))})")
+        if not self.hash:
+            self.hash = self.content_hash()
+
+    # -- access -------------------------------------------------------------------------
+    def __getitem__(self, split: str) -> torch.Tensor:
+        try:
+            return self.splits[split]
+        except KeyError:
+            raise KeyError(f"no split {split!r}; this dataset has "
+                           f"{', '.join(self.splits) or 'no splits'}") from None
+
+    def __contains__(self, split: str) -> bool:
+        return split in self.splits
+
+    @property
+    def clean(self) -> dict[str, torch.Tensor]:
+        """The noiseless trajectories (the same tensors as ``splits`` when noise is 0)."""
+        return self.splits_clean if self.splits_clean else self.splits
+
+    @property
+    def n_envs(self) -> int:
+        return len(self.env_names)
+
+    @property
+    def is_grid(self) -> bool:
+        return len(self.state_shape) > 1
+
+    @property
+    def t0(self) -> float:
+        return float(self.times[self.history])
+
+    def to(self, device) -> "Dataset":
+        """The same dataset with its arrays on ``device`` (the hash is unchanged)."""
+        move = lambda d: {k: v.to(device) for k, v in d.items()} if d else d  # noqa: E731
+        return Dataset(self.variables, self.state_shape, self.times, move(self.splits), self.dt,
+                       self.history, self.env_names, self.env_params, self.spec_text,
+                       self.seed, self.noise, move(self.splits_clean), dict(self.meta),
+                       self.hash)
+
+    def summary(self) -> list[dict]:
+        """One row per split: name, shape, value range (for tables)."""
+        rows = []
+        for name, x in self.splits.items():
+            finite = x[torch.isfinite(x)]
+            rows.append({"split": name, "shape": tuple(x.shape),
+                         "environments": x.shape[0], "trajectories": x.shape[1],
+                         "frames": x.shape[2],
+                         "min": float(finite.min()) if finite.numel() else float("nan"),
+                         "max": float(finite.max()) if finite.numel() else float("nan")})
+        return rows
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.splits.items())
+        return (f"Dataset({', '.join(self.variables)}; {parts}; t ∈ [{float(self.times[0]):g}, "
+                f"{float(self.times[-1]):g}] dt={self.dt:g}; envs={list(self.env_names)}; "
+                f"hash={self.hash[:12]})")
+
+    # -- identity -----------------------------------------------------------------------
+    def content_hash(self) -> str:
+        """SHA-256 of the arrays, the time grid, the variables and the parameters (not of
+        the spec's wording: a comment changes nothing here)."""
+        h = hashlib.sha256()
+        head = {"format": FORMAT_VERSION, "variables": self.variables,
+                "state_shape": self.state_shape, "history": self.history,
+                "envs": self.env_names, "params": self.env_params, "noise": self.noise,
+                "seed": self.seed}
+        h.update(json.dumps(head, sort_keys=True, default=float).encode())
+        h.update(_bytes(self.times))
+        for group in (self.splits, self.splits_clean or {}):
+            for name in sorted(group):
+                h.update(name.encode())
+                h.update(_bytes(group[name]))
+        return h.hexdigest()
+
+
+def _bytes(x: torch.Tensor) -> bytes:
+    return np.ascontiguousarray(x.detach().cpu().numpy()).tobytes()

@@ -1,0 +1,107 @@
+"""Hybrid models ``dX/dt = F_p(X; θ_p) + F_a(X; θ_a)`` assembled from a spec (thesis §3.3).
+
+- ``F_p`` is the compiled ``prior:`` block (a :class:`~physml.symbolic.VectorField` whose
+  learnable parameters are the ones named in ``learn``), or a learnable Hamiltonian
+  (:class:`HamiltonianPrior`), or absent (a fully neural model);
+- ``F_a`` is the ``augment`` network, or absent (a purely physical model).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..symbolic import VectorField, compile_dynamics
+from ..symbolic.spec import Call, Spec
+from .nets import MLP, build_network
+
+
+class HamiltonianPrior(nn.Module):
+    """A learnable Hamiltonian ``H_θ(q, p)`` giving ``F = (∂H/∂p, −∂H/∂q)`` (thesis §3.3.2,
+    Greydanus et al. 2019). Used as the prior of the damped pendulum: conservative by
+    construction, so the augmentation must carry the friction."""
+
+    def __init__(self, hidden: int = 200, layers: int = 3, activation: str = "tanh",
+                 gain: float = 1.0):
+        super().__init__()
+        self.H = MLP(2, hidden=hidden, layers=layers, activation=activation, gain=gain, n_out=1)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            if not x.requires_grad:
+                x = x.requires_grad_(True)
+            H = self.H(x).sum()
+            dH = torch.autograd.grad(H, x, create_graph=True)[0]
+        return torch.stack([dH[..., 1], -dH[..., 0]], dim=-1)
+
+
+class HybridModel(nn.Module):
+    """``F(t, X) = F_p(t, X) + F_a(X)`` with either part optional."""
+
+    def __init__(self, prior: nn.Module | None, augmentation: nn.Module | None):
+        super().__init__()
+        if prior is None and augmentation is None:
+            raise ValueError("a model needs a prior, an augmentation network, or both")
+        self.prior = prior
+        self.augmentation = augmentation
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.prior is None:
+            return self.augmentation(x)
+        out = self.prior(t, x)
+        if self.augmentation is not None:
+            out = out + self.augmentation(x)
+        return out
+
+    # -- what the reports need ----------------------------------------------------------
+    def physical_parameters(self) -> dict[str, torch.Tensor]:
+        """Current values of the prior's *learned* parameters."""
+        if isinstance(self.prior, VectorField):
+            values = self.prior.param_values()
+            return {k: values[k] for k in self.prior.learnable}
+        return {}
+
+    def physical_raw_parameters(self) -> list[nn.Parameter]:
+        if isinstance(self.prior, VectorField):
+            return list(self.prior.raw.parameters())
+        return []
+
+    def augmentation_norm(self, states: torch.Tensor, relative: bool) -> torch.Tensor:
+        """Thesis Eq. (3.6) estimate of ``‖F_a‖²`` on a batch of states ``(M, *state)``:
+        mean of ``‖F_a(x)‖²``, or of ``(‖F_a(x)‖/‖x‖)²`` when ``relative`` (pendulum)."""
+        if self.augmentation is None:
+            return states.new_zeros(())
+        fa = self.augmentation(states).flatten(1)
+        sq = fa.pow(2).sum(dim=1)
+        if relative:
+            sq = sq / states.flatten(1).pow(2).sum(dim=1).clamp_min(1e-10)
+        return sq.mean()
+
+
+def build_model(spec: Spec, method: str) -> HybridModel:
+    """The model a spec asks for, given the training method.
+
+    ``neural`` ignores the prior (an MLP/ConvNet is used when no ``augment`` line is
+    given); ``physics`` ignores the augmentation; ``aphynity`` and ``augmented`` use both.
+    """
+    system = spec.system
+    shape = system.state_shape()
+    domain = system.domain
+    prior: nn.Module | None = None
+    augmentation: nn.Module | None = None
+    if method != "neural":
+        if spec.prior is None:
+            raise ValueError(f"method '{method}' needs a `prior:` block")
+        if spec.prior.hamiltonian is not None:
+            opts = spec.prior.hamiltonian.options()
+            prior = HamiltonianPrior(**opts)
+        else:
+            prior = compile_dynamics(spec, "prior")
+    if method != "physics":
+        call = spec.augment
+        if call is None or call.name == "none":
+            if method in ("aphynity", "augmented") and call is not None:
+                raise ValueError(f"method '{method}' needs an augmentation network")
+            call = Call("mlp", kwargs=(("hidden", 200), ("layers", 3))) if domain is None \
+                else Call("convnet", kwargs=(("channels", 16), ("layers", 3)))
+        augmentation = build_network(call, shape, domain)
+    return HybridModel(prior, augmentation)

@@ -1,0 +1,154 @@
+"""Neural networks for augmentation terms ``F_a`` and fully neural models.
+
+Each network maps a batch of states to a batch of time derivatives of the same shape:
+``(B, n)`` for ODEs, ``(B, C, *grid)`` for grid PDEs. Built from a spec's
+``augment NAME(options)`` line through :data:`NETWORKS`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..symbolic.spec import Call, Domain
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "swish": nn.SiLU, "silu": nn.SiLU, "gelu": nn.GELU,
+    "softplus": nn.Softplus, "elu": nn.ELU,
+}
+
+
+def _activation(name: str) -> Callable[[], nn.Module]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choices: {', '.join(ACTIVATIONS)}") \
+            from None
+
+
+class MLP(nn.Module):
+    """``n → hidden → … → n`` with ``layers`` linear layers (thesis Table 3.4 pendulum:
+    2→200→200→2, ReLU, orthogonal initialisation with gain 0.2)."""
+
+    def __init__(self, n: int, hidden: int = 200, layers: int = 3, activation: str = "relu",
+                 gain: float = 0.2, n_out: int | None = None):
+        super().__init__()
+        if layers < 1:
+            raise ValueError("an MLP needs at least one layer")
+        act = _activation(activation)
+        sizes = [n] + [hidden] * (layers - 1) + [n_out if n_out is not None else n]
+        mods: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            lin = nn.Linear(a, b)
+            nn.init.orthogonal_(lin.weight, gain=gain)
+            nn.init.zeros_(lin.bias)
+            mods.append(lin)
+            if i < len(sizes) - 2:
+                mods.append(act())
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _padding_mode(domain: Domain | None) -> str:
+    if domain is not None and domain.periodic:
+        return "circular"
+    return "replicate"
+
+
+class ConvNet(nn.Module):
+    """Thesis Table 3.2: ``layers`` 3×3 convolutions with ``channels`` hidden channels,
+    BatchNorm without running statistics, ReLU; padding follows the boundary condition."""
+
+    def __init__(self, n_fields: int, ndim: int, channels: int = 16, layers: int = 3,
+                 kernel: int = 3, activation: str = "relu", batchnorm: bool = True,
+                 domain: Domain | None = None):
+        super().__init__()
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[ndim - 1]
+        norm = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[ndim - 1]
+        act = _activation(activation)
+        pad = _padding_mode(domain)
+        sizes = [n_fields] + [channels] * (layers - 1) + [n_fields]
+        mods: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            mods.append(conv(a, b, kernel, padding=kernel // 2, padding_mode=pad))
+            if i < len(sizes) - 2:
+                if batchnorm:
+                    mods.append(norm(b, track_running_stats=False))
+                mods.append(act())
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, conv, channels, kernel, pad, act):
+        super().__init__()
+        self.body = nn.Sequential(
+            conv(channels, channels, kernel, padding=kernel // 2, padding_mode=pad), act(),
+            conv(channels, channels, kernel, padding=kernel // 2, padding_mode=pad))
+        self.act = act()
+
+    def forward(self, x):
+        return self.act(x + self.body(x))
+
+
+class ResNet(nn.Module):
+    """A residual ConvNet: lift to ``channels``, ``blocks`` residual blocks, project back."""
+
+    def __init__(self, n_fields: int, ndim: int, channels: int = 32, blocks: int = 2,
+                 kernel: int = 3, activation: str = "relu", domain: Domain | None = None):
+        super().__init__()
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[ndim - 1]
+        pad = _padding_mode(domain)
+        act = _activation(activation)
+        self.lift = conv(n_fields, channels, kernel, padding=kernel // 2, padding_mode=pad)
+        self.blocks = nn.Sequential(*[_ResBlock(conv, channels, kernel, pad, act)
+                                      for _ in range(blocks)])
+        self.project = conv(channels, n_fields, kernel, padding=kernel // 2, padding_mode=pad)
+
+    def forward(self, x):
+        return self.project(self.blocks(self.lift(x)))
+
+
+class ResMLP(nn.Module):
+    """ResNet for ODE states: an MLP with residual hidden blocks."""
+
+    def __init__(self, n: int, channels: int = 64, blocks: int = 2, activation: str = "relu",
+                 **_):
+        super().__init__()
+        act = _activation(activation)
+        self.lift = nn.Linear(n, channels)
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(channels, channels), act(),
+                                                   nn.Linear(channels, channels))
+                                     for _ in range(blocks)])
+        self.act = act()
+        self.project = nn.Linear(channels, n)
+
+    def forward(self, x):
+        h = self.act(self.lift(x))
+        for b in self.blocks:
+            h = self.act(h + b(h))
+        return self.project(h)
+
+
+def build_network(call: Call, state_shape: tuple[int, ...], domain: Domain | None) -> nn.Module:
+    """A network from a spec line such as ``augment mlp(hidden=200, layers=3)``."""
+    opts = call.options()
+    if call.name == "mlp":
+        if domain is not None:
+            raise ValueError("mlp() works on ODE states; use convnet() or resnet() on a grid")
+        return MLP(state_shape[0], **opts)
+    if call.name == "convnet":
+        if domain is None:
+            raise ValueError("convnet() needs a grid system; use mlp() for ODEs")
+        return ConvNet(state_shape[0], domain.ndim, domain=domain, **opts)
+    if call.name == "resnet":
+        if domain is None:
+            return ResMLP(state_shape[0], **opts)
+        return ResNet(state_shape[0], domain.ndim, domain=domain, **opts)
+    raise ValueError(f"network {call.name!r} is not available for augmentation; "
+                     f"choices: mlp, convnet, resnet")

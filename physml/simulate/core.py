@@ -1,0 +1,290 @@
+"""``simulate(spec)``: the data a spec's ``data:`` block describes, from its true dynamics.
+
+All trajectories of a split (times all environments) are integrated at once. Initial
+states are drawn once per split and shared by every environment, as LEADS does
+(thesis §3.4.4: "the initial conditions are fixed to equal values across the
+environments"). Environments enter as per-trajectory parameter values of one compiled
+vector field, so the batch stays one tensor.
+
+Random streams are derived from ``(seed, split)`` and ``(seed, split, "noise")``, so the
+same spec and seed give the same arrays whatever subset of splits is asked for.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import sympy
+import torch
+
+from ..errors import OptionError, SpecError
+from ..lang import load_spec
+from ..lang.schema import SPLITS
+from ..symbolic.compiler import compile_dynamics
+from ..symbolic.spec import Call, Environment, Spec
+from . import solvers as S
+from .samplers import draw_initial
+
+#: ``progress(label, fraction)``: called as each split advances (fraction in [0, 1]).
+ProgressFn = Callable[[str, float], None]
+
+DEFAULT_SOLVER = Call("dopri5", (), (("rtol", 1e-8), ("atol", 1e-8)))
+
+
+class SimulationError(RuntimeError):
+    """The spec cannot be simulated as written (no data block, no time grid …)."""
+
+
+class UnstableError(RuntimeError):
+    """A trajectory became non-finite or left the declared bound."""
+
+    def __init__(self, message: str, events: list[dict]):
+        super().__init__(message)
+        self.events = events
+
+
+@dataclass(frozen=True)
+class _Plan:
+    spec: Spec
+    times: torch.Tensor          # saved times (history frames included), float64
+    start: float                 # where integration starts (warm-up included)
+    envs: tuple[Environment, ...]
+    env_params: list[dict[str, float]]
+    varying: tuple[str, ...]     # parameters that differ between environments
+    solver: Call
+
+
+def resolve_spec(spec: Spec | str | os.PathLike) -> Spec:
+    return spec if isinstance(spec, Spec) else load_spec(spec)
+
+
+def _sub_seed(seed: int, *keys: str) -> int:
+    words = [int(seed) & 0xFFFFFFFF] + [int.from_bytes(k.encode()[:16].ljust(16, b"\0")[:4],
+                                                       "little") for k in keys]
+    words += [len(k) for k in keys]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def plan(spec: Spec) -> _Plan:
+    data = spec.data
+    if data is None:
+        raise SimulationError(f"{spec.path}: the spec has no `data:` block to simulate; add "
+                              "one (trajectories, time, initial …) or name a data file")
+    if data.file is not None:
+        raise SimulationError(f"{spec.path}: the data block names the file {data.file!r}; "
+                              "load it with physml.load_dataset or physml.data.dataset_for")
+    if data.n_steps is None:
+        raise SpecError("the data block needs a time grid, e.g. `time 0 .. 20 step 0.5`",
+                        data.pos, spec.text, length=4)
+    if not data.splits:
+        raise SpecError("the data block needs `trajectories N train, N val, N test`",
+                        data.pos, spec.text, length=4)
+    if not data.initial:
+        raise SpecError("the data block needs `initial VAR ~ SAMPLER(...)` lines",
+                        data.pos, spec.text, length=4)
+    system = spec.system
+    k = data.history
+    times = torch.tensor(data.t0 + data.dt * np.arange(-k, data.n_steps), dtype=torch.float64)
+    envs = spec.environments or (Environment("default", ()),)
+    base = system.param_values
+    env_params = [{**base, **e.as_dict()} for e in envs]
+    varying = tuple(n for n in base if len({p[n] for p in env_params}) > 1)
+    solver = data.solver or DEFAULT_SOLVER
+    if solver.name not in S.SOLVERS:
+        raise OptionError(f"unknown solver '{solver.name}'", solver.pos, spec.text,
+                          hint="solvers: " + ", ".join(S.SOLVERS), length=len(solver.name))
+    return _Plan(spec, times, float(times[0]) - data.warmup, tuple(envs), env_params, varying,
+                 solver)
+
+
+def lean_system(system, values: dict[str, float], keep: tuple[str, ...] = ()):
+    """The system with every parameter not in ``keep`` replaced by its value and the
+    derived quantities that become plain numbers (``ω₀ = 2π/T₀``) folded into the
+    equations, so the compiled right-hand side issues only the state-dependent torch
+    operations (a simulator never differentiates with respect to them)."""
+    from dataclasses import replace
+
+    subs = {sympy.Symbol(k): sympy.Float(v, 17) for k, v in values.items() if k not in keep}
+    lets, consts = [], {}
+    for let in system.lets:
+        expr = let.expr.xreplace(subs).xreplace(consts)
+        if expr.is_number:
+            consts[sympy.Symbol(let.name)] = sympy.Float(sympy.N(expr, 17), 17)
+        else:
+            lets.append(replace(let, expr=expr))
+    eqs = tuple(replace(eq, rhs=eq.rhs.xreplace(subs).xreplace(consts))
+                for eq in system.equations)
+    return replace(system, lets=tuple(lets), equations=eqs)
+
+
+def _autonomous(system) -> bool:
+    t = sympy.Symbol("t")
+    return not any(t in e.free_symbols for e in [eq.rhs for eq in system.equations] +
+                   [l.expr for l in system.lets] + [m.condition for m in system.masks])
+
+
+def _solver_option(p: _Plan, key: str, default=None):
+    return p.solver.options().get(key, default)
+
+
+def _integrate(p: _Plan, y0: torch.Tensor, batch_params: dict[str, torch.Tensor],
+               device, bound, progress) -> S.Outcome:
+    """Integrate ``y0`` (B, *state) from ``p.start`` and return the saved frames."""
+    spec, name = p.spec, p.solver.name
+    kind = S.SOLVERS[name]
+    out_times = p.times if p.start == float(p.times[0]) else torch.cat(
+        [torch.tensor([p.start], dtype=torch.float64), p.times])
+    env0 = p.env_params[0]
+    if kind == "spectral":
+        domain = spec.system.domain
+        if domain is None or not domain.periodic:
+            raise OptionError("spectral_cn needs a periodic grid domain", p.solver.pos,
+                              spec.text, length=len(name))
+        step = _solver_option(p, "step")
+        if step is None:
+            raise OptionError("spectral_cn needs a time step: spectral_cn(step=1e-3)",
+                              p.solver.pos, spec.text, length=len(name))
+        try:
+            coeffs, rest_system = S.split_diffusion(spec.system)
+        except ValueError as exc:
+            raise OptionError(str(exc), p.solver.pos, spec.text, length=len(name)) from None
+        f = compile_dynamics(lean_system(rest_system, env0, p.varying), values=env0,
+                             fold_constants=not p.varying)
+        diff = {}
+        for var, c in coeffs.items():
+            vals = [float(c.xreplace({sympy.Symbol(k): sympy.Float(v) for k, v in e.items()}))
+                    for e in p.env_params]
+            diff[var] = torch.tensor(vals, dtype=torch.float64).repeat_interleave(
+                y0.shape[0] // len(vals))
+    else:
+        f = compile_dynamics(lean_system(spec.system, env0, p.varying), values=env0,
+                             fold_constants=not p.varying)
+    f = f.to(device=device, dtype=torch.float64)
+    if p.varying:
+        f.set_batch_params({k: v.to(device) for k, v in batch_params.items()})
+    y0 = y0.to(device)
+    out_dtype = torch.float64
+    with torch.no_grad():
+        if kind == "adaptive":
+            out = S.adaptive_rk(f, y0, out_times, rtol=float(_solver_option(p, "rtol", 1e-8)),
+                                atol=float(_solver_option(p, "atol", 1e-8)), bound=bound,
+                                progress=progress, out_dtype=out_dtype,
+                                autonomous=_autonomous(spec.system))
+        elif kind == "torchdiffeq":
+            out = S.torchdiffeq_solve(f, y0, out_times, name,
+                                      rtol=float(_solver_option(p, "rtol", 1e-8)),
+                                      atol=float(_solver_option(p, "atol", 1e-8)),
+                                      bound=bound, progress=progress, out_dtype=out_dtype)
+        elif kind == "fixed":
+            out = S.fixed_step(f, y0, out_times, _solver_option(p, "step"),
+                               S.TABLEAUS[name], bound=bound, progress=progress,
+                               out_dtype=out_dtype)
+        else:
+            out = S.spectral_cn(f, {k: v.to(device) for k, v in diff.items()},
+                                spec.system.domain, y0, out_times, float(step), bound=bound,
+                                progress=progress, out_dtype=out_dtype)
+    if len(out_times) != len(p.times):
+        out.states = out.states[1:]
+    return out
+
+
+def simulate(spec: Spec | str | os.PathLike, seed: int | None = None, device=None,
+             progress: ProgressFn | None = None, drop_unstable: bool = False,
+             splits=None, *, bound: float | None = None, dtype: torch.dtype = torch.float32):
+    """Simulate the data described by a spec's ``data:`` block.
+
+    Parameters
+    ----------
+    spec: a :class:`Spec` or the path of a ``.phy`` file.
+    seed: overrides the block's ``seed``.
+    device: where to integrate (``"cpu"``, ``"cuda"``; default CPU). Initial states and
+        noise are drawn on the CPU, so the device changes no random number.
+    progress: ``progress(split, fraction)`` callback.
+    drop_unstable: drop (and report in ``meta["dropped"]``) trajectories that blow up
+        instead of raising :class:`UnstableError`. A dropped initial state is dropped from
+        every environment, which keeps initial states shared.
+    splits: the splits to simulate (default: all the block declares).
+    bound: a trajectory with ``|x| > bound`` anywhere counts as blown up.
+    dtype: storage dtype of the arrays (integration is always float64).
+    """
+    from ..data.dataset import Dataset
+
+    spec = resolve_spec(spec)
+    p = plan(spec)
+    data = spec.data
+    seed = data.seed if seed is None else int(seed)
+    device = torch.device(device or "cpu")
+    declared = dict(data.splits)
+    wanted = list(declared) if splits is None else [splits] if isinstance(splits, str) \
+        else list(splits)
+    for s in wanted:
+        if s not in declared:
+            raise SimulationError(f"split {s!r} is not declared; the data block has "
+                                  f"{', '.join(declared)}")
+    system = spec.system
+    E = len(p.envs)
+    out, clean, dropped = {}, {}, []
+    for split in (s for s in SPLITS if s in wanted):
+        n = declared[split]
+        gen = torch.Generator().manual_seed(_sub_seed(seed, split))
+        y0 = draw_initial(data.initial, system.variables, system.domain, n, gen, spec.text)
+        if system.domain is None:
+            y0 = y0.reshape(n, -1)
+        batch = y0.repeat((E,) + (1,) * (y0.dim() - 1))              # env-major
+        batch_params = {k: torch.tensor([e[k] for e in p.env_params],
+                                        dtype=torch.float64).repeat_interleave(n)
+                        for k in p.varying}
+        cb = (lambda frac, _s=split: progress(_s, frac)) if progress else None
+        res = _integrate(p, batch, batch_params, device, bound, cb)
+        states = res.states.transpose(0, 1).reshape(E, n, len(p.times), *y0.shape[1:])
+        dead = torch.isfinite(res.dead_time).reshape(E, n)
+        if bool(dead.any()):
+            events = []
+            for e, i in dead.nonzero().tolist():
+                events.append({"split": split, "trajectory": i, "environment": p.envs[e].name,
+                               "time": float(res.dead_time.reshape(E, n)[e, i]),
+                               "params": {k: p.env_params[e][k] for k in
+                                          (p.varying or p.env_params[e])}})
+            if not drop_unstable:
+                raise UnstableError(_unstable_message(events, bound), events)
+            dropped += events
+            keep = ~dead.any(dim=0)
+            states = states[:, keep]
+        if progress:
+            progress(split, 1.0)
+        clean[split] = states.cpu()
+    noisy = {}
+    for split, x in clean.items():
+        if data.noise > 0:
+            g = torch.Generator().manual_seed(_sub_seed(seed, split, "noise"))
+            noise = torch.randn(x.shape, generator=g, dtype=torch.float64)
+            noisy[split] = (x + data.noise * noise).to(dtype)
+        else:
+            noisy[split] = x.to(dtype)
+    from .. import __version__
+    meta = {"solver": str(p.solver), "physml_version": __version__, "device": str(device),
+            "spec_path": str(spec.path), "system": system.name,
+            "system_text": system.source, "warmup": data.warmup,
+            "dropped": dropped, "bound": bound}
+    return Dataset(
+        variables=system.variables, state_shape=system.state_shape(), times=p.times,
+        splits=noisy, dt=float(data.dt), history=data.history,
+        env_names=tuple(e.name for e in p.envs), env_params=p.env_params,
+        spec_text=spec.text, seed=seed, noise=float(data.noise),
+        splits_clean={k: v.to(dtype) for k, v in clean.items()} if data.noise > 0 else None,
+        meta=meta)
+
+
+def _unstable_message(events: list[dict], bound) -> str:
+    first = events[0]
+    params = ", ".join(f"{k} = {v:g}" for k, v in first["params"].items())
+    more = f" ({len(events) - 1} more)" if len(events) > 1 else ""
+    what = "became non-finite" + (f" or left |x| ≤ {bound:g}" if bound is not None else "")
+    return (f"trajectory {first['trajectory']} of split '{first['split']}' (environment "
+            f"'{first['environment']}') {what} at t = {first['time']:.6g}{more}; parameters: "
+            f"{params or 'defaults'}. Check the parameters and the initial-state sampler, use a "
+            "smaller solver step, or pass --drop-unstable to drop such trajectories.")

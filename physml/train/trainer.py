@@ -1,0 +1,470 @@
+"""The training loop: trajectories through a differentiable solver, any objective.
+
+``train(spec)`` builds the model of the spec (prior + augmentation), integrates it from
+the first frame of each training trajectory with ``torchdiffeq.odeint`` on the observation
+grid, compares with the data, and lets the objective (neural, physics, augmented,
+APHYNITY) turn that into an update. It writes a run directory (see :class:`Run`):
+
+- atomic checkpoints ``checkpoints/last.pt`` (everything needed to resume bit-for-bit on
+  CPU: model, optimiser, objective state, RNG state, position in the epoch) and
+  ``checkpoints/best.pt`` (the model with the best validation error);
+- ``metrics.jsonl``, one line per batch, with every loss term, λ and each learned
+  physical parameter.
+
+A NaN/inf in the loss or gradients restores the last good state and lowers the learning
+rate once (×0.1); a second one stops with :class:`TrainingDiverged` and the last good
+checkpoint kept. Ctrl-C finishes the current step, saves and exits cleanly.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torchdiffeq import odeint, odeint_adjoint
+
+from ..models.hybrid import HybridModel, build_model
+from ..objectives import Objective, build_objective
+from ..symbolic.spec import Spec
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced NaN/inf twice; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Resolved training options (spec's ``train`` line, then command-line overrides)."""
+
+    method: str = "aphynity"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 1000
+    steps: int | None = None
+    batch: int = 32
+    lr: float = 1e-3
+    lr_phys: float | None = None
+    tau1: float | None = None
+    solver: str = "rk4"
+    step: float | None = None
+    rtol: float = 1e-6
+    atol: float = 1e-7
+    adjoint: bool = False
+    seed: int = 0
+    patience: int | None = None
+    val_every: int = 10
+    horizon: int | None = None
+    curriculum: str | None = None
+    teacher_forcing: float | None = None
+    minutes: float | None = None
+    grad_clip: float | None = None
+    weight_decay: float = 0.0
+    device: str = "auto"
+    threads: int | None = None
+
+    @classmethod
+    def from_spec(cls, spec: Spec, **overrides: Any) -> "TrainConfig":
+        values: dict[str, Any] = {}
+        if spec.train is not None:
+            values["method"] = spec.train.method.name
+            values["method_options"] = spec.train.method.options()
+            values.update(spec.train.option_dict())
+        for key, value in overrides.items():
+            if value is not None:
+                values[key] = value
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}")
+        cfg = cls(**values)
+        if cfg.tau1 is not None:  # the thesis calls Adam's learning rate τ₁
+            cfg.lr = cfg.tau1
+        return cfg
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available on this machine")
+    return dev
+
+
+def integrate(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, cfg: TrainConfig
+              ) -> torch.Tensor:
+    """Solve from ``x0`` (B, *state) on the times ``t``; returns (B, T, *state)."""
+    options = {"step_size": cfg.step} if cfg.step else None
+    solve = odeint_adjoint if cfg.adjoint else odeint
+    kwargs: dict[str, Any] = {"method": cfg.solver}
+    if options:
+        kwargs["options"] = options
+    if cfg.solver in ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2"):
+        kwargs.update(rtol=cfg.rtol, atol=cfg.atol)
+    if cfg.adjoint:
+        kwargs["adjoint_params"] = tuple(model.parameters())
+    out = solve(model, x0, t, **kwargs)
+    return out.movedim(0, 1)
+
+
+def _flat_split(tensor: torch.Tensor) -> torch.Tensor:
+    """(E, N, T, *state) → (E·N, T, *state)."""
+    return tensor.flatten(0, 1)
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step; the second one kills."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not in the main thread
+            self._previous = None
+        return self
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+@dataclass
+class Progress:
+    """What the loop reports to a progress callback after every batch."""
+
+    step: int
+    epoch: int
+    epochs: int
+    loss: float
+    traj: float
+    lam: float | None
+    norm: float | None
+    params: dict[str, float]
+    truth: dict[str, float]
+    val: float | None
+    best_val: float | None
+    elapsed: float
+    eta: float | None
+    message: str | None = None
+
+
+class Trainer:
+    """One training run. Use :func:`physml.train` rather than this class directly."""
+
+    def __init__(self, spec: Spec, dataset, cfg: TrainConfig, run_dir: Path,
+                 callback: Callable[[Progress], None] | None = None):
+        self.spec = spec
+        self.cfg = cfg
+        self.dir = Path(run_dir)
+        self.callback = callback
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.model: HybridModel = build_model(spec, cfg.method).to(self.device)
+        self.objective: Objective = build_objective(cfg.method, cfg.method_options,
+                                                    spec.system.is_grid)
+        phys = [p for p in self.model.physical_raw_parameters() if p.requires_grad]
+        phys_ids = {id(p) for p in phys}
+        nets = [p for p in self.model.parameters() if p.requires_grad and id(p) not in phys_ids]
+        if not phys and not nets:
+            raise ValueError("the model has nothing to learn: add `learn NAME` to the prior "
+                             "or an `augment` network")
+        # Physical parameters may take their own step size (`lr_phys`); they are few, and
+        # their unconstrained coordinates are O(1), unlike network weights.
+        groups = [{"params": g, "lr": lr, "weight_decay": wd} for g, lr, wd in (
+            (nets, cfg.lr, cfg.weight_decay), (phys, cfg.lr_phys or cfg.lr, 0.0)) if g]
+        self.optimizer = torch.optim.Adam(groups)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.dataset = dataset
+        self.times = dataset.times.to(self.device, torch.get_default_dtype())
+        self.times = self.times - self.times[dataset.history] if dataset.history else self.times
+        self.train_data = self._frames(_flat_split(dataset.splits["train"]))
+        val_name = "val" if "val" in dataset.splits and dataset.splits["val"].numel() else "test"
+        self.val_data = self._frames(_flat_split(dataset.splits[val_name])) \
+            if val_name in dataset.splits else None
+        self.truth = self._true_values()
+        # A prediction error 100× that of predicting zero means the solution blew up (e.g. a
+        # learned term made the fixed-step solver unstable): handled like NaN/inf.
+        self.blowup = 100.0 * float(self.train_data.pow(2).mean()) + 1e-12
+        self.step = 0
+        self.epoch = 0
+        self.batch_index = 0
+        self.perm: torch.Tensor | None = None
+        self.best_val = math.inf
+        self.lr_lowered = False
+        self.elapsed = 0.0
+        self.stopped_early = False
+        self.bad_validations = 0
+        self._good: dict[str, Any] | None = None
+
+    # -- data ---------------------------------------------------------------------------
+    def _frames(self, data: torch.Tensor) -> torch.Tensor:
+        h = self.dataset.history
+        data = data[:, h:] if h else data
+        return data.to(self.device, torch.get_default_dtype())
+
+    def _true_values(self) -> dict[str, float]:
+        envs = getattr(self.dataset, "env_params", None) or []
+        if len(envs) != 1:
+            return {}
+        learned = self.model.physical_parameters()
+        return {k: float(v) for k, v in envs[0].items() if k in learned}
+
+    def horizon(self) -> int:
+        full = self.train_data.shape[1]
+        h = min(self.cfg.horizon or full, full)
+        if self.cfg.curriculum == "linear" and self.cfg.epochs > 1:
+            # Grow the horizon from 2 frames to the full one over the first half of training.
+            frac = min(1.0, self.epoch / max(1, self.cfg.epochs // 2))
+            h = max(2, int(round(2 + frac * (h - 2))))
+        return h
+
+    # -- state --------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "objective": self.objective.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
+            "perm": self.perm if self.perm is not None else torch.empty(0, dtype=torch.long),
+            "best_val": self.best_val, "lr_lowered": self.lr_lowered,
+            "elapsed": self.elapsed, "bad_validations": self.bad_validations,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.objective.load_state_dict(state["objective"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_index = int(state["batch_index"])
+        self.perm = state["perm"] if state["perm"].numel() else None
+        self.best_val = float(state["best_val"])
+        self.lr_lowered = bool(state["lr_lowered"])
+        self.elapsed = float(state["elapsed"])
+        self.bad_validations = int(state["bad_validations"])
+
+    def save(self, name: str = "last") -> Path:
+        path = self.dir / "checkpoints" / f"{name}.pt"
+        save_checkpoint(path, self.state())
+        return path
+
+    def _snapshot(self) -> None:
+        self._good = copy.deepcopy({"model": self.model.state_dict(),
+                                    "optimizer": self.optimizer.state_dict(),
+                                    "objective": self.objective.state_dict()})
+
+    def _restore_good(self) -> None:
+        if self._good is None:
+            return
+        self.model.load_state_dict(self._good["model"])
+        self.optimizer.load_state_dict(self._good["optimizer"])
+        self.objective.load_state_dict(self._good["objective"])
+
+    # -- evaluation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> float:
+        if self.val_data is None:
+            return math.nan
+        self.model.eval()
+        total, count = 0.0, 0
+        for chunk in self.val_data.split(max(1, self.cfg.batch * 4)):
+            pred = integrate(self.model, chunk[:, 0], self.times[: chunk.shape[1]], self.cfg)
+            total += float((pred - chunk).pow(2).sum())
+            count += chunk.numel()
+        self.model.train()
+        return total / count
+
+    # -- the loop -----------------------------------------------------------------------
+    def _batch_step(self, batch: torch.Tensor, log) -> tuple[float, dict[str, float]] | None:
+        """``niter`` optimiser steps on one batch; None if it hit NaN/inf."""
+        h = batch.shape[1]
+        t = self.times[:h]
+        x0 = batch[:, 0]
+        terms: dict[str, torch.Tensor] = {}
+        traj_value = math.nan
+        for _ in range(self.objective.niter):
+            pred = integrate(self.model, x0, t, self.cfg)
+            traj = (pred - batch).pow(2).mean()
+            loss, terms = self.objective.loss(self.model, traj, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss) or float(traj.detach()) > self.blowup:
+                return None
+            loss.backward()
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if grads and not torch.isfinite(torch.stack([g.abs().max() for g in grads])).all():
+                return None
+            if self.cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            traj_value = float(traj.detach())
+        self.objective.after_batch(traj_value)
+        return float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}
+
+    def _on_nonfinite(self) -> None:
+        where = f"step {self.step} (epoch {self.epoch})"
+        self._restore_good()
+        if self.lr_lowered:
+            path = self.save("last")
+            raise TrainingDiverged(
+                f"the loss became NaN/inf (or the solution blew up) at {where} again after "
+                "lowering the learning rate; "
+                f"training stopped. The last good state is in {path}. Try a smaller `lr`, a "
+                "finer solver `step`, or tighter parameter bounds.")
+        self.lr_lowered = True
+        for g in self.optimizer.param_groups:
+            g["lr"] *= 0.1
+        self._notify(math.nan, {}, None, message=f"NaN/inf or blow-up at {where}: restored the last good "
+                     f"state and lowered the learning rate to {self.optimizer.param_groups[0]['lr']:g}")
+
+    def _notify(self, loss, terms, val, message=None):
+        if self.callback is None:
+            return
+        params = {k: float(v.detach()) for k, v in self.model.physical_parameters().items()}
+        lam = self.objective.state_dict().get("lambda")
+        total_steps = self.total_steps()
+        eta = None
+        if self.step > 0:
+            rate = self.elapsed / self.step
+            eta = rate * max(0, total_steps - self.step)
+            if self.cfg.minutes:
+                eta = min(eta, max(0.0, self.cfg.minutes * 60 - self.elapsed))
+        self.callback(Progress(self.step, self.epoch, self.cfg.epochs, loss,
+                               terms.get("traj", math.nan), lam, terms.get("norm"), params,
+                               self.truth, val, self.best_val if math.isfinite(self.best_val)
+                               else None, self.elapsed, eta, message))
+
+    def batches_per_epoch(self) -> int:
+        n = self.train_data.shape[0]
+        return max(1, math.ceil(n / self.cfg.batch))
+
+    def total_steps(self) -> int:
+        total = self.cfg.epochs * self.batches_per_epoch()
+        return min(total, self.cfg.steps) if self.cfg.steps else total
+
+    def fit(self) -> None:
+        """Train until the epochs, step or time budget is spent (or Ctrl-C)."""
+        threads = torch.get_num_threads()
+        want = self.cfg.threads
+        if want is None and self.device.type == "cpu" and not self.spec.system.is_grid:
+            # Small ODE batches: one thread avoids OpenMP hand-off costs that dominate here.
+            want = 1
+        if want:
+            torch.set_num_threads(want)
+        try:
+            self._fit()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self) -> None:
+        cfg = self.cfg
+        metrics_path = self.dir / "metrics.jsonl"
+        _truncate_metrics(metrics_path, self.step)
+        n = self.train_data.shape[0]
+        nb = self.batches_per_epoch()
+        self._snapshot()
+        self.model.train()
+        with _StopFlag() as stop, open(metrics_path, "a", encoding="utf-8") as log:
+            t_start = time.perf_counter() - self.elapsed
+            while self.epoch < cfg.epochs:
+                if self.perm is None or self.batch_index >= nb:
+                    self.perm = torch.randperm(n, generator=self.generator)
+                    self.batch_index = 0
+                h = self.horizon()
+                while self.batch_index < nb:
+                    idx = self.perm[self.batch_index * cfg.batch:(self.batch_index + 1) * cfg.batch]
+                    batch = self.train_data[idx.to(self.train_data.device), :h]
+                    result = self._batch_step(batch, log)
+                    if result is None:
+                        self._on_nonfinite()
+                        continue
+                    loss, terms = result
+                    self.batch_index += 1
+                    self.step += 1
+                    self.elapsed = time.perf_counter() - t_start
+                    record = {"step": self.step, "epoch": self.epoch, "loss": loss, **terms,
+                              "time": round(self.elapsed, 4)}
+                    lam = self.objective.state_dict().get("lambda")
+                    if lam is not None:
+                        record["lambda"] = lam
+                    for k, v in self.model.physical_parameters().items():
+                        record[f"param/{k}"] = float(v.detach())
+                    log.write(json.dumps(record) + "\n")
+                    self._notify(loss, terms, None)
+                    if stop.requested or self._out_of_budget():
+                        break
+                if stop.requested or self._out_of_budget():
+                    log.flush()
+                    if self.batch_index >= nb:
+                        self.epoch += 1
+                    self._end_of_epoch(log, force_val=True)
+                    self.save("last")
+                    self.stopped_early = stop.requested
+                    return
+                self.epoch += 1
+                self._end_of_epoch(log)
+                self.save("last")
+                if self._patience_exhausted():
+                    return
+
+    def _out_of_budget(self) -> bool:
+        if self.cfg.steps is not None and self.step >= self.cfg.steps:
+            return True
+        return bool(self.cfg.minutes) and self.elapsed >= self.cfg.minutes * 60
+
+    def _end_of_epoch(self, log, force_val: bool = False) -> None:
+        last = self.epoch >= self.cfg.epochs
+        if force_val or last or self.epoch % max(1, self.cfg.val_every) == 0:
+            val = self.validate()
+            log.write(json.dumps({"step": self.step, "epoch": self.epoch, "val": val}) + "\n")
+            log.flush()
+            if math.isfinite(val) and val < self.best_val:
+                self.best_val = val
+                self.bad_validations = 0
+                save_checkpoint(self.dir / "checkpoints" / "best.pt",
+                                {"model": self.model.state_dict(), "step": self.step,
+                                 "epoch": self.epoch, "val": val})
+            else:
+                self.bad_validations += 1
+            self._notify(math.nan, {}, val)
+        self._snapshot()
+
+    def _patience_exhausted(self) -> bool:
+        p = self.cfg.patience
+        return p is not None and self.bad_validations >= p
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop metric lines written after the checkpoint being resumed."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("step", 0) <= step:
+            keep.append(line)
+    atomic_write_text(path, "".join(l + "\n" for l in keep))

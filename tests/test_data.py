@@ -1,0 +1,244 @@
+"""The dataset format, user data, the cache, and the CLI commands."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import physml
+from physml import parse_spec
+from physml.cli.app import app
+from physml.data import DataError, Dataset, dataset_for, load_dataset, save_dataset
+from physml.simulate import simulate
+
+PENDULUM = ("use damped_pendulum\ndata:\n    trajectories 4 train, 2 val, 3 test\n"
+            "    time 0 .. 4 step 0.5\n    initial theta, omega ~ ring(1.3, 2.3)\n"
+            "    noise 0.01\n    seed 2\n")
+LV = ("use lotka_volterra\ndata:\n    trajectories 3 train, 2 test\n    time 0 .. 2 step 0.5\n"
+      "    initial u, v ~ uniform(1, 2)\nenvironments:\n    e1: alpha = 0.5\n    e2: alpha = 1\n")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def pend() -> Dataset:
+    return simulate(parse_spec(PENDULUM))
+
+
+def test_dataset_attributes(pend):
+    assert pend.variables == ("theta", "omega") and pend.state_shape == (2,)
+    assert pend["train"].shape == (1, 4, 9, 2) and pend["train"].dtype == torch.float32
+    assert pend.times.dtype == torch.float64 and pend.dt == 0.5 and pend.history == 0
+    assert pend.env_names == ("default",) and pend.env_params[0] == {"T0": 6.0, "alpha": 0.2}
+    assert pend.noise == 0.01 and pend.seed == 2 and len(pend.hash) == 64
+    assert set(pend.clean) == {"train", "val", "test"}
+    with pytest.raises(KeyError, match="this dataset has train, val, test"):
+        pend["validation"]
+
+
+def test_roundtrip_is_exact(tmp_path, pend):
+    path = save_dataset(pend, tmp_path / "p.h5")
+    ds = load_dataset(path)
+    assert ds.hash == pend.hash
+    for k in pend.splits:
+        assert torch.equal(ds[k], pend[k]) and torch.equal(ds.clean[k], pend.clean[k])
+    assert ds.spec_text == PENDULUM and ds.env_params == pend.env_params
+    assert torch.equal(ds.times, pend.times)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp file left
+    with h5py.File(path) as f:                     # plain HDF5 that other tools can read
+        assert f["train"].shape == (1, 4, 9, 2)
+        assert f["train"].dims[2][0].name == "/time"
+        assert f.attrs["physml_version"] == physml.__version__
+        assert json.loads(f.attrs["variables"]) == ["theta", "omega"]
+
+
+def test_same_spec_same_bytes(tmp_path):
+    a = save_dataset(simulate(parse_spec(PENDULUM)), tmp_path / "a.h5")
+    b = save_dataset(simulate(parse_spec(PENDULUM)), tmp_path / "b.h5")
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        for k in ("train", "val", "test", "train_clean", "time"):
+            assert fa[k][()].tobytes() == fb[k][()].tobytes()
+        assert fa.attrs["hash"] == fb.attrs["hash"]
+
+
+def test_interrupted_write_leaves_old_file(tmp_path, pend, monkeypatch):
+    path = save_dataset(pend, tmp_path / "p.h5")
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("physml.data.io._chunks", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_dataset(pend, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.h5"]
+
+
+def test_truncated_and_tampered_files(tmp_path, pend):
+    path = save_dataset(pend, tmp_path / "p.h5")
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(path.read_bytes()[:1500])
+    with pytest.raises(DataError, match="truncated or damaged"):
+        load_dataset(cut)
+    with h5py.File(path, "r+") as f:
+        f["train"][0, 0, 0, 0] = 42.0
+    with pytest.raises(DataError, match="do not match the stored hash"):
+        load_dataset(path)
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset(tmp_path / "missing.h5")
+    (tmp_path / "x.csv").write_text("1,2")
+    with pytest.raises(DataError, match="unknown data format"):
+        load_dataset(tmp_path / "x.csv")
+
+
+def test_environments_roundtrip(tmp_path):
+    ds = simulate(parse_spec(LV))
+    assert ds.env_names == ("e1", "e2") and ds["train"].shape == (2, 3, 5, 2)
+    back = load_dataset(save_dataset(ds, tmp_path / "lv.h5"))
+    assert back.env_params == ds.env_params and back.env_names == ds.env_names
+    with h5py.File(tmp_path / "lv.h5") as f:
+        names = json.loads(f.attrs["param_names"])
+        col = names.index("alpha")
+        assert f["env_params"][:, col].tolist() == [0.5, 1.0]
+
+
+# -- user data ----------------------------------------------------------------------------
+
+USER_SPEC = ("use lotka_volterra\ndata:\n    trajectories 3 train, 1 test\n"
+             "    file \"lv.npz\"\n    map u=\"prey\", v=\"predator\"\n")
+
+
+def _lv_arrays(n=4, T=6):
+    t = np.linspace(0, 2.5, T)
+    prey = 1 + np.random.default_rng(0).random((n, T))
+    pred = 2 + np.random.default_rng(1).random((n, T))
+    return t, prey, pred
+
+
+def test_user_npz_with_mapping_and_splits(tmp_path):
+    t, prey, pred = _lv_arrays()
+    np.savez(tmp_path / "lv.npz", t=t, prey=prey, predator=pred)
+    spec_path = tmp_path / "s.phy"
+    spec_path.write_text(USER_SPEC)
+    ds, path = dataset_for(spec_path, cache_dir=tmp_path / "cache")
+    assert path == tmp_path / "lv.npz"
+    assert ds["train"].shape == (1, 3, 6, 2) and ds["test"].shape == (1, 1, 6, 2)
+    np.testing.assert_allclose(ds["train"][0, :, :, 0].numpy(), prey[:3], rtol=1e-6)
+    np.testing.assert_allclose(ds["test"][0, 0, :, 1].numpy(), pred[3], rtol=1e-6)
+    assert ds.dt == pytest.approx(0.5) and ds.meta["uniform_time"]
+
+
+def test_user_h5_per_split_groups(tmp_path):
+    t, prey, pred = _lv_arrays()
+    with h5py.File(tmp_path / "lv.nc", "w") as f:
+        f["time"] = t
+        f["train/prey"], f["train/predator"] = prey[:3], pred[:3]
+        f["test/prey"], f["test/predator"] = prey[3:], pred[3:]
+    spec = parse_spec("use lotka_volterra\n")
+    ds = load_dataset(tmp_path / "lv.nc", spec=spec, mapping={"u": "prey", "v": "predator"})
+    assert ds["train"].shape == (1, 3, 6, 2) and ds["test"].shape == (1, 1, 6, 2)
+
+
+def test_user_data_errors(tmp_path):
+    spec = parse_spec("use lotka_volterra\n")
+    t, prey, pred = _lv_arrays()
+    m = {"u": "prey", "v": "predator"}
+
+    def check(match, mapping=m, **arrays):
+        np.savez(tmp_path / "d.npz", **arrays)
+        with pytest.raises(DataError, match=match):
+            load_dataset(tmp_path / "d.npz", spec=spec, mapping=mapping)
+
+    check("no array for variable 'v'.*arrays in the file: predatr, prey, t",
+          t=t, prey=prey, predatr=pred)
+    check(r"has shape \(4, 6, 2\)", t=t, prey=prey, predator=np.stack([pred, pred], -1))
+    check("has 6 entries but the time array has 5", t=t[:5], prey=prey, predator=pred)
+    check("times must increase strictly; 't'\\[3\\]", t=t[[0, 1, 3, 2, 4, 5]], prey=prey,
+          predator=pred)
+    bad = prey.copy()
+    bad[2, 4] = np.nan
+    check(r"'prey' holds 1 NaN/inf values, the first at index \(0, 2, 4\)", t=t, prey=bad,
+          predator=pred)
+    check("dtype <U1", t=t, prey=np.full((4, 6), "a"), predator=pred)
+    check("no time array", prey=prey, predator=pred)
+    check("'w', which is not a variable", mapping={"w": "prey"}, t=t, prey=prey, predator=pred)
+    np.savez(tmp_path / "d.npz", t=t, prey=prey, predator=pred)
+    with pytest.raises(DataError, match="pass the spec"):
+        load_dataset(tmp_path / "d.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="cannot read the .npz"):
+        load_dataset(tmp_path / "junk.npz", spec=spec)
+
+
+def test_dataset_for_caches_by_spec_hash(tmp_path):
+    spec_path = tmp_path / "pend.phy"
+    spec_path.write_text(PENDULUM)
+    ds, path = dataset_for(spec_path, cache_dir=tmp_path / "data")
+    assert path.exists() and path.parent == tmp_path / "data" and path.stem.startswith("pend-")
+    stamp = path.stat().st_mtime_ns
+    ds2, path2 = dataset_for(spec_path, cache_dir=tmp_path / "data")
+    assert path2 == path and ds2.hash == ds.hash and path.stat().st_mtime_ns == stamp
+    _, path3 = dataset_for(spec_path, cache_dir=tmp_path / "data", seed=9)
+    assert path3 != path
+    path.write_bytes(path.read_bytes()[:1000])                  # damaged cache: redone
+    ds4, _ = dataset_for(spec_path, cache_dir=tmp_path / "data")
+    assert ds4.hash == ds.hash
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_cli_simulate_and_info(tmp_path):
+    spec_path = tmp_path / "pend.phy"
+    spec_path.write_text(PENDULUM)
+    out = tmp_path / "out" / "p.h5"
+    r = runner.invoke(app, ["simulate", str(spec_path), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.exists() and "train" in r.output and "hash" in r.output
+    ds = load_dataset(out)
+    r = runner.invoke(app, ["data", "info", str(out)])
+    assert r.exit_code == 0 and ds.hash[:16] in r.output and "theta, omega" in r.output
+    r = runner.invoke(app, ["simulate", str(spec_path), "--data-dir", str(tmp_path / "c")])
+    assert r.exit_code == 0 and len(list((tmp_path / "c").glob("pend-*.h5"))) == 1
+    r = runner.invoke(app, ["simulate", str(spec_path), "--data-dir", str(tmp_path / "c")])
+    assert "(cached)" in r.output
+
+
+def test_cli_blow_up_and_drop(tmp_path):
+    spec_path = tmp_path / "blow.phy"
+    spec_path.write_text("system blow\nstate x\nparam r = 1\ndynamics:\n    d(x)/dt = r*x^2\n"
+                         "data:\n    trajectories 20 train\n    time 0 .. 1 step 0.25\n"
+                         "    initial x ~ uniform(0.1, 2)\n"
+                         "    solver dopri5(rtol=1e-5, atol=1e-5)\n")
+    r = runner.invoke(app, ["simulate", str(spec_path), "-o", str(tmp_path / "b.h5")])
+    assert r.exit_code == 1 and not (tmp_path / "b.h5").exists()
+    assert "blew" not in r.output and "became non-finite" in r.output
+    r = runner.invoke(app, ["simulate", str(spec_path), "-o", str(tmp_path / "b.h5"),
+                            "--drop-unstable"])
+    assert r.exit_code == 0 and "dropped" in r.output
+    assert load_dataset(tmp_path / "b.h5")["train"].shape[1] < 20
+
+
+def test_cli_bad_files(tmp_path):
+    (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)
+    r = runner.invoke(app, ["data", "info", str(tmp_path / "bad.h5")])
+    assert r.exit_code == 1 and "truncated or damaged" in r.output
+    (tmp_path / "s.phy").write_text("use damped_pendulum\ndata:\n    trajectories 2 train\n"
+                                    "    time 0 .. 1 step 0.5\n    initial theta, omega ~ rign(1, 2)\n")
+    r = runner.invoke(app, ["simulate", str(tmp_path / "s.phy")])
+    assert r.exit_code == 1 and "did you mean 'ring'" in r.output and "s.phy:5:" in r.output
