@@ -80,6 +80,12 @@ def pendulum(repeat: int, scipy_n: int) -> dict:
                  options={"step_t": t}).transpose(0, 1)
     t_phys, ds = _best(lambda: simulate(spec, dtype=torch.float64), repeat)
     err_phys = float((ds["train"][0] - ref).abs().max())
+    # Matched accuracy: physml's worst-trajectory norm is stricter than a batch RMS norm,
+    # so at equal rtol it is more accurate; a looser rtol matches SciPy DOP853's error.
+    loose = replace(spec, data=replace(spec.data, solver=replace(
+        spec.data.solver, kwargs=(("rtol", 1e-7), ("atol", 1e-7)))))
+    t_loose, dl = _best(lambda: simulate(loose, dtype=torch.float64), repeat)
+    err_loose = float((dl["train"][0] - ref).abs().max())
     t_bare, yb = _best(lambda: odeint(F, y0, t, rtol=1e-8, atol=1e-8, method="dopri5"), repeat)
     err_bare = float((yb.transpose(0, 1) - ref).abs().max())
 
@@ -100,6 +106,8 @@ def pendulum(repeat: int, scipy_n: int) -> dict:
     return {
         "trajectories": len(y0n), "frames": len(tn), "rtol": 1e-8, "atol": 1e-8,
         "physml_seconds": round(t_phys, 4), "physml_max_error": err_phys,
+        "physml_rtol_1e-7_seconds": round(t_loose, 4), "physml_rtol_1e-7_max_error": err_loose,
+        "speedup_vs_DOP853_at_rtol_1e-7": round(res["DOP853"]["seconds"] / t_loose, 1),
         "bare_torchdiffeq_seconds": round(t_bare, 4), "bare_torchdiffeq_max_error": err_bare,
         "scipy": res,
         "speedup_vs_DOP853": round(res["DOP853"]["seconds"] / t_phys, 1),

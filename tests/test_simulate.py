@@ -282,7 +282,6 @@ def test_dopri8_through_torchdiffeq():
 
 
 def test_thesis_specs_simulate_small(tmp_path):
-    from physml.symbolic.spec import DataSpec
     from dataclasses import replace
 
     for name, sizes in (("leads_gray_scott", (("train", 1),)),

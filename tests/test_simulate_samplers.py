@@ -106,11 +106,11 @@ def test_grf_spectrum_slope_and_mean():
     slope = np.polyfit(np.log(shells.numpy()), np.log(p.numpy()), 1)[0]
     slope_model = np.polyfit(np.log(shells.numpy()), np.log(model.numpy()), 1)[0]
     assert abs(slope - slope_model) < 0.15 and slope_model < -4.5
-    # Li et al.'s normalisation: pointwise variance Σ_k (s^d √2 σ λ_k^{-α/2})² · 2 / s^{2d}.
+    # Li et al.'s normalisation: coefficients c_k = s^d √2 σ λ_k^(−α/2) (ξ + iη), and
+    # u = Re ifft(c), so Var u = ½ Σ_{k≠0} E|c_k|² / s^(2d) = Σ_{k≠0} 2σ² λ_k^(−α).
     sigma = tau ** (0.5 * (2 * alpha - 2))
     lam = 4 * math.pi ** 2 * kk.double() ** 2 + tau ** 2
     var = (2 * sigma ** 2 * lam ** (-alpha)).sum() - 2 * sigma ** 2 * tau ** (-2 * alpha)
-    # Real part of a complex field: half of the variance of the complex coefficients…
     assert abs(float(x.var()) / float(var) - 1.0) < 0.1
 
 

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, \
     TimeElapsedColumn
 from rich.table import Table
 
-from ..data import DataError, dataset_for, default_path, load_dataset, save_dataset
+from ..data import DataError, default_path, load_dataset, save_dataset
 from ..errors import SpecError
 from ..lang import load_spec
 from ..simulate import SimulationError, SolverFailure, UnstableError, simulate as _simulate

@@ -648,12 +648,15 @@ class _ToStatements(Transformer):
         return self._stmt("prior", meta, body=list(c))
 
     # the rest
+    def _bare_call(self, item):
+        """A bare name where a call may stand (`augment none`, `train physics`)."""
+        if isinstance(item, Token):
+            return {"name": self._name(item), "args": [], "kwargs": [], "pos": self._pos(item)}
+        return item
+
     @v_args(meta=True)
     def augment_decl(self, meta, c):
-        item = c[0]
-        if isinstance(item, Token):
-            item = {"name": self._name(item), "args": [], "kwargs": [], "pos": self._pos(item)}
-        return self._stmt("augment", meta, call=item)
+        return self._stmt("augment", meta, call=self._bare_call(c[0]))
 
     def assign(self, c):
         return (self._name(c[0]), c[1])
@@ -686,7 +689,7 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def train_decl(self, meta, c):
-        return self._stmt("train", meta, call=c[0], options=c[1:])
+        return self._stmt("train", meta, call=self._bare_call(c[0]), options=c[1:])
 
     def start(self, c):
         return [s for s in c if s is not None]

@@ -11,10 +11,8 @@ same spec and seed give the same arrays whatever subset of splits is asked for.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np

@@ -296,13 +296,11 @@ def fixed_step(f, y0: torch.Tensor, times: torch.Tensor, step: float | None,
                 yi = y
                 for aij, kj in zip(tab.a[i], ks):
                     if aij != 0.0:
-                        yi = yi + (h * aij) * kj
+                        yi = torch.add(yi, kj, alpha=h * aij)
                 ks.append(f(tt(t + tab.c[i] * h), yi))
-            incr = None
             for bi, ki in zip(tab.b, ks):
                 if bi != 0.0:
-                    incr = ki * bi if incr is None else incr + ki * bi
-            y = y + h * incr
+                    y = torch.add(y, ki, alpha=h * bi)
             nfe += s
             steps += 1
         dead = guard.bad(y)

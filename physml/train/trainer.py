@@ -270,10 +270,13 @@ class Trainer:
         save_checkpoint(path, self.state())
         return path
 
+    def _copy_state(self) -> dict[str, Any]:
+        return copy.deepcopy({"model": self.model.state_dict(),
+                              "optimizer": self.optimizer.state_dict(),
+                              "objective": self.objective.state_dict()})
+
     def _snapshot(self) -> None:
-        self._good = copy.deepcopy({"model": self.model.state_dict(),
-                                    "optimizer": self.optimizer.state_dict(),
-                                    "objective": self.objective.state_dict()})
+        self._good = self._copy_state()
 
     def _restore_good(self) -> None:
         if self._good is None:
@@ -304,13 +307,18 @@ class Trainer:
         x0 = batch[:, 0]
         terms: dict[str, torch.Tensor] = {}
         traj_value = math.nan
-        for _ in range(self.objective.niter):
+        candidate = self._copy_state()
+        for it in range(self.objective.niter):
             pred = integrate(self.model, x0, t, self.cfg)
             traj = (pred - batch).pow(2).mean()
             loss, terms = self.objective.loss(self.model, traj, batch)
             self.optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(loss) or float(traj.detach()) > self.blowup:
                 return None
+            if it == 0:
+                # The state this batch started from gave a finite loss: it is a good state
+                # to come back to if a later update makes things blow up.
+                self._good = candidate
             loss.backward()
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             if grads and not torch.isfinite(torch.stack([g.abs().max() for g in grads])).all():
@@ -448,7 +456,6 @@ class Trainer:
             else:
                 self.bad_validations += 1
             self._notify(math.nan, {}, val)
-        self._snapshot()
 
     def _patience_exhausted(self) -> bool:
         p = self.cfg.patience
