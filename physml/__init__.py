@@ -4,15 +4,15 @@
     >>> spec = physml.load_spec("equations/damped_pendulum.phy")
     >>> F = physml.compile_dynamics(spec)
 """
-from .errors import SpecError
-from .lang import load_spec, parse_spec
-from .symbolic import compile_dynamics, register_function
-
 __version__ = "0.1.0"
 
-__all__ = ["SpecError", "load_spec", "parse_spec", "compile_dynamics", "register_function",
-           "__version__"]
+from .errors import SpecError  # noqa: E402
+from .lang import load_spec, parse_spec  # noqa: E402
+from .symbolic import compile_dynamics, register_function  # noqa: E402
 from .simulate import simulate  # noqa: E402
 from .data import load_dataset  # noqa: E402
+from .train import Run, train  # noqa: E402
+from .inspect import evaluate, inspect  # noqa: E402
 
-__all__ += ["simulate", "load_dataset"]
+__all__ = ["SpecError", "load_spec", "parse_spec", "compile_dynamics", "register_function",
+           "simulate", "load_dataset", "train", "Run", "evaluate", "inspect", "__version__"]

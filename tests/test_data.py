@@ -186,7 +186,8 @@ def test_dataset_for_caches_by_spec_hash(tmp_path):
     spec_path = tmp_path / "pend.phy"
     spec_path.write_text(PENDULUM)
     ds, path = dataset_for(spec_path, cache_dir=tmp_path / "data")
-    assert path.exists() and path.parent == tmp_path / "data" and path.stem.startswith("pend-")
+    assert path.exists() and path.parent == tmp_path / "data"
+    assert path.stem.startswith("damped_pendulum-")
     stamp = path.stat().st_mtime_ns
     ds2, path2 = dataset_for(spec_path, cache_dir=tmp_path / "data")
     assert path2 == path and ds2.hash == ds.hash and path.stat().st_mtime_ns == stamp
@@ -195,6 +196,13 @@ def test_dataset_for_caches_by_spec_hash(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])                  # damaged cache: redone
     ds4, _ = dataset_for(spec_path, cache_dir=tmp_path / "data")
     assert ds4.hash == ds.hash
+    # Specs that differ only in what they train (a thesis table's rows) share one simulation;
+    # a different data block does not.
+    other = tmp_path / "other.phy"
+    other.write_text("# another row of the same table\n" + PENDULUM + "\ntrain neural epochs 3\n")
+    assert dataset_for(other, cache_dir=tmp_path / "data")[1] == path
+    other.write_text(PENDULUM.replace("noise", "noise 0.5 #"))
+    assert dataset_for(other, cache_dir=tmp_path / "data")[1] != path
 
 
 # -- CLI ----------------------------------------------------------------------------------
@@ -213,7 +221,7 @@ def test_cli_simulate_and_info(tmp_path):
     r = runner.invoke(app, ["data", "info", str(out)])
     assert r.exit_code == 0 and ds.hash[:16] in r.output and "theta, omega" in r.output
     r = runner.invoke(app, ["simulate", str(spec_path), "--data-dir", str(tmp_path / "c")])
-    assert r.exit_code == 0 and len(list((tmp_path / "c").glob("pend-*.h5"))) == 1
+    assert r.exit_code == 0 and len(list((tmp_path / "c").glob("damped_pendulum-*.h5"))) == 1
     r = runner.invoke(app, ["simulate", str(spec_path), "--data-dir", str(tmp_path / "c")])
     assert "(cached)" in r.output
 

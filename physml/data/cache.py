@@ -9,20 +9,41 @@ from .dataset import FORMAT_VERSION, DataError, Dataset
 from .io import load_dataset, save_dataset
 
 
+def _canonical(obj) -> str:
+    """A stable text of a spec part: dataclass fields (positions left out), SymPy as srepr."""
+    import dataclasses
+
+    import sympy
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        items = [f"{f.name}={_canonical(getattr(obj, f.name))}" for f in dataclasses.fields(obj)
+                 if f.name not in ("pos", "source", "text", "path")]
+        return f"{type(obj).__name__}({', '.join(items)})"
+    if isinstance(obj, (list, tuple)):
+        return "(" + ", ".join(_canonical(x) for x in obj) + ")"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{k!r}: {_canonical(v)}" for k, v in sorted(obj.items())) + "}"
+    if isinstance(obj, sympy.Basic):
+        return sympy.srepr(obj)
+    return repr(obj)
+
+
 def spec_key(spec, seed: int | None = None) -> str:
-    """The cache key of a spec's data: a hash of its text, the text of the system it uses
-    (a changed library system invalidates the cache), the seed and the format version."""
+    """The cache key of a spec's data: a hash of what determines them — the system (its
+    equations, parameters, domain), the data block, the environments and the seed — so
+    specs that differ only in their prior or training (the rows of one thesis table) share
+    one simulation, and a changed library system invalidates the cache."""
     seed = spec.data.seed if seed is None and spec.data is not None else seed
     h = hashlib.sha256()
-    for part in (f"physml-data-v{FORMAT_VERSION}", spec.text, spec.system.source, str(seed)):
+    for part in (f"physml-data-v{FORMAT_VERSION}", _canonical(spec.system),
+                 _canonical(spec.data), _canonical(spec.environments), str(seed)):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
 
 
 def default_path(spec, cache_dir: str | os.PathLike = "data", seed: int | None = None) -> Path:
-    stem = Path(spec.path).stem if spec.path and spec.path != "<string>" else spec.system.name
-    return Path(cache_dir) / f"{stem}-{spec_key(spec, seed)}.h5"
+    return Path(cache_dir) / f"{spec.system.name}-{spec_key(spec, seed)}.h5"
 
 
 def data_file(spec) -> Path | None:

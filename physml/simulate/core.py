@@ -11,6 +11,7 @@ same spec and seed give the same arrays whatever subset of splits is asked for.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -61,10 +62,9 @@ def resolve_spec(spec: Spec | str | os.PathLike) -> Spec:
 
 
 def _sub_seed(seed: int, *keys: str) -> int:
-    words = [int(seed) & 0xFFFFFFFF] + [int.from_bytes(k.encode()[:16].ljust(16, b"\0")[:4],
-                                                       "little") for k in keys]
-    words += [len(k) for k in keys]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
+    """An independent 63-bit stream seed for ``(seed, split[, "noise"])``."""
+    digest = hashlib.sha256("/".join([str(int(seed)), *keys]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def plan(spec: Spec) -> _Plan:
@@ -73,8 +73,9 @@ def plan(spec: Spec) -> _Plan:
         raise SimulationError(f"{spec.path}: the spec has no `data:` block to simulate; add "
                               "one (trajectories, time, initial …) or name a data file")
     if data.file is not None:
-        raise SimulationError(f"{spec.path}: the data block names the file {data.file!r}; "
-                              "load it with physml.load_dataset or physml.data.dataset_for")
+        raise SimulationError(f"{spec.path}: the data block names the file {data.file!r}, so "
+                              "there is nothing to simulate; `physml data info FILE --spec "
+                              "SPEC` shows it, and physml.data.dataset_for(spec) loads it")
     if data.n_steps is None:
         raise SpecError("the data block needs a time grid, e.g. `time 0 .. 20 step 0.5`",
                         data.pos, spec.text, length=4)
@@ -130,7 +131,7 @@ def _solver_option(p: _Plan, key: str, default=None):
 
 
 def _integrate(p: _Plan, y0: torch.Tensor, batch_params: dict[str, torch.Tensor],
-               device, bound, progress) -> S.Outcome:
+               device, bound, progress, out_dtype: torch.dtype = torch.float64) -> S.Outcome:
     """Integrate ``y0`` (B, *state) from ``p.start`` and return the saved frames."""
     spec, name = p.spec, p.solver.name
     kind = S.SOLVERS[name]
@@ -165,7 +166,6 @@ def _integrate(p: _Plan, y0: torch.Tensor, batch_params: dict[str, torch.Tensor]
     if p.varying:
         f.set_batch_params({k: v.to(device) for k, v in batch_params.items()})
     y0 = y0.to(device)
-    out_dtype = torch.float64
     with torch.no_grad():
         if kind == "adaptive":
             out = S.adaptive_rk(f, y0, out_times, rtol=float(_solver_option(p, "rtol", 1e-8)),
@@ -208,6 +208,9 @@ def simulate(spec: Spec | str | os.PathLike, seed: int | None = None, device=Non
     splits: the splits to simulate (default: all the block declares).
     bound: a trajectory with ``|x| > bound`` anywhere counts as blown up.
     dtype: storage dtype of the arrays (integration is always float64).
+
+    Time line: initial states are drawn at ``t0 − history·dt − warmup`` and integrated
+    from there; the saved frames are ``t0 + dt·k`` for ``k = −history … n_steps − 1``.
     """
     from ..data.dataset import Dataset
 
@@ -237,7 +240,8 @@ def simulate(spec: Spec | str | os.PathLike, seed: int | None = None, device=Non
                                         dtype=torch.float64).repeat_interleave(n)
                         for k in p.varying}
         cb = (lambda frac, _s=split: progress(_s, frac)) if progress else None
-        res = _integrate(p, batch, batch_params, device, bound, cb)
+        # Frames are kept in the storage dtype (the integration itself runs in float64).
+        res = _integrate(p, batch, batch_params, device, bound, cb, out_dtype=dtype)
         states = res.states.transpose(0, 1).reshape(E, n, len(p.times), *y0.shape[1:])
         dead = torch.isfinite(res.dead_time).reshape(E, n)
         if bool(dead.any()):
@@ -260,7 +264,7 @@ def simulate(spec: Spec | str | os.PathLike, seed: int | None = None, device=Non
         if data.noise > 0:
             g = torch.Generator().manual_seed(_sub_seed(seed, split, "noise"))
             noise = torch.randn(x.shape, generator=g, dtype=torch.float64)
-            noisy[split] = (x + data.noise * noise).to(dtype)
+            noisy[split] = (x.double() + data.noise * noise).to(dtype)
         else:
             noisy[split] = x.to(dtype)
     from .. import __version__

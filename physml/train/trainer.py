@@ -184,14 +184,15 @@ class Trainer:
         phys = [p for p in self.model.physical_raw_parameters() if p.requires_grad]
         phys_ids = {id(p) for p in phys}
         nets = [p for p in self.model.parameters() if p.requires_grad and id(p) not in phys_ids]
-        if not phys and not nets:
-            raise ValueError("the model has nothing to learn: add `learn NAME` to the prior "
-                             "or an `augment` network")
+        # A model with nothing to learn (the "True ODE/PDE" rows of Table 3.4) is only
+        # evaluated: fit() then saves it as it is.
+        self.nothing_to_learn = not phys and not nets
         # Physical parameters may take their own step size (`lr_phys`); they are few, and
         # their unconstrained coordinates are O(1), unlike network weights.
         groups = [{"params": g, "lr": lr, "weight_decay": wd} for g, lr, wd in (
             (nets, cfg.lr, cfg.weight_decay), (phys, cfg.lr_phys or cfg.lr, 0.0)) if g]
-        self.optimizer = torch.optim.Adam(groups)
+        self.optimizer = torch.optim.Adam(groups if groups else
+                                          [{"params": [torch.zeros(0, requires_grad=True)]}])
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.dataset = dataset
         self.times = dataset.times.to(self.device, torch.get_default_dtype())
@@ -387,6 +388,13 @@ class Trainer:
 
     def _fit(self) -> None:
         cfg = self.cfg
+        if self.nothing_to_learn:
+            self._notify(math.nan, {}, None, message="nothing to learn: evaluating the model as "
+                         "given (add `learn NAME` or an `augment` network to train)")
+            with open(self.dir / "metrics.jsonl", "a", encoding="utf-8") as log:
+                self._end_of_epoch(log, force_val=True)
+            self.save("last")
+            return
         metrics_path = self.dir / "metrics.jsonl"
         _truncate_metrics(metrics_path, self.step)
         n = self.train_data.shape[0]
