@@ -59,10 +59,11 @@ def fake_dataset(spec, n: int, frames: int, dt: float) -> Dataset:
                    env_params=[spec.system.param_values])
 
 
-def physml_ms_per_step(spec, ds, steps: int, device: str, threads: int | None) -> float:
+def physml_ms_per_step(spec, ds, steps: int, device: str, threads: int | None,
+                       compile: bool = False) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         run = physml.train(spec, dataset=ds, out=Path(tmp) / "run", steps=steps, device=device,
-                           report=False, epochs=10 ** 6, threads=threads)
+                           report=False, epochs=10 ** 6, threads=threads, compile=compile)
         rows = [m for m in run.metrics() if "loss" in m]
     niter = run.config.method_options.get("niter", 1)
     warm = min(5, len(rows) // 3)
@@ -156,6 +157,7 @@ def main() -> None:
     ap.add_argument("--rd-steps", type=int, default=12)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-rd", action="store_true")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile runs")
     args = ap.parse_args()
     out = {"device": args.device, "torch": torch.__version__,
            "threads": torch.get_num_threads()}
@@ -166,17 +168,26 @@ def main() -> None:
         torch.set_num_threads(1)
     hand = hand_pendulum(ds, args.steps, args.device)
     ours = physml_ms_per_step(spec, ds, args.steps, args.device, 1)
+    compiled = physml_ms_per_step(spec, ds, args.steps, args.device, 1, compile=True) \
+        if not args.no_compile else None
     torch.set_num_threads(out["threads"])
     out["pendulum"] = {"physml_ms_per_adam_step": round(ours, 3),
                        "hand_written_ms_per_adam_step": round(hand, 3),
                        "ratio": round(ours / hand, 3),
+                       "physml_compiled_ms_per_adam_step":
+                           round(compiled, 3) if compiled else None,
+                       "compiled_ratio_to_hand": round(compiled / hand, 3) if compiled else None,
                        "research_implementation_ms_per_adam_step_ref": 40.0}
     if not args.skip_rd:
         spec = physml.parse_spec(REACTION_DIFFUSION)
         ds = fake_dataset(spec, 64, 25, 0.1)
         hand = hand_reaction_diffusion(ds, args.rd_steps, args.device)
         ours = physml_ms_per_step(spec, ds, args.rd_steps, args.device, None)
+        compiled = physml_ms_per_step(spec, ds, args.rd_steps, args.device, None,
+                                      compile=True) if not args.no_compile else None
         out["reaction_diffusion"] = {"physml_ms_per_adam_step": round(ours, 2),
+                                     "physml_compiled_ms_per_adam_step":
+                                         round(compiled, 2) if compiled else None,
                                      "hand_written_ms_per_adam_step": round(hand, 2),
                                      "ratio": round(ours / hand, 3),
                                      "research_implementation_ms_per_adam_step_ref": 3100.0}

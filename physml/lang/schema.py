@@ -40,6 +40,8 @@ TRAIN_OPTIONS: dict[str, type] = {
     "grad_clip": float,
     "minutes": float,
     "weight_decay": float,
+    "compile": bool,
+    "threads": int,
 }
 
 #: ``augment NAME(kwargs)`` / ``hamiltonian NAME(kwargs)`` / ``encoder NAME(kwargs)``.

@@ -15,7 +15,6 @@ a smooth bijection (Eq. below), so no gradient step can leave the interval:
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -72,8 +71,21 @@ def to_constrained(raw: torch.Tensor, p: Param) -> torch.Tensor:
     return torch.clamp(value, inner_lo, inner_hi)
 
 
-@functools.lru_cache(maxsize=None)
+_INTERIOR: dict[tuple[Param, torch.dtype], tuple[float | None, float | None]] = {}
+
+
 def _strict_interior(p: Param, dtype: torch.dtype) -> tuple[float | None, float | None]:
+    """The nearest numbers strictly inside the open bounds of ``p`` in ``dtype``.
+
+    A plain dict cache (filled when a VectorField is built) rather than ``lru_cache``, so
+    that ``torch.compile`` sees constants here instead of breaking its graph."""
+    got = _INTERIOR.get((p, dtype))
+    if got is None:
+        got = _INTERIOR[(p, dtype)] = _compute_interior(p, dtype)
+    return got
+
+
+def _compute_interior(p: Param, dtype: torch.dtype) -> tuple[float | None, float | None]:
     lo, hi = p.lower, p.upper
     inf = torch.tensor(math.inf, dtype=dtype)
 
@@ -327,6 +339,9 @@ class VectorField(nn.Module):
                 raise KeyError(f"unknown parameter {name!r}; parameters: "
                                f"{', '.join(self.params_spec) or 'none'}")
         self.learnable = tuple(n for n in self.params_spec if n in learn)
+        for name in self.learnable:  # warm the bound cache outside any compiled region
+            for dt in (torch.float32, torch.float64):
+                _strict_interior(self.params_spec[name], dt)
         self.raw = nn.ParameterDict()
         dtype = torch.get_default_dtype()
         for name in self.learnable:
