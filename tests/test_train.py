@@ -249,3 +249,14 @@ def test_compiled_steps_match_torchdiffeq_and_train():
     assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
     ours.sum().backward()
     assert model.prior.raw["T0"].grad is not None
+
+
+def test_fixed_grid_substeps_match_torchdiffeq_step_size():
+    spec = physml.parse_spec(PENDULUM.format(method="physics", prior="-omega0^2*sin(theta)",
+                                             learn="T0", epochs=1, n=2, T=2, hidden=8))
+    model = physml.models.build_model(spec, "physics")
+    x0 = torch.tensor([[0.5, -0.3], [1.2, 0.4]])
+    t = torch.linspace(0, 2, 5)
+    ours = trainer_mod.fixed_grid(model, x0, t, "rk4", step=0.125)
+    ref = odeint(model, x0, t, method="rk4", options={"step_size": 0.125}).movedim(0, 1)
+    assert torch.allclose(ours, ref, atol=1e-6, rtol=1e-6)
