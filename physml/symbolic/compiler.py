@@ -26,7 +26,7 @@ from torch import nn
 from .functions import (TORCH_FUNCTIONS, SpatialOperator, div, dx, dxx, dy, dyy, dz, dzz,
                         inv_lap, lap)
 from .spec import Equation, Let, Param, Spec, System
-from .stencils import GridOperators
+from .stencils import ExactBuffers, GridOperators
 
 Env = dict
 Node = Callable[[Env], "torch.Tensor | float"]
@@ -311,7 +311,7 @@ def _reduce(fn, items):
 
 # ---------------------------------------------------------------------------------------
 
-class VectorField(nn.Module):
+class VectorField(ExactBuffers):
     """A compiled right-hand side ``dX/dt = F(t, X; θ_p)``.
 
     ``X`` has shape ``(..., n_state)`` for ODEs and ``(..., n_fields, *grid)`` for grid
@@ -351,7 +351,6 @@ class VectorField(nn.Module):
                                                        dtype=dtype))
         self.fixed_names = tuple(n for n in self.params_spec if n not in learn)
         # float64 originals of floating buffers: .to()/.double() restore them exactly.
-        self._exact: dict[str, torch.Tensor] = {}
         for name in self.fixed_names:
             value = torch.tensor(float(values[name]), dtype=torch.float64)
             self._exact_buffer(f"fixed_{name}", value, True)
@@ -380,17 +379,6 @@ class VectorField(nn.Module):
                                           optimizations=None)
         self._steps: list[tuple[str, Node]] = [(s.name, compiler(e)) for s, e in replacements]
         self._outputs: list[Node] = [compiler(e) for e in reduced]
-
-    def _exact_buffer(self, name: str, value: torch.Tensor, persistent: bool):
-        self._exact[name] = value.to(torch.float64)
-        self.register_buffer(name, value.to(torch.get_default_dtype()), persistent=persistent)
-
-    def _apply(self, fn, recurse=True):
-        out = super()._apply(fn, recurse)
-        for name, exact in self._exact.items():
-            cur = self._buffers[name]
-            self._buffers[name] = exact.to(device=cur.device, dtype=cur.dtype)
-        return out
 
     def _build_mask(self, mask, compiler: _Compiler, values):
         subs = {sympy.Symbol(k): sympy.Float(v) for k, v in values.items()}

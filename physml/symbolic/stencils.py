@@ -115,7 +115,28 @@ def pad_axis(u: torch.Tensor, dim: int, width: int, bc: Boundary,
     return out
 
 
-class GridOperators(torch.nn.Module):
+class ExactBuffers(torch.nn.Module):
+    """A module whose floating buffers keep a float64 original, so that ``.double()``
+    after building in float32 gives float64-accurate coordinates and wavenumbers rather
+    than float32 values widened."""
+
+    def __init__(self):
+        super().__init__()
+        self._exact: dict[str, torch.Tensor] = {}
+
+    def _exact_buffer(self, name: str, value: torch.Tensor, persistent: bool = False):
+        self._exact[name] = value.to(torch.float64)
+        self.register_buffer(name, value.to(torch.get_default_dtype()), persistent=persistent)
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        for name, exact in self._exact.items():
+            cur = self._buffers[name]
+            self._buffers[name] = exact.to(device=cur.device, dtype=cur.dtype)
+        return out
+
+
+class GridOperators(ExactBuffers):
     """All spatial operators of one domain; index tables and wavenumbers are buffers."""
 
     def __init__(self, domain: Domain, stencil: str | None = None):
@@ -132,25 +153,12 @@ class GridOperators(torch.nn.Module):
         width = max(s.width for s in (self.family.d1, self.family.d2) if s) \
             if not self.family.spectral else 0
         self.width = width
-        # float64 originals of the floating buffers, restored exactly by .to()/.double().
-        self._exact: dict[str, torch.Tensor] = {}
         for k, (n, bc) in enumerate(zip(domain.shape, domain.boundaries)):
             self.register_buffer(f"index{k}", boundary_index(n, width, bc) if width else
                                  torch.arange(n), persistent=False)
         if domain.periodic:
             self._register_wavenumbers()
         self._build_stencils()
-
-    def _exact_buffer(self, name: str, value: torch.Tensor):
-        self._exact[name] = value.to(torch.float64)
-        self.register_buffer(name, value.to(torch.get_default_dtype()), persistent=False)
-
-    def _apply(self, fn, recurse=True):
-        out = super()._apply(fn, recurse)
-        for name, exact in self._exact.items():
-            cur = self._buffers[name]
-            self._buffers[name] = exact.to(device=cur.device, dtype=cur.dtype)
-        return out
 
     def _register_wavenumbers(self):
         for k, (n, length) in enumerate(zip(self.domain.shape, self.domain.lengths)):
