@@ -260,9 +260,11 @@ class Trainer:
         self.val_data = self._frames(_flat_split(dataset.splits[val_name])) \
             if val_name in dataset.splits else None
         self.truth = self._true_values()
-        # A prediction error 100× that of predicting zero means the solution blew up (e.g. a
-        # learned term made the fixed-step solver unstable): handled like NaN/inf.
-        self.blowup = 100.0 * float(self.train_data.pow(2).mean()) + 1e-12
+        # A prediction error 10⁴× that of predicting zero means the solution blew up (a
+        # learned term made the fixed-step solver unstable, which grows exponentially):
+        # handled like NaN/inf. Merely wrong forecasts (a pendulum that goes over the top
+        # instead of swinging back) stay far below this.
+        self.blowup = 1e4 * float(self.train_data.pow(2).mean()) + 1e-12
         self.step = 0
         self.epoch = 0
         self.batch_index = 0
