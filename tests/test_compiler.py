@@ -377,3 +377,16 @@ dynamics:
     x = torch.tensor(spec.system.domain.mesh()[0])
     assert torch.allclose(out[:, 1], x.expand(3, 6, 4))
     np.testing.assert_allclose(out[:, 1, :, 0].numpy()[0], np.arange(6) / 6)
+
+
+def test_numeric_coefficients_and_pure_quotients():
+    # Regression: a numerator made only of a coefficient (2/(x+3)) once compiled as 1/(x+3);
+    # numeric factors such as π ride on the additions.
+    spec = physml.parse_spec(
+        "system q\nstate x, y\nparam a = 2\ndynamics:\n"
+        "    d(x)/dt = 2/(x + 3) - pi*y + 5\n    d(y)/dt = -3*x - a*y - x*y/4\n")
+    F = physml.compile_dynamics(spec).double()
+    X = torch.tensor([[1.0, 2.0], [-0.5, 0.25]], dtype=torch.float64)
+    x, y = X[:, 0], X[:, 1]
+    ref = torch.stack([2 / (x + 3) - math.pi * y + 5, -3 * x - 2 * y - x * y / 4], dim=-1)
+    assert torch.allclose(F(torch.tensor(0.0), X), ref, rtol=1e-14, atol=1e-14)

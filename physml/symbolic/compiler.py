@@ -187,43 +187,45 @@ class _Compiler:
         raise CompileError(f"cannot compile {type(expr).__name__}: {expr}")
 
     def _add(self, expr) -> Node:
-        pos, neg = [], []
+        """A sum as a chain of ``torch.add(acc, x, alpha=c)``: each numeric coefficient
+        rides on the addition instead of costing a multiplication of its own."""
         const = 0.0
+        terms: list[tuple[float, Node]] = []
         for term in expr.args:
             if term.is_number:
                 const += float(sympy.N(term))
                 continue
-            coeff, rest = term.as_coeff_Mul()
-            if coeff.is_number and coeff < 0:
-                neg.append(self(-term))
-            else:
-                pos.append(self(term))
-        if not pos:
-            lead, *others = neg
-            pos, neg = [lambda env: -lead(env)], others
-        first, *rest_pos = pos
+            c, rest = _split_coeff(term)
+            terms.append((c, self(rest)))
+        # Lead with a unit-coefficient term when there is one (no multiplication at all).
+        terms.sort(key=lambda item: item[0] != 1.0)
+        (c0, first), rest_terms = terms[0], terms[1:]
 
         def add(env):
             acc = first(env)
-            for p in rest_pos:
-                acc = acc + p(env)
-            for n in neg:
-                acc = acc - n(env)
+            if c0 != 1.0:
+                acc = -acc if c0 == -1.0 else acc * c0
+            for c, node in rest_terms:
+                v = node(env)
+                if isinstance(acc, torch.Tensor) and isinstance(v, torch.Tensor):
+                    acc = torch.add(acc, v, alpha=c) if c != 1.0 else acc + v
+                else:
+                    acc = acc + c * v
             return acc if const == 0.0 else acc + const
 
         return add
 
     def _mul(self, expr) -> Node:
-        coeff, rest = expr.as_coeff_Mul()
+        c, rest = _split_coeff(expr)
         num, den = [], []
         for f in sympy.Mul.make_args(rest):
             if f.is_Pow and f.exp.is_number and f.exp < 0:
                 den.append(self(sympy.Pow(f.base, -f.exp)))
             else:
                 num.append(self(f))
-        c = float(sympy.N(coeff))
-        if not num:
-            num = [lambda env: c]
+        if not num:  # c / (…): the numerator is the coefficient itself
+            numerator = c
+            num = [lambda env: numerator]
             c = 1.0
         first, *others = num
 
@@ -292,6 +294,16 @@ class _Compiler:
             axis, order = expr.axis, expr.derivative
             return lambda env: ops.derivative(a(env), axis, order)
         raise CompileError(f"cannot compile {type(expr).__name__}() here")
+
+
+def _split_coeff(term) -> tuple[float, sympy.Basic]:
+    """``term = c · rest`` with every numeric factor (π included) folded into ``c``."""
+    factors = sympy.Mul.make_args(term)
+    numeric = [f for f in factors if f.is_number]
+    if not numeric:
+        return 1.0, term
+    c = float(sympy.N(sympy.Mul(*numeric)))
+    return c, sympy.Mul(*[f for f in factors if not f.is_number])
 
 
 def _t(x, ref=None):
@@ -431,12 +443,10 @@ class VectorField(ExactBuffers):
                 env[axis] = getattr(self, f"coord_{axis}")
             for m in self._mask_names:
                 env[m] = getattr(self, f"mask_{m}")
-            for i, v in enumerate(self.variables):
-                env[v] = X.select(var_dim, i)
         else:
             var_dim = X.dim() - 1
-            for i, v in enumerate(self.variables):
-                env[v] = X[..., i]
+        # One unbind gives every variable as a view (cheaper than one index op each).
+        env.update(zip(self.variables, X.unbind(var_dim)))
         for name, fn in self._steps:
             env[name] = fn(env)
         shape = X.shape[:var_dim] + X.shape[var_dim + 1:]

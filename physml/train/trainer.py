@@ -159,6 +159,9 @@ def fixed_grid(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, method
         cache = model.__dict__.setdefault("_physml_compiled_steps", {})
         fn = cache.get(method)
         if fn is None:
+            # Variants: first step (state without grad) vs later ones, training vs
+            # validation, batch vs evaluation chunk sizes; allow them all to stay compiled.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             fn = torch.compile(lambda tt, h, y: stepper(model, tt, h, y), dynamic=False)
             cache[method] = fn
     else:
@@ -292,10 +295,14 @@ class Trainer:
     def horizon(self) -> int:
         full = self.train_data.shape[1]
         h = min(self.cfg.horizon or full, full)
-        if self.cfg.curriculum == "linear" and self.cfg.epochs > 1:
-            # Grow the horizon from 2 frames to the full one over the first half of training.
-            frac = min(1.0, self.epoch / max(1, self.cfg.epochs // 2))
-            h = max(2, int(round(2 + frac * (h - 2))))
+        if self.cfg.curriculum == "linear":
+            # Grow the horizon from 2 frames to the full one over the first half of the
+            # training budget (epochs, or wall-clock minutes when that ends sooner): short
+            # horizons first keep trajectories near a separatrix from dominating early.
+            frac = self.epoch / max(1, self.cfg.epochs // 2)
+            if self.cfg.minutes:
+                frac = max(frac, self.elapsed / (30.0 * self.cfg.minutes))
+            h = max(2, int(round(2 + min(1.0, frac) * (h - 2))))
         return h
 
     # -- state --------------------------------------------------------------------------
