@@ -260,3 +260,18 @@ def test_fixed_grid_substeps_match_torchdiffeq_step_size():
     ours = trainer_mod.fixed_grid(model, x0, t, "rk4", step=0.125)
     ref = odeint(model, x0, t, method="rk4", options={"step_size": 0.125}).movedim(0, 1)
     assert torch.allclose(ours, ref, atol=1e-6, rtol=1e-6)
+
+
+def test_linear_curriculum_grows_the_horizon_by_epochs(tmp_path, small_data):
+    spec = pendulum_spec(tmp_path, epochs=10)
+    from physml.train.trainer import TrainConfig, Trainer
+
+    cfg = TrainConfig.from_spec(spec, curriculum="linear")
+    trainer = Trainer(spec, small_data, cfg, tmp_path / "cur")
+    full = small_data.splits["train"].shape[2]
+    seen = []
+    for epoch in (0, 1, 2, 5, 9):
+        trainer.epoch = epoch
+        seen.append(trainer.horizon())
+    assert seen[0] == 2 and seen[-1] == full and seen == sorted(seen)
+    assert seen[1] == round(2 + (full - 2) / 5)

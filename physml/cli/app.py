@@ -6,8 +6,6 @@ message and exit code 1, never a traceback.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console

@@ -62,7 +62,7 @@ def simulate(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="An experiment spec (.phy).")],
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Where to write the dataset (.h5). Default: "
-        "DATA_DIR/<spec>-<hash>.h5, reused when it exists.")] = None,
+        "DATA_DIR/<system>-<hash>.h5, reused when it exists.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override the spec's seed.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 …")] = None,
     drop_unstable: Annotated[bool, typer.Option(

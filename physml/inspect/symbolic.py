@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sympy
 
-from ..symbolic.spec import Equation, Let, Spec, System
+from ..symbolic.spec import Equation, Let, Spec
 
 
 def render_expr(expr: sympy.Basic, latex: bool = False) -> str:

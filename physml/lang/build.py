@@ -14,9 +14,9 @@ from typing import Any
 
 import sympy
 
-from ..errors import (BoundsError, DeclarationError, OperatorError, OptionError, Pos, SpecError,
+from ..errors import (BoundsError, DeclarationError, OperatorError, OptionError, Pos,
                       SpecSyntaxError, UnknownSymbolError, UseError, suggest)
-from ..symbolic.functions import FUNCTIONS, RESERVED, SpatialOperator, div, grad, inv_lap
+from ..symbolic.functions import FUNCTIONS, RESERVED, SpatialOperator, div, grad
 from ..symbolic.spec import (AXES, Boundary, Call, DataSpec, Domain, Environment, Equation, Let,
                              Mask, Param, PriorSpec, Sampler, Spec, System, TrainSpec)
 from ..symbolic.stencils import STENCILS

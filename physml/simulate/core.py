@@ -228,7 +228,7 @@ def simulate(spec: Spec | str | os.PathLike, seed: int | None = None, device=Non
                                   f"{', '.join(declared)}")
     system = spec.system
     E = len(p.envs)
-    out, clean, dropped = {}, {}, []
+    clean, dropped = {}, []
     for split in (s for s in SPLITS if s in wanted):
         n = declared[split]
         gen = torch.Generator().manual_seed(_sub_seed(seed, split))

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
-import torch.nn.functional as F
 
 from .spec import Boundary, Domain
 

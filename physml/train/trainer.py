@@ -22,7 +22,7 @@ import json
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +32,7 @@ from torchdiffeq import odeint, odeint_adjoint
 from ..models.hybrid import HybridModel, build_model
 from ..objectives import Objective, build_objective
 from ..symbolic.spec import Spec
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, save_checkpoint
 
 
 class TrainingDiverged(RuntimeError):
@@ -297,11 +297,9 @@ class Trainer:
         h = min(self.cfg.horizon or full, full)
         if self.cfg.curriculum == "linear":
             # Grow the horizon from 2 frames to the full one over the first half of the
-            # training budget (epochs, or wall-clock minutes when that ends sooner): short
-            # horizons first keep trajectories near a separatrix from dominating early.
+            # epochs (by epochs, not time, so a resumed run is exact): short horizons first
+            # keep trajectories near a separatrix from dominating early.
             frac = self.epoch / max(1, self.cfg.epochs // 2)
-            if self.cfg.minutes:
-                frac = max(frac, self.elapsed / (30.0 * self.cfg.minutes))
             h = max(2, int(round(2 + min(1.0, frac) * (h - 2))))
         return h
 
