@@ -53,14 +53,6 @@ dynamics:
 """
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _library(name):
     return physml.load_spec(LIBRARY / f"{name}.phy")
 

@@ -22,12 +22,7 @@ LV = ("use lotka_volterra\ndata:\n    trajectories 3 train, 2 test\n    time 0 .
       "    initial u, v ~ uniform(1, 2)\nenvironments:\n    e1: alpha = 0.5\n    e2: alpha = 1\n")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

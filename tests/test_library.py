@@ -177,14 +177,6 @@ _STATE_SCALE = {"mitchell_schaeffer": (0.0, 1.0), "ns_velocity_density": (-1.0, 
 
 # ---------------------------------------------------------------------------------------
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _load(name):
     return physml.load_spec(LIBRARY / f"{name}.phy")
 

@@ -14,13 +14,7 @@ from physml.simulate import SimulationError, UnstableError, simulate
 from physml.simulate.solvers import DOPRI5, RK4, adaptive_rk, fixed_step
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small tensors: one intra-op thread avoids contention on a busy 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pendulum(data: str, extra: str = "") -> physml.symbolic.Spec:

@@ -1,0 +1,21 @@
+"""Shared fixtures."""
+import pytest
+import torch
+
+
+@pytest.fixture
+def float64():
+    """Run a test with float64 as the default dtype."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.fixture
+def one_thread():
+    """Small tensors: one intra-op thread avoids contention on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
