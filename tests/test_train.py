@@ -123,7 +123,7 @@ def test_resume_equals_uninterrupted(tmp_path, small_data):
     full = train(spec, dataset=small_data, out=tmp_path / "full", report=False, batch=3)
     part = train(spec, dataset=small_data, out=tmp_path / "part", report=False, batch=3, steps=7)
     assert len([m for m in part.metrics() if "loss" in m]) == 7
-    resumed = train(resume=part.path, dataset=small_data, report=False, steps=10 ** 9)
+    resumed = train(resume=part.path, dataset=small_data, report=False)
     a, b = _params(full), _params(resumed)
     assert a.keys() == b.keys()
     for k in a:
@@ -275,3 +275,62 @@ def test_linear_curriculum_grows_the_horizon_by_epochs(tmp_path, small_data):
         seen.append(trainer.horizon())
     assert seen[0] == 2 and seen[-1] == full and seen == sorted(seen)
     assert seen[1] == round(2 + (full - 2) / 5)
+
+
+def test_cli_train_resume_and_errors(tmp_path, small_data):
+    from physml.data import save_dataset
+
+    spec = pendulum_spec(tmp_path, epochs=4, n=8)
+    data_file = tmp_path / "pend.h5"
+    save_dataset(small_data, data_file)
+    text = spec.text.replace("data:\n", f'data:\n    file "{data_file}"\n', 1)
+    path = tmp_path / "with_file.phy"
+    path.write_text(text)
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(app, ["train", str(path), "--out", str(out), "--steps", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "T0" in res.output and "test MSE" in res.output
+    assert len([m for m in Run(out).metrics() if "loss" in m]) == 2
+    res = runner.invoke(app, ["train", "--resume", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    # Resuming goes on to the spec's 4 epochs: 16 trajectories in batches of 8.
+    assert len([m for m in Run(out).metrics() if "loss" in m]) == 8
+    res = runner.invoke(app, ["train", str(path), "--out", str(out)])
+    assert res.exit_code == 1 and "already holds a run" in res.output
+    bad = tmp_path / "bad.phy"
+    bad.write_text(text.replace("epochs 4", "epoch 4"))
+    res = runner.invoke(app, ["train", str(bad), "-q"])
+    assert res.exit_code == 1 and "did you mean 'epochs'" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_ctrl_c_saves_and_resumes(tmp_path, small_data):
+    import signal
+    import subprocess
+    import sys
+    import time as _time
+
+    from physml.data import save_dataset
+
+    save_dataset(small_data, tmp_path / "pend.h5")
+    spec = pendulum_spec(tmp_path, epochs=100000, n=8)
+    path = tmp_path / "long.phy"
+    path.write_text(spec.text.replace("data:\n", f'data:\n    file "{tmp_path / "pend.h5"}"\n', 1))
+    out = tmp_path / "int"
+    proc = subprocess.Popen([sys.executable, "-c", "from physml.cli.app import main; main()",
+                             "train", str(path), "--out", str(out), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = _time.time() + 60
+    while _time.time() < deadline and not (out / "metrics.jsonl").exists():
+        _time.sleep(0.2)
+    while _time.time() < deadline and \
+            len((out / "metrics.jsonl").read_text().splitlines()) < 3:
+        _time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "--resume" in output and "Traceback" not in output
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    steps = [m for m in Run(out).metrics() if "loss" in m]
+    assert state["step"] == len(steps) > 0

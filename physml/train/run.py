@@ -132,6 +132,9 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
         run = Run(resume)
         spec_obj = run.spec
         cfg_values = asdict(run.config)
+        # A step cap stops one invocation; resuming means going on (to `epochs`, within
+        # the `minutes` budget, which counts the whole run) unless a new cap is given.
+        cfg_values["steps"] = None
         for key, value in overrides.items():
             if value is not None:
                 cfg_values[key] = value

@@ -473,7 +473,7 @@ class Trainer:
                     self.perm = torch.randperm(n, generator=self.generator)
                     self.batch_index = 0
                 h = self.horizon()
-                while self.batch_index < nb:
+                while self.batch_index < nb and not self._out_of_budget():
                     idx = self.perm[self.batch_index * cfg.batch:(self.batch_index + 1) * cfg.batch]
                     batch = self.train_data[idx.to(self.train_data.device), :h]
                     result = self._batch_step(batch, log)
