@@ -224,12 +224,16 @@ def test_gradient_through_the_solver_matches_finite_differences():
     assert float(grad) == pytest.approx(float((up - down) / (2 * eps)), rel=1e-6)
 
 
-def test_fixed_grid_steps_match_torchdiffeq():
+def _tiny_problem(method: str):
+    """A small pendulum model (prior + 8-wide MLP), two initial states and a time grid."""
     spec = physml.parse_spec(PENDULUM.format(method="physics", prior="-omega0^2*sin(theta)",
                                              learn="T0", epochs=1, n=2, T=2, hidden=8))
-    model = physml.models.build_model(spec, "aphynity")
-    x0 = torch.tensor([[0.5, -0.3], [1.2, 0.4]])
-    t = torch.linspace(0, 2, 5)
+    model = physml.models.build_model(spec, method)
+    return model, torch.tensor([[0.5, -0.3], [1.2, 0.4]]), torch.linspace(0, 2, 5)
+
+
+def test_fixed_grid_steps_match_torchdiffeq():
+    model, x0, t = _tiny_problem("aphynity")
     for method in trainer_mod.FIXED_STEPS:
         ours = trainer_mod.fixed_grid(model, x0, t, method)
         ref = odeint(model, x0, t, method=method).movedim(0, 1)
@@ -238,12 +242,7 @@ def test_fixed_grid_steps_match_torchdiffeq():
 
 @pytest.mark.slow
 def test_compiled_steps_match_torchdiffeq_and_train():
-    spec = physml.parse_spec(PENDULUM.format(method="aphynity(niter=2)",
-                                             prior="-omega0^2*sin(theta)", learn="T0",
-                                             epochs=1, n=2, T=2, hidden=8))
-    model = physml.models.build_model(spec, "aphynity")
-    x0 = torch.tensor([[0.5, -0.3], [1.2, 0.4]])
-    t = torch.linspace(0, 2, 5)
+    model, x0, t = _tiny_problem("aphynity")
     ours = trainer_mod.fixed_grid(model, x0, t, "rk4", compiled=True)
     ref = odeint(model, x0, t, method="rk4").movedim(0, 1)
     assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
@@ -252,11 +251,7 @@ def test_compiled_steps_match_torchdiffeq_and_train():
 
 
 def test_fixed_grid_substeps_match_torchdiffeq_step_size():
-    spec = physml.parse_spec(PENDULUM.format(method="physics", prior="-omega0^2*sin(theta)",
-                                             learn="T0", epochs=1, n=2, T=2, hidden=8))
-    model = physml.models.build_model(spec, "physics")
-    x0 = torch.tensor([[0.5, -0.3], [1.2, 0.4]])
-    t = torch.linspace(0, 2, 5)
+    model, x0, t = _tiny_problem("physics")
     ours = trainer_mod.fixed_grid(model, x0, t, "rk4", step=0.125)
     ref = odeint(model, x0, t, method="rk4", options={"step_size": 0.125}).movedim(0, 1)
     assert torch.allclose(ours, ref, atol=1e-6, rtol=1e-6)
