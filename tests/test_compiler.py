@@ -382,3 +382,35 @@ def test_numeric_coefficients_and_pure_quotients():
     x, y = X[:, 0], X[:, 1]
     ref = torch.stack([2 / (x + 3) - math.pi * y + 5, -3 * x - 2 * y - x * y / 4], dim=-1)
     assert torch.allclose(F(torch.tensor(0.0), X), ref, rtol=1e-14, atol=1e-14)
+
+
+def test_half_bounded_parameters_take_steps_relative_to_their_size():
+    # p = scale·softplus(r) with scale = the initial value: the same Adam step moves a
+    # wave speed of 330 and one of 0.33 (other units) by the same fraction.
+    src = ("system s\nstate x\nparam c = {c} in (0, inf)\n"
+           "dynamics:\n    d(x)/dt = -c*x\n")
+    moved = []
+    for c in (330.0, 0.33):
+        F = physml.compile_dynamics(physml.parse_spec(src.format(c=c)), learn=["c"])
+        assert float(F.param_values()["c"].detach()) == pytest.approx(c, rel=1e-6)
+        opt = torch.optim.Adam(F.parameters(), lr=1e-2)
+        F.param_values()["c"].backward()
+        opt.step()
+        moved.append(float(F.param_values()["c"].detach()) / c)
+    assert moved[0] == pytest.approx(moved[1], rel=1e-6)
+    assert 0.99 < moved[0] < 0.997  # a fraction of a percent, not 0.01 in absolute terms
+
+
+def test_scaled_network_starts_at_zero_and_fits_its_scales():
+    from physml.models import Scaled
+
+    net = Scaled(torch.nn.Sequential(torch.nn.Conv2d(2, 8, 1), torch.nn.Tanh(),
+                                     torch.nn.Conv2d(8, 2, 1)), channels=2)
+    frames = torch.randn(4, 5, 2, 6, 6, dtype=torch.float64)
+    frames[:, :, 1] *= 100.0
+    net = net.double()
+    assert torch.equal(net(frames[:, 0]), torch.zeros_like(frames[:, 0]))
+    net.fit_scales(frames, dt=0.5)
+    rms = frames.transpose(0, 2).flatten(1).pow(2).mean(1).sqrt()
+    d = ((frames[:, 1:] - frames[:, :-1]) / 0.5).transpose(0, 2).flatten(1).pow(2).mean(1).sqrt()
+    assert torch.allclose(net.in_scale, rms) and torch.allclose(net.out_scale, d)

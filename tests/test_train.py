@@ -329,3 +329,48 @@ def test_ctrl_c_saves_and_resumes(tmp_path, small_data):
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     steps = [m for m in Run(out).metrics() if "loss" in m]
     assert state["step"] == len(steps) > 0
+
+
+def test_fit_initial_denoises_the_first_frames_and_resumes_exactly(tmp_path, small_data):
+    # The true model form, T0 learned from its true value: what is left to fit on the
+    # training trajectories is where they start. The learned offsets must move the noisy
+    # first frames (σ = 0.01) toward the clean ones.
+    spec = pendulum_spec(tmp_path, method="physics", prior="-omega0^2*sin(theta) - alpha*omega",
+                         learn="T0 from 6", epochs=40)
+    run = train(spec, dataset=small_data, out=tmp_path / "fi", report=False, fit_initial=True,
+                lr=3e-3)
+    offset = torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)["x0_offset"]
+    noisy = small_data.splits["train"][0, :, 0].to(offset.dtype)
+    clean = small_data.splits_clean["train"][0, :, 0].to(offset.dtype)
+    assert offset.shape == noisy.shape
+    before = (noisy - clean).pow(2).mean().sqrt()
+    after = (noisy + offset - clean).pow(2).mean().sqrt()
+    assert after < 0.6 * before, (float(before), float(after))
+    # Offsets are training state: a resumed run reproduces them bit for bit.
+    spec = pendulum_spec(tmp_path, epochs=6, n=8)
+    kw = dict(dataset=small_data, report=False, batch=3, fit_initial=True)
+    full = train(spec, out=tmp_path / "fi_full", **kw)
+    part = train(spec, out=tmp_path / "fi_part", steps=7, **kw)
+    resumed = train(resume=part.path, dataset=small_data, report=False)
+    a = torch.load(full.path / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(resumed.path / "checkpoints" / "last.pt", weights_only=True)
+    assert torch.equal(a["x0_offset"], b["x0_offset"]) and a["x0_offset"].abs().sum() > 0
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_augmentation_norm_of_a_field_is_per_unit_area():
+    # F_a(x) = x on a constant field (u, v) = (1, 2): (1/|Ω|)∫ u² + v² = 5 on any grid.
+    for n in (8, 32):
+        model = physml.models.HybridModel(None, torch.nn.Identity())
+        states = torch.stack([torch.ones(3, n, n), 2 * torch.ones(3, n, n)], dim=1)
+        assert float(model.augmentation_norm(states, relative=False)) == pytest.approx(5.0)
+        assert float(model.augmentation_norm(states, relative=True)) == pytest.approx(1.0)
+
+
+def test_unavailable_teacher_forcing_is_an_error(tmp_path):
+    from physml.train.trainer import TrainConfig
+
+    spec = pendulum_spec(tmp_path)
+    with pytest.raises(ValueError, match="`teacher_forcing` is not available in this version"):
+        TrainConfig.from_spec(spec, teacher_forcing=0.5)

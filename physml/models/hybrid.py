@@ -12,7 +12,7 @@ from torch import nn
 
 from ..symbolic import VectorField, compile_dynamics
 from ..symbolic.spec import Call, Spec
-from .nets import MLP, build_network
+from .nets import MLP, Scaled, build_network
 
 
 class HamiltonianPrior(nn.Module):
@@ -60,6 +60,11 @@ class HybridModel(nn.Module):
             return {k: values[k] for k in self.prior.learnable}
         return {}
 
+    def fit_scales(self, frames: torch.Tensor, dt: float) -> None:
+        """Scale the network's inputs and outputs to the training data (:class:`Scaled`)."""
+        if isinstance(self.augmentation, Scaled):
+            self.augmentation.fit_scales(frames, dt)
+
     def physical_raw_parameters(self) -> list[nn.Parameter]:
         if isinstance(self.prior, VectorField):
             return list(self.prior.raw.parameters())
@@ -67,13 +72,24 @@ class HybridModel(nn.Module):
 
     def augmentation_norm(self, states: torch.Tensor, relative: bool) -> torch.Tensor:
         """Thesis Eq. (3.6) estimate of ``‖F_a‖²`` on a batch of states ``(M, *state)``:
-        mean of ``‖F_a(x)‖²``, or of ``(‖F_a(x)‖/‖x‖)²`` when ``relative`` (pendulum)."""
+        mean of ``‖F_a(x)‖²``, or of ``(‖F_a(x)‖/‖x‖)²`` when ``relative`` (pendulum).
+
+        For fields ``(M, C, *grid)`` the norm is the L² norm per unit area,
+        ``(1/|Ω|)∫ Σ_c F_a,c(x)² dx``: summed over channels, averaged over grid points (the
+        research code's convention). It does not grow with the resolution, so the
+        thesis's λ₀ and τ₂ keep their meaning on any grid.
+        """
         if self.augmentation is None:
             return states.new_zeros(())
-        fa = self.augmentation(states).flatten(1)
-        sq = fa.pow(2).sum(dim=1)
+        fa = self.augmentation(states)
+        if fa.dim() > 2:
+            sq = fa.pow(2).sum(dim=1).flatten(1).mean(dim=1)
+            ref = states.pow(2).sum(dim=1).flatten(1).mean(dim=1)
+        else:
+            sq = fa.pow(2).sum(dim=1)
+            ref = states.pow(2).sum(dim=1)
         if relative:
-            sq = sq / states.flatten(1).pow(2).sum(dim=1).clamp_min(1e-10)
+            sq = sq / ref.clamp_min(1e-10)
         return sq.mean()
 
 
@@ -103,5 +119,5 @@ def build_model(spec: Spec, method: str) -> HybridModel:
                 raise ValueError(f"method '{method}' needs an augmentation network")
             call = Call("mlp", kwargs=(("hidden", 200), ("layers", 3))) if domain is None \
                 else Call("convnet", kwargs=(("channels", 16), ("layers", 3)))
-        augmentation = build_network(call, shape, domain)
+        augmentation = Scaled(build_network(call, shape, domain), shape[0])
     return HybridModel(prior, augmentation)

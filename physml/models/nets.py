@@ -152,3 +152,47 @@ def build_network(call: Call, state_shape: tuple[int, ...], domain: Domain | Non
         return ResNet(state_shape[0], domain.ndim, domain=domain, **opts)
     raise ValueError(f"network {call.name!r} is not available for augmentation; "
                      f"choices: mlp, convnet, resnet")
+
+
+class Scaled(nn.Module):
+    """``F(x) = s_out ⊙ net(x ⊘ s_in)``, with one scale per state channel (dim 1).
+
+    The network then works on O(1) inputs and outputs whatever the units of the data: a
+    damped wave whose unknown term ``−k·∂ₜw`` is in the hundreds needs no hundredfold
+    growth of the last layer's weights at a learning rate of 1e-4. The scales are buffers
+    (saved with the model), ones until :meth:`fit_scales` sets them from training data.
+    """
+
+    def __init__(self, net: nn.Module, channels: int, zero_init: bool = True):
+        super().__init__()
+        self.net = net
+        self.register_buffer("in_scale", torch.ones(channels))
+        self.register_buffer("out_scale", torch.ones(channels))
+        if zero_init:
+            # The augmentation starts at F_a = 0 (the model is the prior alone) and grows
+            # only where the data ask for it, as APHYNITY wants; a random last layer times
+            # the output scale would start it far from minimal.
+            last = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d,
+                                                               nn.Conv3d))]
+            if last:
+                nn.init.zeros_(last[-1].weight)
+                if last[-1].bias is not None:
+                    nn.init.zeros_(last[-1].bias)
+
+    def _shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        return (1, -1) + (1,) * (x.dim() - 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = self._shape(x)
+        return self.net(x / self.in_scale.view(shape)) * self.out_scale.view(shape)
+
+    @torch.no_grad()
+    def fit_scales(self, frames: torch.Tensor, dt: float) -> None:
+        """Set the scales from trajectories ``(N, T, C, …)`` sampled every ``dt``: the
+        root mean square of each channel, and of its finite-difference time derivative."""
+        x = frames.movedim(2, 0).flatten(1)
+        d = (frames[:, 1:] - frames[:, :-1]).movedim(2, 0).flatten(1) / dt
+        for buf, values in ((self.in_scale, x), (self.out_scale, d)):
+            rms = values.double().pow(2).mean(dim=1).sqrt()
+            ok = torch.isfinite(rms) & (rms > 0)
+            buf.copy_(torch.where(ok, rms, torch.ones_like(rms)).to(buf.dtype))

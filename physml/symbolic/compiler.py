@@ -35,7 +35,24 @@ Node = Callable[[Env], "torch.Tensor | float"]
 # ---------------------------------------------------------------------------------------
 # Bounded parameters
 
-def to_unconstrained(value: float, p: Param) -> float:
+def param_scale(init: float, p: Param) -> float:
+    """The unit of a half-bounded or unbounded learned parameter: its distance from the
+    bound at initialisation (its magnitude when unbounded), 1 if that is 0.
+
+    ``p = lo + scale·softplus(r)``: a step on ``r`` then moves ``p`` by a fraction of its
+    own size whatever its units (a wave speed of 330 and a diffusion coefficient of 1e-3
+    converge alike), where a bare ``lo + softplus(r)`` moves a large ``p`` by absolute
+    amounts (c = 360 → 330 in steps of ~0.01).
+    """
+    lo, hi = p.lower, p.upper
+    if math.isfinite(lo) and math.isfinite(hi):
+        return 1.0
+    ref = lo if math.isfinite(lo) else hi if math.isfinite(hi) else 0.0
+    d = abs(float(init) - ref)
+    return d if d > 0 and math.isfinite(d) else 1.0
+
+
+def to_unconstrained(value: float, p: Param, scale: float = 1.0) -> float:
     """Inverse of :func:`to_constrained` (raises if ``value`` is not inside the bounds)."""
     lo, hi = p.lower, p.upper
     if not (p.contains(value) or value == lo or value == hi):
@@ -45,24 +62,27 @@ def to_unconstrained(value: float, p: Param) -> float:
         s = min(max(s, 1e-12), 1 - 1e-12)
         return math.log(s) - math.log1p(-s)
     if math.isfinite(lo):
-        y = max(value - lo, 1e-12)
+        y = max((value - lo) / scale, 1e-12)
         return y + math.log(-math.expm1(-y))  # softplus⁻¹
     if math.isfinite(hi):
-        y = max(hi - value, 1e-12)
+        y = max((hi - value) / scale, 1e-12)
         return y + math.log(-math.expm1(-y))
-    return value
+    return value / scale
 
 
-def to_constrained(raw: torch.Tensor, p: Param) -> torch.Tensor:
+def to_constrained(raw: torch.Tensor, p: Param, scale: float = 1.0) -> torch.Tensor:
+    """``p`` from its unconstrained coordinate: sigmoid between two finite bounds,
+    ``lo + scale·softplus(raw)`` / ``hi − scale·softplus(raw)`` on a half line,
+    ``scale·raw`` on the whole line (see :func:`param_scale`)."""
     lo, hi = p.lower, p.upper
     if math.isfinite(lo) and math.isfinite(hi):
         value = lo + (hi - lo) * torch.sigmoid(raw)
     elif math.isfinite(lo):
-        value = F.softplus(raw) if lo == 0 else lo + F.softplus(raw)
+        value = F.softplus(raw) * scale if lo == 0 else lo + F.softplus(raw) * scale
     elif math.isfinite(hi):
-        value = hi - F.softplus(raw)
+        value = hi - F.softplus(raw) * scale
     else:
-        return raw
+        return raw * scale
     # Far out, sigmoid/softplus round to the bound itself (sigmoid(40) == 1 in float64);
     # an open bound must not be reached, so clamp to the nearest number strictly inside.
     inner_lo, inner_hi = _strict_interior(p, raw.dtype)
@@ -355,12 +375,14 @@ class VectorField(ExactBuffers):
             for dt in (torch.float32, torch.float64):
                 _strict_interior(self.params_spec[name], dt)
         self.raw = nn.ParameterDict()
+        self.scales: dict[str, float] = {}
         dtype = torch.get_default_dtype()
         for name in self.learnable:
             p = self.params_spec[name]
             init = learn[name] if learn[name] is not None else values[name]
-            self.raw[name] = nn.Parameter(torch.tensor(to_unconstrained(float(init), p),
-                                                       dtype=dtype))
+            self.scales[name] = param_scale(float(init), p)
+            self.raw[name] = nn.Parameter(torch.tensor(
+                to_unconstrained(float(init), p, self.scales[name]), dtype=dtype))
         self.fixed_names = tuple(n for n in self.params_spec if n not in learn)
         # float64 originals of floating buffers: .to()/.double() restore them exactly.
         for name in self.fixed_names:
@@ -405,7 +427,7 @@ class VectorField(ExactBuffers):
     # -- parameters ---------------------------------------------------------------------
     def param_values(self) -> dict[str, torch.Tensor]:
         """Current values of every parameter (constrained), as 0-d tensors."""
-        out = {name: to_constrained(self.raw[name], self.params_spec[name])
+        out = {name: to_constrained(self.raw[name], self.params_spec[name], self.scales[name])
                for name in self.learnable}
         for name in self.fixed_names:
             out[name] = getattr(self, f"fixed_{name}")
@@ -429,7 +451,7 @@ class VectorField(ExactBuffers):
     # -- evaluation ---------------------------------------------------------------------
     def forward(self, t: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         env = self.param_values() if not self.folded else {
-            name: to_constrained(self.raw[name], self.params_spec[name])
+            name: to_constrained(self.raw[name], self.params_spec[name], self.scales[name])
             for name in self.learnable}
         if self.batch_params:
             extra = X.dim() - (1 if not self.is_grid else 1 + self.ndim)

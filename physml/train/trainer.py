@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.utils.checkpoint
 from torchdiffeq import odeint, odeint_adjoint
 
 from ..models.hybrid import HybridModel, build_model
@@ -62,6 +63,9 @@ class TrainConfig:
     horizon: int | None = None
     curriculum: str | None = None
     teacher_forcing: float | None = None
+    fit_initial: bool = False
+    recompute: bool = False
+    loss: str = "mse"
     minutes: float | None = None
     grad_clip: float | None = None
     weight_decay: float = 0.0
@@ -84,6 +88,13 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training options {sorted(unknown)}")
         cfg = cls(**values)
+        if cfg.teacher_forcing is not None:
+            raise ValueError("training option `teacher_forcing` is not available in this "
+                             "version (it comes with LEADS training); remove it from the "
+                             "`train` line")
+        if cfg.loss not in LOSSES:
+            raise ValueError(f"training option `loss {cfg.loss}`: choices are "
+                             f"{', '.join(LOSSES)}")
         if cfg.tau1 is not None:  # the thesis calls Adam's learning rate τ₁
             cfg.lr = cfg.tau1
         return cfg
@@ -91,6 +102,33 @@ class TrainConfig:
     @property
     def learning_rate(self) -> float:
         return self.lr
+
+
+LOSSES = ("mse", "robust")
+
+
+def trajectory_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """``L_traj`` of a batch of trajectories ``(B, T, *state)``.
+
+    ``mse``: the mean squared error (thesis Eq. 3.5). ``robust``: a Cauchy (Lorentzian)
+    M-estimator over trajectories, ``mean_i s²·log(1 + e_i/s²)`` with ``e_i`` the MSE of
+    trajectory ``i`` and ``s² = 10·median_i e_i`` (not differentiated). It equals the MSE
+    where all trajectories fit alike, and caps the pull of one that no model of the family
+    can follow from its noisy first frame (a pendulum that crosses the separatrix in the
+    data but not in the forecast): its gradient weight is ``1/(1 + e_i/s²)``.
+    """
+    err = (pred - target).pow(2)
+    if kind == "mse":
+        return err.mean()
+    return aggregate_errors(err.flatten(1).mean(dim=1), kind)
+
+
+def aggregate_errors(per: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Aggregate per-trajectory MSEs ``e_i`` as :func:`trajectory_loss` does."""
+    if kind == "mse" or per.numel() < 3:
+        return per.mean()
+    s2 = (10.0 * per.detach().median()).clamp_min(torch.finfo(per.dtype).tiny)
+    return (s2 * torch.log1p(per / s2)).mean()
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -110,8 +148,9 @@ def integrate(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, cfg: Tr
     taken by :func:`fixed_grid` with one ``torch.compile``-d step (the same Butcher tableau
     as torchdiffeq's, so results agree to rounding); otherwise ``torchdiffeq.odeint``.
     """
-    if cfg.compile and cfg.solver in FIXED_STEPS and not cfg.adjoint:
-        return fixed_grid(model, x0, t, cfg.solver, compiled=True, step=cfg.step)
+    if (cfg.compile or cfg.recompute) and cfg.solver in FIXED_STEPS and not cfg.adjoint:
+        return fixed_grid(model, x0, t, cfg.solver, compiled=cfg.compile, step=cfg.step,
+                          recompute=cfg.recompute)
     options = {"step_size": cfg.step} if cfg.step else None
     solve = odeint_adjoint if cfg.adjoint else odeint
     kwargs: dict[str, Any] = {"method": cfg.solver}
@@ -146,9 +185,15 @@ FIXED_STEPS = {"rk4": _rk4_38, "midpoint": _midpoint, "euler": _euler}
 
 
 def fixed_grid(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, method: str,
-               compiled: bool = False, step: float | None = None) -> torch.Tensor:
+               compiled: bool = False, step: float | None = None, recompute: bool = False
+               ) -> torch.Tensor:
     """Fixed-step integration on the grid ``t``: one step per interval, or as many equal
     steps of at most ``step`` as each interval needs.
+
+    ``recompute`` (gradient checkpointing): each step keeps only its input state for the
+    backward pass and runs again there, so memory holds the states along the trajectory
+    instead of every network activation of every stage (the damped wave at batch 64 needs
+    ~20 GB without it, a few hundred MB with it), for about one more forward pass of cost.
 
     The step function is compiled once per model with ``torch.compile``: on small batches
     the cost of training is the launch overhead of many tiny operations, which compiling
@@ -173,7 +218,11 @@ def fixed_grid(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, method
         n = max(1, math.ceil(float(interval) / step - 1e-9)) if step else 1
         h = interval / n
         for j in range(n):
-            y = fn(t[i] + j * h, h, y)
+            if recompute and torch.is_grad_enabled():
+                y = torch.utils.checkpoint.checkpoint(fn, t[i] + j * h, h, y,
+                                                      use_reentrant=False)
+            else:
+                y = fn(t[i] + j * h, h, y)
         ys.append(y)
     return torch.stack(ys, dim=1)
 
@@ -252,13 +301,26 @@ class Trainer:
         # their unconstrained coordinates are O(1), unlike network weights.
         groups = [{"params": g, "lr": lr, "weight_decay": wd} for g, lr, wd in (
             (nets, cfg.lr, cfg.weight_decay), (phys, cfg.lr_phys or cfg.lr, 0.0)) if g]
-        self.optimizer = torch.optim.Adam(groups if groups else
-                                          [{"params": [torch.zeros(0, requires_grad=True)]}])
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.dataset = dataset
         self.times = dataset.times.to(self.device, torch.get_default_dtype())
         self.times = self.times - self.times[dataset.history] if dataset.history else self.times
         self.train_data = self._frames(_flat_split(dataset.splits["train"]))
+        if self.train_data.shape[1] > 1:  # a resumed run loads its own scales afterwards
+            self.model.fit_scales(self.train_data, float(self.times[1] - self.times[0]))
+        # `fit_initial`: each training trajectory starts from its observed first frame plus
+        # a learned offset (initial-state estimation, as in output-error system
+        # identification). With noisy observations a trajectory close to a separatrix (the
+        # pendulum that barely goes over the top) cannot be fitted from its noisy first
+        # frame even by the true model; its gradient then pulls every parameter off. The
+        # offsets are held to the data by the t = 0 term of the trajectory loss. Forecasts
+        # (validation, test) still start from the observed frame.
+        self.x0_offset: torch.Tensor | None = None
+        if cfg.fit_initial and not self.nothing_to_learn:
+            self.x0_offset = torch.zeros_like(self.train_data[:, 0]).requires_grad_(True)
+            groups.append({"params": [self.x0_offset], "lr": cfg.lr, "weight_decay": 0.0})
+        self.optimizer = torch.optim.Adam(groups if groups else
+                                          [{"params": [torch.zeros(0, requires_grad=True)]}])
         val_name = "val" if "val" in dataset.splits and dataset.splits["val"].numel() else "test"
         self.val_data = self._frames(_flat_split(dataset.splits[val_name])) \
             if val_name in dataset.splits else None
@@ -315,6 +377,8 @@ class Trainer:
             "perm": self.perm if self.perm is not None else torch.empty(0, dtype=torch.long),
             "best_val": self.best_val, "lr_lowered": self.lr_lowered,
             "elapsed": self.elapsed, "bad_validations": self.bad_validations,
+            "x0_offset": (self.x0_offset.detach().clone() if self.x0_offset is not None
+                          else torch.empty(0)),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -330,6 +394,9 @@ class Trainer:
         self.lr_lowered = bool(state["lr_lowered"])
         self.elapsed = float(state["elapsed"])
         self.bad_validations = int(state["bad_validations"])
+        if self.x0_offset is not None and state.get("x0_offset", torch.empty(0)).numel():
+            with torch.no_grad():
+                self.x0_offset.copy_(state["x0_offset"])
 
     def save(self, name: str = "last") -> Path:
         path = self.dir / "checkpoints" / f"{name}.pt"
@@ -339,7 +406,9 @@ class Trainer:
     def _copy_state(self) -> dict[str, Any]:
         return copy.deepcopy({"model": self.model.state_dict(),
                               "optimizer": self.optimizer.state_dict(),
-                              "objective": self.objective.state_dict()})
+                              "objective": self.objective.state_dict(),
+                              "x0_offset": self.x0_offset.detach() if self.x0_offset is not None
+                              else None})
 
     def _snapshot(self) -> None:
         self._good = self._copy_state()
@@ -350,6 +419,9 @@ class Trainer:
         self.model.load_state_dict(self._good["model"])
         self.optimizer.load_state_dict(self._good["optimizer"])
         self.objective.load_state_dict(self._good["objective"])
+        if self.x0_offset is not None:
+            with torch.no_grad():
+                self.x0_offset.copy_(self._good["x0_offset"])
 
     # -- evaluation ---------------------------------------------------------------------
     @torch.no_grad()
@@ -357,17 +429,20 @@ class Trainer:
         if self.val_data is None:
             return math.nan
         self.model.eval()
-        total, count = 0.0, 0
+        per = []
         for chunk in self.val_data.split(max(1, self.cfg.batch * 4)):
             pred = integrate(self.model, chunk[:, 0], self.times[: chunk.shape[1]], self.cfg)
-            total += float((pred - chunk).pow(2).sum())
-            count += chunk.numel()
+            per.append((pred - chunk).pow(2).flatten(1).mean(dim=1))
         self.model.train()
-        return total / count
+        # Checkpoints are selected by the training loss's own aggregate over trajectories
+        # (with equal-length trajectories, the mean of per-trajectory MSEs is the MSE).
+        return float(aggregate_errors(torch.cat(per), self.cfg.loss))
 
     # -- the loop -----------------------------------------------------------------------
-    def _batch_step(self, batch: torch.Tensor, log) -> tuple[float, dict[str, float]] | None:
-        """``niter`` optimiser steps on one batch; None if it hit NaN/inf."""
+    def _batch_step(self, batch: torch.Tensor, log, idx: torch.Tensor | None = None
+                    ) -> tuple[float, dict[str, float]] | None:
+        """``niter`` optimiser steps on one batch (rows ``idx`` of the training set);
+        None if it hit NaN/inf."""
         h = batch.shape[1]
         t = self.times[:h]
         x0 = batch[:, 0]
@@ -375,8 +450,10 @@ class Trainer:
         traj_value = math.nan
         candidate = self._copy_state()
         for it in range(self.objective.niter):
+            if self.x0_offset is not None and idx is not None:
+                x0 = batch[:, 0] + self.x0_offset[idx]
             pred = integrate(self.model, x0, t, self.cfg)
-            traj = (pred - batch).pow(2).mean()
+            traj = trajectory_loss(pred, batch, self.cfg.loss)
             loss, terms = self.objective.loss(self.model, traj, batch)
             self.optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(loss) or float(traj.detach()) > self.blowup:
@@ -386,7 +463,8 @@ class Trainer:
                 # to come back to if a later update makes things blow up.
                 self._good = candidate
             loss.backward()
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]
+                     if p.grad is not None]
             if grads and not torch.isfinite(torch.stack([g.abs().max() for g in grads])).all():
                 return None
             if self.cfg.grad_clip:
@@ -475,8 +553,9 @@ class Trainer:
                 h = self.horizon()
                 while self.batch_index < nb and not self._out_of_budget():
                     idx = self.perm[self.batch_index * cfg.batch:(self.batch_index + 1) * cfg.batch]
-                    batch = self.train_data[idx.to(self.train_data.device), :h]
-                    result = self._batch_step(batch, log)
+                    idx = idx.to(self.train_data.device)
+                    batch = self.train_data[idx, :h]
+                    result = self._batch_step(batch, log, idx)
                     if result is None:
                         self._on_nonfinite()
                         continue
