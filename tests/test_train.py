@@ -229,6 +229,11 @@ def _tiny_problem(method: str):
     spec = physml.parse_spec(PENDULUM.format(method="physics", prior="-omega0^2*sin(theta)",
                                              learn="T0", epochs=1, n=2, T=2, hidden=8))
     model = physml.models.build_model(spec, method)
+    if model.augmentation is not None:  # its last layer starts at zero: make F_a count
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in model.augmentation.parameters():
+                p.normal_(0, 0.3)
     return model, torch.tensor([[0.5, -0.3], [1.2, 0.4]]), torch.linspace(0, 2, 5)
 
 
@@ -248,6 +253,19 @@ def test_compiled_steps_match_torchdiffeq_and_train():
     assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
     ours.sum().backward()
     assert model.prior.raw["T0"].grad is not None
+
+
+def test_recomputed_steps_give_the_same_gradients():
+    model, x0, t = _tiny_problem("aphynity")
+    grads = []
+    for recompute in (False, True):
+        model.zero_grad()
+        out = trainer_mod.fixed_grid(model, x0, t, "rk4", step=0.25, recompute=recompute)
+        out.pow(2).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert grads[0][0].abs().sum() > 0
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_fixed_grid_substeps_match_torchdiffeq_step_size():
@@ -374,3 +392,24 @@ def test_unavailable_teacher_forcing_is_an_error(tmp_path):
     spec = pendulum_spec(tmp_path)
     with pytest.raises(ValueError, match="`teacher_forcing` is not available in this version"):
         TrainConfig.from_spec(spec, teacher_forcing=0.5)
+
+
+def test_robust_loss_is_the_mse_for_alike_trajectories_and_caps_an_outlier(tmp_path):
+    from physml.train.trainer import aggregate_errors, trajectory_loss
+
+    pred = torch.zeros(4, 3, 2, dtype=torch.float64)
+    target = torch.full_like(pred, 1e-2)
+    # Alike trajectories: s² = 10·e, so the loss is s²·log(1 + 1/10) ≈ 0.953·MSE.
+    mse = trajectory_loss(pred, target, "mse")
+    assert float(trajectory_loss(pred, target, "robust")) == pytest.approx(
+        float(mse) * 10 * math.log1p(0.1), rel=1e-12)
+    # One trajectory 10⁴× worse: its gradient weight is 1/(1 + e_i/s²), the others' ~0.91.
+    per = torch.tensor([1e-4, 1e-4, 1e-4, 1.0], dtype=torch.float64, requires_grad=True)
+    aggregate_errors(per, "robust").backward()
+    s2 = 10 * 1e-4
+    expected = torch.tensor([1 / (1 + 0.1)] * 3 + [1 / (1 + 1.0 / s2)], dtype=torch.float64) / 4
+    assert torch.allclose(per.grad, expected, rtol=1e-12)
+    from physml.train.trainer import TrainConfig
+
+    with pytest.raises(ValueError, match="`loss huber`: choices are mse, robust"):
+        TrainConfig.from_spec(pendulum_spec(tmp_path), loss="huber")
