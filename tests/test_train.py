@@ -413,3 +413,23 @@ def test_robust_loss_is_the_mse_for_alike_trajectories_and_caps_an_outlier(tmp_p
 
     with pytest.raises(ValueError, match="`loss huber`: choices are mse, robust"):
         TrainConfig.from_spec(pendulum_spec(tmp_path), loss="huber")
+
+
+def test_augment_on_restricts_the_network_to_the_named_equations():
+    src = PENDULUM.format(method="aphynity", prior="-omega0^2*sin(theta)", learn="T0",
+                          epochs=1, n=2, T=2, hidden=8)
+    spec = physml.parse_spec(src.replace("augment mlp(hidden=8, layers=3)",
+                                         "augment mlp(hidden=8, layers=3) on omega"))
+    assert spec.augment_on == ("omega",)
+    model = physml.models.build_model(spec, "aphynity")
+    with torch.no_grad():
+        for p in model.augmentation.parameters():
+            p.normal_(0, 0.3)
+    fa = model.augmentation(torch.randn(5, 2))
+    assert torch.equal(fa[:, 0], torch.zeros(5)) and fa[:, 1].abs().min() > 0
+    bad = src.replace("augment mlp(hidden=8, layers=3)", "augment mlp(hidden=8, layers=3) on omgea")
+    with pytest.raises(physml.SpecError) as info:
+        physml.parse_spec(bad, "p.phy")
+    line = bad.splitlines().index("augment mlp(hidden=8, layers=3) on omgea") + 1
+    assert str(info.value).startswith(f"p.phy:{line}:36: `augment ... on`: 'omgea' is not a variable")
+    assert "did you mean 'omega'?" in str(info.value)

@@ -127,6 +127,8 @@ class _Builder:
             prior=self.build_prior(seen["prior"], system, ctx) if "prior" in seen else None,
             augment=self.network(seen["augment"].data["call"], "augmentation")
             if "augment" in seen else None,
+            augment_on=self.build_augment_on(seen["augment"], system)
+            if "augment" in seen else (),
             environments=self.build_envs(seen["environments"], system)
             if "environments" in seen else (),
             observe=self.build_observe(seen["observe"], system) if "observe" in seen else (),
@@ -633,6 +635,19 @@ class _Builder:
             if n.text not in system.variables:
                 raise self.name_err(UnknownSymbolError, f"`observe`: '{n.text}' is not a variable",
                                     n, hint=suggest(n.text, system.variables))
+            out.append(n.text)
+        return tuple(out)
+
+    def build_augment_on(self, s: Stmt, system: System) -> tuple[str, ...]:
+        """``augment NET on u, v``: the variables whose equations the network augments."""
+        out: list[str] = []
+        for n in s.data.get("on", []):
+            if n.text not in system.variables:
+                raise self.name_err(UnknownSymbolError, f"`augment ... on`: '{n.text}' is not a "
+                                    "variable", n, hint=suggest(n.text, system.variables))
+            if n.text in out:
+                raise self.name_err(DeclarationError, f"`augment ... on`: '{n.text}' is listed "
+                                    "twice", n)
             out.append(n.text)
         return tuple(out)
 

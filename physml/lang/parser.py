@@ -656,7 +656,8 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def augment_decl(self, meta, c):
-        return self._stmt("augment", meta, call=self._bare_call(c[0]))
+        return self._stmt("augment", meta, call=self._bare_call(c[0]),
+                          on=[self._name(t) for t in c[1:]])
 
     def assign(self, c):
         return (self._name(c[0]), c[1])

@@ -119,5 +119,6 @@ def build_model(spec: Spec, method: str) -> HybridModel:
                 raise ValueError(f"method '{method}' needs an augmentation network")
             call = Call("mlp", kwargs=(("hidden", 200), ("layers", 3))) if domain is None \
                 else Call("convnet", kwargs=(("channels", 16), ("layers", 3)))
-        augmentation = Scaled(build_network(call, shape, domain), shape[0])
+        outputs = [system.variables.index(v) for v in spec.augment_on] or None
+        augmentation = Scaled(build_network(call, shape, domain), shape[0], outputs=outputs)
     return HybridModel(prior, augmentation)

@@ -163,11 +163,19 @@ class Scaled(nn.Module):
     (saved with the model), ones until :meth:`fit_scales` sets them from training data.
     """
 
-    def __init__(self, net: nn.Module, channels: int, zero_init: bool = True):
+    def __init__(self, net: nn.Module, channels: int, zero_init: bool = True,
+                 outputs: list[int] | None = None):
         super().__init__()
         self.net = net
         self.register_buffer("in_scale", torch.ones(channels))
         self.register_buffer("out_scale", torch.ones(channels))
+        # `augment NET on u`: the other channels' outputs are held at zero (a mask on the
+        # output scale, so `fit_scales` keeps it).
+        mask = torch.ones(channels)
+        if outputs is not None:
+            mask.zero_()
+            mask[list(outputs)] = 1.0
+        self.register_buffer("out_mask", mask)
         if zero_init:
             # The augmentation starts at F_a = 0 (the model is the prior alone) and grows
             # only where the data ask for it, as APHYNITY wants; a random last layer times
@@ -184,7 +192,8 @@ class Scaled(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = self._shape(x)
-        return self.net(x / self.in_scale.view(shape)) * self.out_scale.view(shape)
+        scale = (self.out_scale * self.out_mask).view(shape)
+        return self.net(x / self.in_scale.view(shape)) * scale
 
     @torch.no_grad()
     def fit_scales(self, frames: torch.Tensor, dt: float) -> None:

@@ -288,6 +288,7 @@ class Spec:
     data: DataSpec | None = None
     prior: PriorSpec | None = None
     augment: Call | None = None
+    augment_on: tuple[str, ...] = ()   # empty: every equation
     environments: tuple[Environment, ...] = ()
     observe: tuple[str, ...] = ()
     encoder: Call | None = None
