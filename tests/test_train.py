@@ -190,6 +190,12 @@ def test_run_directory_and_cli_reports(tmp_path, small_data):
     res = runner.invoke(app, ["evaluate", str(run.path)])
     assert res.exit_code == 0, res.output
     assert "ln_mse" in res.output and "T0" in res.output
+    res = runner.invoke(app, ["evaluate", str(run.path), "--json"])
+    ev = json.loads(res.output)
+    # The median trajectory is no worse than the worst one, nor than the mean.
+    assert ev["ln_mse_median_trajectory"] <= math.log(ev["worst_trajectory"]["mse"])
+    assert math.log(ev["worst_trajectory"]["mse"]) >= ev["ln_mse"]
+    assert 0 <= ev["worst_trajectory"]["index"] < ev["trajectories"]
     res = runner.invoke(app, ["inspect", str(run.path)])
     assert res.exit_code == 0, res.output
     assert "dω/dt" in res.output and "identified" in res.output

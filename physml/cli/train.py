@@ -86,6 +86,10 @@ def _print_report(run) -> None:
         console.print(Text(line))
     _param_table(ins["parameters"])
     console.print(f"test MSE {ev['mse']:.4g}  (ln {ev['ln_mse']:.3f}, log10 {ev['log10_mse']:.3f})")
+    if "ln_mse_median_trajectory" in ev:
+        w = ev["worst_trajectory"]
+        console.print(f"median trajectory ln MSE {ev['ln_mse_median_trajectory']:.3f}; worst: "
+                      f"trajectory {w['index']} (MSE {w['mse']:.4g})")
     if "aug_share" in ev:
         console.print(f"augmentation carries {100 * ev['aug_share']:.2f} % of the dynamics "
                       f"(‖F_a‖² = {ev['aug_norm']:.4g})")
@@ -165,7 +169,8 @@ def evaluate(
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("trajectories", "frames", "mse", "ln_mse", "log10_mse", "mse_vs_clean",
-                "ln_mse_vs_clean", "param_error_pct", "aug_norm", "aug_share"):
+                "ln_mse_vs_clean", "ln_mse_median_trajectory", "param_error_pct", "aug_norm",
+                "aug_share"):
         if key in result:
             v = result[key]
             table.add_row(key, f"{v:.6g}" if isinstance(v, float) else str(v))

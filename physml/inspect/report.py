@@ -63,6 +63,12 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
         "log10_mse": math.log10(mse) if mse > 0 else -math.inf,
         "mse_per_step": per_step,
     }
+    # One trajectory can dominate the mean (a pendulum forecast that crosses the
+    # separatrix the data do not): the median over trajectories says how typical ones fare.
+    per_traj = err.flatten(1).mean(dim=1)
+    med = float(per_traj.median())
+    out["ln_mse_median_trajectory"] = math.log(med) if med > 0 else -math.inf
+    out["worst_trajectory"] = {"index": int(per_traj.argmax()), "mse": float(per_traj.max())}
     if clean is not None:
         c = float((pred - clean.to(dtype)).pow(2).mean())
         out["mse_vs_clean"] = c

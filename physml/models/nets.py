@@ -175,7 +175,7 @@ class Scaled(nn.Module):
         if outputs is not None:
             mask.zero_()
             mask[list(outputs)] = 1.0
-        self.register_buffer("out_mask", mask)
+        self.register_buffer("out_mask", mask, persistent=False)  # from the spec
         if zero_init:
             # The augmentation starts at F_a = 0 (the model is the prior alone) and grows
             # only where the data ask for it, as APHYNITY wants; a random last layer times
