@@ -167,15 +167,15 @@ class Scaled(nn.Module):
                  outputs: list[int] | None = None):
         super().__init__()
         self.net = net
-        self.register_buffer("in_scale", torch.ones(channels))
-        self.register_buffer("out_scale", torch.ones(channels))
-        # `augment NET on u`: the other channels' outputs are held at zero (a mask on the
-        # output scale, so `fit_scales` keeps it).
+        # `augment NET on u`: the other channels' outputs are held at zero by a zero output
+        # scale (the mask is folded in, so a forward pass costs nothing more).
         mask = torch.ones(channels)
         if outputs is not None:
             mask.zero_()
             mask[list(outputs)] = 1.0
         self.register_buffer("out_mask", mask, persistent=False)  # from the spec
+        self.register_buffer("in_scale", torch.ones(channels))
+        self.register_buffer("out_scale", mask.clone())
         if zero_init:
             # The augmentation starts at F_a = 0 (the model is the prior alone) and grows
             # only where the data ask for it, as APHYNITY wants; a random last layer times
@@ -192,16 +192,17 @@ class Scaled(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = self._shape(x)
-        scale = (self.out_scale * self.out_mask).view(shape)
-        return self.net(x / self.in_scale.view(shape)) * scale
+        return self.net(x / self.in_scale.view(shape)) * self.out_scale.view(shape)
 
     @torch.no_grad()
     def fit_scales(self, frames: torch.Tensor, dt: float) -> None:
         """Set the scales from trajectories ``(N, T, C, …)`` sampled every ``dt``: the
         root mean square of each channel, and of its finite-difference time derivative."""
-        x = frames.movedim(2, 0).flatten(1)
-        d = (frames[:, 1:] - frames[:, :-1]).movedim(2, 0).flatten(1) / dt
-        for buf, values in ((self.in_scale, x), (self.out_scale, d)):
-            rms = values.double().pow(2).mean(dim=1).sqrt()
+        dims = [i for i in range(frames.dim()) if i != 2]  # all but the channel
+        d = (frames[:, 1:] - frames[:, :-1]) / dt
+        for buf, values, mask in ((self.in_scale, frames, None),
+                                  (self.out_scale, d, self.out_mask)):
+            rms = values.pow(2).mean(dim=dims, dtype=torch.float64).sqrt()
             ok = torch.isfinite(rms) & (rms > 0)
-            buf.copy_(torch.where(ok, rms, torch.ones_like(rms)).to(buf.dtype))
+            rms = torch.where(ok, rms, torch.ones_like(rms)).to(buf.dtype)
+            buf.copy_(rms if mask is None else rms * mask)

@@ -73,6 +73,16 @@ class TrainConfig:
     threads: int | None = None
     compile: bool = False
 
+    def __post_init__(self) -> None:
+        # Checked here, so that a resumed run's overrides are held to the same rules.
+        if self.teacher_forcing is not None:
+            raise ValueError("training option `teacher_forcing` is not available in this "
+                             "version (it comes with LEADS training); remove it from the "
+                             "`train` line")
+        if self.loss not in LOSSES:
+            raise ValueError(f"training option `loss {self.loss}`: choices are "
+                             f"{', '.join(LOSSES)}")
+
     @classmethod
     def from_spec(cls, spec: Spec, **overrides: Any) -> "TrainConfig":
         values: dict[str, Any] = {}
@@ -88,13 +98,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training options {sorted(unknown)}")
         cfg = cls(**values)
-        if cfg.teacher_forcing is not None:
-            raise ValueError("training option `teacher_forcing` is not available in this "
-                             "version (it comes with LEADS training); remove it from the "
-                             "`train` line")
-        if cfg.loss not in LOSSES:
-            raise ValueError(f"training option `loss {cfg.loss}`: choices are "
-                             f"{', '.join(LOSSES)}")
         if cfg.tau1 is not None:  # the thesis calls Adam's learning rate τ₁
             cfg.lr = cfg.tau1
         return cfg
