@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import physml  # noqa: E402
-from physml.simulate.core import simulate  # noqa: E402
+from physml.simulation.core import simulate  # noqa: E402
 
 PENDULUM = """use damped_pendulum
 data:

@@ -13,7 +13,7 @@ import physml
 from physml import parse_spec
 from physml.cli.app import app
 from physml.data import DataError, Dataset, dataset_for, load_dataset, save_dataset
-from physml.simulate import simulate
+from physml.simulation import simulate
 
 PENDULUM = ("use damped_pendulum\ndata:\n    trajectories 4 train, 2 val, 3 test\n"
             "    time 0 .. 4 step 0.5\n    initial theta, omega ~ ring(1.3, 2.3)\n"

@@ -10,8 +10,8 @@ import torch
 import physml
 from physml import parse_spec
 from physml.errors import SpecError
-from physml.simulate import SimulationError, UnstableError, simulate
-from physml.simulate.solvers import DOPRI5, RK4, adaptive_rk, fixed_step
+from physml.simulation import SimulationError, UnstableError, simulate
+from physml.simulation.solvers import DOPRI5, RK4, adaptive_rk, fixed_step
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -122,7 +122,7 @@ def _taylor_green_spec(solver: str) -> str:
 @pytest.mark.parametrize("solver,tol", [("spectral_cn(step=0.005)", 1e-5),
                                         ("rk4(step=0.01)", 1e-8)])
 def test_taylor_green_vortex_decay(solver, tol):
-    from physml.simulate import core
+    from physml.simulation import core
 
     spec = parse_spec(_taylor_green_spec(solver))
     p = core.plan(spec)

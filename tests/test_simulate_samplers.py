@@ -9,8 +9,8 @@ import torch
 
 from physml import parse_spec
 from physml.errors import SpecError
-from physml.simulate import SAMPLERS
-from physml.simulate.samplers import draw_initial
+from physml.simulation import SAMPLERS
+from physml.simulation.samplers import draw_initial
 from physml.symbolic.spec import Call, Domain, Boundary, Sampler
 
 
@@ -153,7 +153,7 @@ def _spec_with(initial: str):
 
 
 def test_sampler_errors_point_at_the_call():
-    from physml.simulate import simulate
+    from physml.simulation import simulate
 
     with pytest.raises(SpecError) as exc:
         simulate(_spec_with("u, v ~ unifrom(1, 2)"))

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 import physml
 from physml.cli.app import app
 from physml.objectives import Aphynity
-from physml.train import Run, TrainingDiverged, train
-from physml.train import trainer as trainer_mod
+from physml.training import Run, TrainingDiverged, train
+from physml.training import trainer as trainer_mod
 
 # Radius below 2.09 keeps every trajectory away from the separatrix (no rotation), whose
 # extreme sensitivity would make these short runs depend on luck.
@@ -283,7 +283,7 @@ def test_fixed_grid_substeps_match_torchdiffeq_step_size():
 
 def test_linear_curriculum_grows_the_horizon_by_epochs(tmp_path, small_data):
     spec = pendulum_spec(tmp_path, epochs=10)
-    from physml.train.trainer import TrainConfig, Trainer
+    from physml.training.trainer import TrainConfig, Trainer
 
     cfg = TrainConfig.from_spec(spec, curriculum="linear")
     trainer = Trainer(spec, small_data, cfg, tmp_path / "cur")
@@ -393,7 +393,7 @@ def test_augmentation_norm_of_a_field_is_per_unit_area():
 
 
 def test_unavailable_teacher_forcing_is_an_error(tmp_path):
-    from physml.train.trainer import TrainConfig
+    from physml.training.trainer import TrainConfig
 
     spec = pendulum_spec(tmp_path)
     with pytest.raises(ValueError, match="`teacher_forcing` is not available in this version"):
@@ -401,7 +401,7 @@ def test_unavailable_teacher_forcing_is_an_error(tmp_path):
 
 
 def test_robust_loss_is_the_mse_for_alike_trajectories_and_caps_an_outlier(tmp_path):
-    from physml.train.trainer import aggregate_errors, trajectory_loss
+    from physml.training.trainer import aggregate_errors, trajectory_loss
 
     pred = torch.zeros(4, 3, 2, dtype=torch.float64)
     target = torch.full_like(pred, 1e-2)
@@ -415,7 +415,7 @@ def test_robust_loss_is_the_mse_for_alike_trajectories_and_caps_an_outlier(tmp_p
     s2 = 10 * 1e-4
     expected = torch.tensor([1 / (1 + 0.1)] * 3 + [1 / (1 + 1.0 / s2)], dtype=torch.float64) / 4
     assert torch.allclose(per.grad, expected, rtol=1e-12)
-    from physml.train.trainer import TrainConfig
+    from physml.training.trainer import TrainConfig
 
     with pytest.raises(ValueError, match="`loss huber`: choices are mse, robust"):
         TrainConfig.from_spec(pendulum_spec(tmp_path), loss="huber")

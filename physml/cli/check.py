@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import SpecError
-from ..inspect.symbolic import describe, render_equations, render_let
+from ..reporting.symbolic import describe, render_equations, render_let
 from ..lang import load_spec
 from .app import app, console, report_spec_error
 

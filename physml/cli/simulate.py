@@ -13,7 +13,7 @@ from rich.table import Table
 from ..data import DataError, default_path, load_dataset, save_dataset
 from ..errors import SpecError
 from ..lang import load_spec
-from ..simulate import SimulationError, SolverFailure, UnstableError, simulate as _simulate
+from ..simulation import SimulationError, SolverFailure, UnstableError, simulate as _simulate
 from .app import app, console, fail, report_spec_error
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect dataset files.")

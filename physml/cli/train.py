@@ -122,8 +122,8 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log lines, no live display.")] = False,
 ) -> None:
     """Train the model of SPEC (simulating its data first if needed)."""
-    from ..train import RunError, TrainingDiverged
-    from ..train import train as train_fn
+    from ..training import RunError, TrainingDiverged
+    from ..training import train as train_fn
 
     if spec is None and resume is None:
         fail("give a spec to train, or --resume RUN_DIR")
@@ -154,8 +154,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Test metrics over the full horizon (ln MSE as in the thesis, log10 MSE, per step)."""
-    from ..inspect import evaluate as evaluate_fn
-    from ..train import Run, RunError
+    from ..reporting import evaluate as evaluate_fn
+    from ..training import Run, RunError
 
     try:
         result = evaluate_fn(Run(run_dir), split=split)
@@ -190,8 +190,8 @@ def inspect(
     latex: Annotated[bool, typer.Option("--latex", help="Equations as LaTeX.")] = False,
 ) -> None:
     """The identified equations with fitted values, against the truth."""
-    from ..inspect import inspect as inspect_fn
-    from ..train import Run, RunError
+    from ..reporting import inspect as inspect_fn
+    from ..training import Run, RunError
 
     try:
         result = inspect_fn(Run(run_dir), latex=latex)

@@ -62,9 +62,9 @@ def dataset_for(spec, cache_dir: str | os.PathLike = "data", seed: int | None = 
     simulation keyed by :func:`spec_key` (simulated and saved on the first call).
 
     Extra keywords (``device``, ``progress``, ``drop_unstable`` …) go to
-    :func:`physml.simulate.simulate`. A damaged cache file is simulated again.
+    :func:`physml.simulation.simulate`. A damaged cache file is simulated again.
     """
-    from ..simulate.core import resolve_spec, simulate
+    from ..simulation.core import resolve_spec, simulate
 
     spec = resolve_spec(spec)
     user = data_file(spec)

@@ -207,7 +207,7 @@ def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | N
     to ``train`` without one).
     """
     from ..symbolic.spec import Spec
-    from ..simulate.core import resolve_spec
+    from ..simulation.core import resolve_spec
 
     path = Path(path)
     if spec is None:

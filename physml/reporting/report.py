@@ -14,8 +14,8 @@ import sympy
 import torch
 
 from ..symbolic import VectorField
-from ..train.checkpoint import atomic_write_text
-from ..train.trainer import integrate
+from ..training.checkpoint import atomic_write_text
+from ..training.trainer import integrate
 from .symbolic import render_equation
 
 

@@ -168,7 +168,7 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
     run = Run(run.path)
     run._spec = spec_obj
     if report and not trainer.stopped_early:
-        from ..inspect.report import write_report
+        from ..reporting.report import write_report
 
         write_report(run, dataset=ds)
     run.stopped_early = trainer.stopped_early
