@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 import physml
 from physml import parse_spec
 from physml.cli.app import app
-from physml.data import DataError, Dataset, dataset_for, load_dataset, save_dataset
+from physml.data import DataError, Dataset, load_dataset, save_dataset
+from physml.experiment import dataset_for
 from physml.simulation import simulate
 
 PENDULUM = ("use damped_pendulum\ndata:\n    trajectories 4 train, 2 val, 3 test\n"

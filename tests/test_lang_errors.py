@@ -5,7 +5,7 @@ import pytest
 
 from physml.errors import (BoundsError, DeclarationError, OperatorError, OptionError, SpecError,
                            SpecSyntaxError, UnknownSymbolError, UseError)
-from physml.lang import load_spec, parse_spec
+from physml import load_spec, parse_spec  # checked against the library's registries
 
 PENDULUM = """\
 system p

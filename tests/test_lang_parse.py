@@ -166,7 +166,13 @@ train aphynity(lambda0=1, tau2=10, niter=3) solver rk4 epochs 100 lr 1e-3 adjoin
 
 
 def test_experiment_blocks():
-    spec = parse_spec(EXPERIMENT)
+    import physml
+
+    spec = parse_spec(EXPERIMENT)  # syntax level: blocks not yet trained still parse
+    assert spec.observe == ("theta",)
+    assert spec.encoder.name == "convnet"
+    # Checked against the library: options typed, and nothing it cannot train.
+    spec = physml.parse_spec(EXPERIMENT.replace("observe theta\nencoder convnet(channels=8)\n", ""))
     assert spec.uses == "damped_pendulum"
     d = spec.data
     assert d.splits == (("train", 20), ("val", 5), ("test", 10))
@@ -182,8 +188,6 @@ def test_experiment_blocks():
     assert (spec.augment.name, spec.augment.kwargs) == ("mlp", (("hidden", 64), ("layers", 2)))
     assert [(e.name, e.values) for e in spec.environments] == [
         ("slow", (("T0", 8.0),)), ("fast", (("T0", 4.0), ("alpha", 0.1)))]
-    assert spec.observe == ("theta",)
-    assert spec.encoder.name == "convnet"
     t = spec.train
     assert t.method.name == "aphynity"
     assert t.method.kwargs == (("lambda0", 1), ("tau2", 10), ("niter", 3))
@@ -211,3 +215,20 @@ def test_builtin_library_parses():
     for name in library_names():
         spec = load_spec(library_path(name))
         assert spec.system.equations
+
+
+def test_blocks_the_library_cannot_train_are_located_errors():
+    import physml
+
+    with pytest.raises(physml.SpecError) as info:
+        physml.parse_spec(EXPERIMENT, "e.phy")
+    line = EXPERIMENT.splitlines().index("observe theta") + 1
+    assert str(info.value).startswith(f"e.phy:{line}:1: `observe` (partial observation) is not "
+                                      "available in this version of physml")
+    text = EXPERIMENT.replace("train aphynity(lambda0=1, tau2=10, niter=3)", "train leads()")
+    text = text.replace("observe theta\nencoder convnet(channels=8)\n", "")
+    with pytest.raises(physml.SpecError) as info:
+        physml.parse_spec(text, "e.phy")
+    line = text.splitlines().index(next(l for l in text.splitlines() if "leads" in l)) + 1
+    assert str(info.value).startswith(f"e.phy:{line}:7: unknown method 'leads'")
+    assert "choices: neural, physics, augmented, aphynity" in str(info.value)

@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 import physml
 from physml.cli.app import app
 from physml.objectives import Aphynity
-from physml.training import Run, TrainingDiverged, train
-from physml.training import trainer as trainer_mod
+from physml.data import Batch
+from physml.experiment import Run, train
+from physml.models import rollout as rollout_mod
+from physml.training import TrainingDiverged
 
 # Radius below 2.09 keeps every trajectory away from the separatrix (no rotation), whose
 # extreme sensitivity would make these short runs depend on luck.
@@ -89,14 +91,19 @@ def test_lambda_follows_algorithm_2():
     fixed = Aphynity(lambda0=2.0, tau2=0.5, adaptive=False)
     fixed.after_batch(1.0)
     assert fixed.lam == 2.0
-    # The loss is ‖F_a‖² + λ·L_traj.
+    # The loss is ‖F_a‖² + λ·L_traj, with ‖F_a‖² on the batch's frames.
     model = physml.models.HybridModel(None, torch.nn.Linear(2, 2, bias=False))
     with torch.no_grad():
         model.augmentation.weight.copy_(torch.eye(2))
-    states = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
-    loss, terms = obj.loss(model, torch.tensor(0.25), states)
+    rollout = physml.models.Rollout(model, physml.models.SolverConfig("euler"))
+    target = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    batch = Batch(x0=target[:, 0], t=torch.tensor([0.0, 1.0]), target=target,
+                  env=torch.zeros(1, dtype=torch.long), traj=torch.zeros(1, dtype=torch.long))
+    loss, terms = obj.loss(rollout, batch)
     assert float(terms["norm"].detach()) == pytest.approx(1.0)  # relative norm of the identity
-    assert float(loss.detach()) == pytest.approx(1.0 + obj.lam * 0.25)
+    # Euler from (1, 0) with F = x: (2, 0) at t = 1 against (0, 2): e = (4 + 4)/2 over 2 frames.
+    assert float(terms["traj"].detach()) == pytest.approx(2.0)
+    assert float(loss.detach()) == pytest.approx(1.0 + obj.lam * 2.0)
 
 
 def test_trainer_takes_niter_steps_then_updates_lambda(tmp_path, small_data):
@@ -135,17 +142,17 @@ def test_resume_equals_uninterrupted(tmp_path, small_data):
 
 def test_nan_restores_then_lowers_lr_then_stops(tmp_path, small_data, monkeypatch):
     spec = pendulum_spec(tmp_path, epochs=8)
-    real = trainer_mod.integrate
+    real = rollout_mod.odeint
     calls = {"n": 0}
 
-    def flaky(model, x0, t, cfg):
-        out = real(model, x0, t, cfg)
+    def flaky(model, x0, t, *args, **kw):
+        out = real(model, x0, t, *args, **kw)
         calls["n"] += 1
         if model.training and calls["n"] == 12:  # one bad step: survived
             return out * math.nan
         return out
 
-    monkeypatch.setattr(trainer_mod, "integrate", flaky)
+    monkeypatch.setattr(rollout_mod, "odeint", flaky)
     messages = []
     run = train(spec, dataset=small_data, out=tmp_path / "nan1", report=False,
                 callback=lambda p: p.message and messages.append(p.message))
@@ -154,12 +161,12 @@ def test_nan_restores_then_lowers_lr_then_stops(tmp_path, small_data, monkeypatc
     assert state["lr_lowered"] is True
     assert all(math.isfinite(v.float().sum()) for v in state["model"].values())
 
-    def broken(model, x0, t, cfg):
-        out = real(model, x0, t, cfg)
+    def broken(model, x0, t, *args, **kw):
+        out = real(model, x0, t, *args, **kw)
         return out * math.nan if model.training and calls["n"] > 0 else out
 
     calls["n"] = 1
-    monkeypatch.setattr(trainer_mod, "integrate", broken)
+    monkeypatch.setattr(rollout_mod, "odeint", broken)
     with pytest.raises(TrainingDiverged, match="again after lowering the learning rate"):
         train(spec, dataset=small_data, out=tmp_path / "nan2", report=False)
     last = torch.load(tmp_path / "nan2" / "checkpoints" / "last.pt", weights_only=True)
@@ -230,63 +237,14 @@ def test_gradient_through_the_solver_matches_finite_differences():
     assert float(grad) == pytest.approx(float((up - down) / (2 * eps)), rel=1e-6)
 
 
-def _tiny_problem(method: str):
-    """A small pendulum model (prior + 8-wide MLP), two initial states and a time grid."""
-    spec = physml.parse_spec(PENDULUM.format(method="physics", prior="-omega0^2*sin(theta)",
-                                             learn="T0", epochs=1, n=2, T=2, hidden=8))
-    model = physml.models.build_model(spec, method)
-    if model.augmentation is not None:  # its last layer starts at zero: make F_a count
-        torch.manual_seed(0)
-        with torch.no_grad():
-            for p in model.augmentation.parameters():
-                p.normal_(0, 0.3)
-    return model, torch.tensor([[0.5, -0.3], [1.2, 0.4]]), torch.linspace(0, 2, 5)
-
-
-def test_fixed_grid_steps_match_torchdiffeq():
-    model, x0, t = _tiny_problem("aphynity")
-    for method in trainer_mod.FIXED_STEPS:
-        ours = trainer_mod.fixed_grid(model, x0, t, method)
-        ref = odeint(model, x0, t, method=method).movedim(0, 1)
-        assert torch.allclose(ours, ref, atol=1e-6, rtol=1e-6), method
-
-
-@pytest.mark.slow
-def test_compiled_steps_match_torchdiffeq_and_train():
-    model, x0, t = _tiny_problem("aphynity")
-    ours = trainer_mod.fixed_grid(model, x0, t, "rk4", compiled=True)
-    ref = odeint(model, x0, t, method="rk4").movedim(0, 1)
-    assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
-    ours.sum().backward()
-    assert model.prior.raw["T0"].grad is not None
-
-
-def test_recomputed_steps_give_the_same_gradients():
-    model, x0, t = _tiny_problem("aphynity")
-    grads = []
-    for recompute in (False, True):
-        model.zero_grad()
-        out = trainer_mod.fixed_grid(model, x0, t, "rk4", step=0.25, recompute=recompute)
-        out.pow(2).sum().backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    assert grads[0][0].abs().sum() > 0
-    for a, b in zip(*grads):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
-
-
-def test_fixed_grid_substeps_match_torchdiffeq_step_size():
-    model, x0, t = _tiny_problem("physics")
-    ours = trainer_mod.fixed_grid(model, x0, t, "rk4", step=0.125)
-    ref = odeint(model, x0, t, method="rk4", options={"step_size": 0.125}).movedim(0, 1)
-    assert torch.allclose(ours, ref, atol=1e-6, rtol=1e-6)
-
-
 def test_linear_curriculum_grows_the_horizon_by_epochs(tmp_path, small_data):
     spec = pendulum_spec(tmp_path, epochs=10)
-    from physml.training.trainer import TrainConfig, Trainer
+    from physml.experiment import build, training_data
+    from physml.training import Trainer
 
-    cfg = TrainConfig.from_spec(spec, curriculum="linear")
-    trainer = Trainer(spec, small_data, cfg, tmp_path / "cur")
+    exp = build(spec, curriculum="linear")
+    data, _ = training_data(small_data, exp.config)
+    trainer = Trainer(exp.rollout, exp.objective, data, exp.config, tmp_path / "cur")
     full = small_data.splits["train"].shape[2]
     seen = []
     for epoch in (0, 1, 2, 5, 9):
@@ -363,7 +321,8 @@ def test_fit_initial_denoises_the_first_frames_and_resumes_exactly(tmp_path, sma
                          learn="T0 from 6", epochs=40)
     run = train(spec, dataset=small_data, out=tmp_path / "fi", report=False, fit_initial=True,
                 lr=3e-3)
-    offset = torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)["x0_offset"]
+    offset = torch.load(run.path / "checkpoints" / "last.pt",
+                        weights_only=True)["model"]["x0_offset"]
     noisy = small_data.splits["train"][0, :, 0].to(offset.dtype)
     clean = small_data.splits_clean["train"][0, :, 0].to(offset.dtype)
     assert offset.shape == noisy.shape
@@ -378,7 +337,8 @@ def test_fit_initial_denoises_the_first_frames_and_resumes_exactly(tmp_path, sma
     resumed = train(resume=part.path, dataset=small_data, report=False)
     a = torch.load(full.path / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(resumed.path / "checkpoints" / "last.pt", weights_only=True)
-    assert torch.equal(a["x0_offset"], b["x0_offset"]) and a["x0_offset"].abs().sum() > 0
+    off_a, off_b = a["model"]["x0_offset"], b["model"]["x0_offset"]
+    assert torch.equal(off_a, off_b) and off_a.abs().sum() > 0
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
 
@@ -392,16 +352,19 @@ def test_augmentation_norm_of_a_field_is_per_unit_area():
         assert float(model.augmentation_norm(states, relative=True)) == pytest.approx(1.0)
 
 
-def test_unavailable_teacher_forcing_is_an_error(tmp_path):
-    from physml.training.trainer import TrainConfig
-
+def test_unavailable_teacher_forcing_is_a_located_error(tmp_path):
     spec = pendulum_spec(tmp_path)
-    with pytest.raises(ValueError, match="`teacher_forcing` is not available in this version"):
-        TrainConfig.from_spec(spec, teacher_forcing=0.5)
+    text = spec.text.replace("val_every 5", "val_every 5 teacher_forcing 0.5")
+    with pytest.raises(physml.SpecError) as info:
+        physml.parse_spec(text, "p.phy")
+    line = text.splitlines().index(next(l for l in text.splitlines() if "teacher" in l)) + 1
+    col = text.splitlines()[line - 1].index("teacher_forcing") + 1
+    assert str(info.value).startswith(f"p.phy:{line}:{col}: unknown train option "
+                                      "'teacher_forcing'")
 
 
 def test_robust_loss_is_the_mse_for_alike_trajectories_and_caps_an_outlier(tmp_path):
-    from physml.training.trainer import aggregate_errors, trajectory_loss
+    from physml.objectives import aggregate_errors, trajectory_loss
 
     pred = torch.zeros(4, 3, 2, dtype=torch.float64)
     target = torch.full_like(pred, 1e-2)
@@ -415,10 +378,10 @@ def test_robust_loss_is_the_mse_for_alike_trajectories_and_caps_an_outlier(tmp_p
     s2 = 10 * 1e-4
     expected = torch.tensor([1 / (1 + 0.1)] * 3 + [1 / (1 + 1.0 / s2)], dtype=torch.float64) / 4
     assert torch.allclose(per.grad, expected, rtol=1e-12)
-    from physml.training.trainer import TrainConfig
+    from physml.training import TrainConfig
 
     with pytest.raises(ValueError, match="`loss huber`: choices are mse, robust"):
-        TrainConfig.from_spec(pendulum_spec(tmp_path), loss="huber")
+        TrainConfig(loss="huber")
 
 
 def test_augment_on_restricts_the_network_to_the_named_equations():
@@ -427,7 +390,7 @@ def test_augment_on_restricts_the_network_to_the_named_equations():
     spec = physml.parse_spec(src.replace("augment mlp(hidden=8, layers=3)",
                                          "augment mlp(hidden=8, layers=3) on omega"))
     assert spec.augment_on == ("omega",)
-    model = physml.models.build_model(spec, "aphynity")
+    model = physml.models.build_model(spec)
     with torch.no_grad():
         for p in model.augmentation.parameters():
             p.normal_(0, 0.3)

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from ..errors import SpecError
 from ..reporting.symbolic import describe, render_equations, render_let
-from ..lang import load_spec
+from ..experiment import check as check_experiment, load_spec
 from .app import app, console, report_spec_error
 
 
@@ -22,6 +22,9 @@ def check(
     """Check a spec and print its system as equations (exit 1 with file:line:col if bad)."""
     try:
         spec = load_spec(file)
+        # What `train` builds before it touches any data: the options resolve, the model
+        # and the objective build. A spec that passes here trains.
+        cfg = check_experiment(spec)
     except SpecError as exc:
         report_spec_error(exc)
         return
@@ -59,4 +62,9 @@ def check(
             console.print(f"  learn {learned}")
     if info["blocks"]:
         console.print(f"  blocks: {', '.join(info['blocks'])}")
+    if cfg is not None:
+        solver = cfg.solver + (f" step {cfg.step:g}" if cfg.step else "")
+        options = ", ".join(f"{k}={v}" for k, v in cfg.method_options.items())
+        console.print(Text(f"  train {cfg.method}({options}) solver {solver}, batch {cfg.batch}, "
+                           f"lr {cfg.lr:g}" + (f", {cfg.minutes:g} min" if cfg.minutes else "")))
     console.print("[green]ok[/]")

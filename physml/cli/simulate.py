@@ -10,9 +10,10 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, \
     TimeElapsedColumn
 from rich.table import Table
 
-from ..data import DataError, default_path, load_dataset, save_dataset
+from ..data import DataError, load_dataset, save_dataset
 from ..errors import SpecError
-from ..lang import load_spec
+from ..experiment import default_path
+from ..lang import load_spec  # the data block only: training names are not needed here
 from ..simulation import SimulationError, SolverFailure, UnstableError, simulate as _simulate
 from .app import app, console, fail, report_spec_error
 

@@ -61,6 +61,12 @@ class _LiveProgress:
         now = time.monotonic()
         if p.message:
             err_console.print(p.message)
+        if p.phase not in ("training", "validation"):
+            if self.live is not None:
+                self.live.update(Text(p.phase + "…"))
+            else:
+                console.print(p.phase + "…")
+            return
         if now - self.last < (0.25 if not self.quiet else 10.0) and p.val is None:
             return
         self.last = now
@@ -122,8 +128,9 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log lines, no live display.")] = False,
 ) -> None:
     """Train the model of SPEC (simulating its data first if needed)."""
-    from ..training import RunError, TrainingDiverged
-    from ..training import train as train_fn
+    from ..experiment import RunError
+    from ..experiment import train as train_fn
+    from ..training import TrainingDiverged
 
     if spec is None and resume is None:
         fail("give a spec to train, or --resume RUN_DIR")
@@ -144,7 +151,14 @@ def train(
     if getattr(run, "stopped_early", False):
         console.print(f"interrupted: saved; continue with `physml train --resume {run.path}`")
         raise typer.Exit(130)
+    console.print(f"stopped: {_REASONS.get(run.stop_reason, run.stop_reason)}")
     _print_report(run)
+
+
+_REASONS = {"epochs": "all epochs done", "steps": "step cap reached (--steps)",
+            "time budget": "time budget spent (minutes)",
+            "patience": "no better validation within `patience` checks",
+            "nothing to learn": "nothing to learn (model evaluated as given)"}
 
 
 @app.command()
@@ -154,8 +168,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Test metrics over the full horizon (ln MSE as in the thesis, log10 MSE, per step)."""
-    from ..reporting import evaluate as evaluate_fn
-    from ..training import Run, RunError
+    from ..experiment import Run, RunError
+    from ..experiment import evaluate as evaluate_fn
 
     try:
         result = evaluate_fn(Run(run_dir), split=split)
@@ -190,8 +204,8 @@ def inspect(
     latex: Annotated[bool, typer.Option("--latex", help="Equations as LaTeX.")] = False,
 ) -> None:
     """The identified equations with fitted values, against the truth."""
-    from ..reporting import inspect as inspect_fn
-    from ..training import Run, RunError
+    from ..experiment import Run, RunError
+    from ..experiment import inspect as inspect_fn
 
     try:
         result = inspect_fn(Run(run_dir), latex=latex)

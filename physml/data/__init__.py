@@ -1,7 +1,7 @@
-"""Datasets: the in-memory :class:`Dataset`, the HDF5 format, user data, and the cache."""
-from .cache import dataset_for, default_path, spec_key
+"""Datasets: the in-memory :class:`Dataset`, the HDF5 format, user data, and batches."""
+from .batches import Batch, Trajectories, split_off_validation
 from .dataset import DataError, Dataset
 from .io import load_dataset, save_dataset
 
-__all__ = ["Dataset", "DataError", "load_dataset", "save_dataset", "dataset_for",
-           "default_path", "spec_key"]
+__all__ = ["Batch", "Trajectories", "split_off_validation", "Dataset", "DataError",
+           "load_dataset", "save_dataset"]

@@ -207,13 +207,13 @@ def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | N
     to ``train`` without one).
     """
     from ..symbolic.spec import Spec
-    from ..simulation.core import resolve_spec
 
     path = Path(path)
     if spec is None:
         raise DataError(f"{path}: not a physml dataset; to read user data, pass the spec "
                         "that describes it: load_dataset(path, spec=...)")
-    spec = resolve_spec(spec) if not isinstance(spec, Spec) else spec
+    if not isinstance(spec, Spec):
+        raise TypeError("load_user: `spec` must be a Spec (physml.load_spec(path) reads one)")
     system = spec.system
     variables = system.variables
     arrays = _open_arrays(path)

@@ -40,8 +40,13 @@ def library_names() -> list[str]:
     return sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".phy"))
 
 
-def load_spec(path: str | Path, _stack: tuple[str, ...] = ()) -> Spec:
-    """Read and check a spec file. Raises :class:`~physml.errors.SpecError` on bad input."""
+def load_spec(path: str | Path, _stack: tuple[str, ...] = (),
+              vocabulary: schema.Vocabulary | None = None) -> Spec:
+    """Read and check a spec file. Raises :class:`~physml.errors.SpecError` on bad input.
+
+    ``vocabulary``: the method, network, solver and option names to check the experiment
+    blocks against (:func:`physml.experiment.vocabulary`); without it they are unchecked.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -49,13 +54,14 @@ def load_spec(path: str | Path, _stack: tuple[str, ...] = ()) -> Spec:
         raise UseError(f"no such spec file: {path}") from None
     except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
         raise SpecSyntaxError(f"cannot read {path}: {exc}") from None
-    return parse_spec(text, str(path), _stack=_stack)
+    return parse_spec(text, str(path), _stack=_stack, vocabulary=vocabulary)
 
 
-def parse_spec(text: str, path: str = "<string>", _stack: tuple[str, ...] = ()) -> Spec:
+def parse_spec(text: str, path: str = "<string>", _stack: tuple[str, ...] = (),
+               vocabulary: schema.Vocabulary | None = None) -> Spec:
     """Parse and check spec text (``path`` is used in messages and to resolve ``use``)."""
     stmts = parse_statements(text, path)
-    return _Builder(text, path, _stack).build(stmts)
+    return _Builder(text, path, _stack, vocabulary).build(stmts)
 
 
 def _flatten(stmts):
@@ -65,10 +71,12 @@ def _flatten(stmts):
 
 
 class _Builder:
-    def __init__(self, text: str, path: str, stack: tuple[str, ...]):
+    def __init__(self, text: str, path: str, stack: tuple[str, ...],
+                 vocabulary: schema.Vocabulary | None = None):
         self.text = text
         self.path = path
         self.stack = stack
+        self.vocab = vocabulary
 
     # -- errors -------------------------------------------------------------------------
     def err(self, cls, message, pos, hint=None, length=1):
@@ -105,6 +113,13 @@ class _Builder:
                     raise self.err(DeclarationError, f"duplicate `{s.kind}` (first at line "
                                    f"{first})", s.pos, length=len(s.kind))
                 seen[s.kind] = s
+        if self.vocab is not None:
+            for kind, what in self.vocab.unavailable.items():
+                if kind in seen:
+                    raise self.err(OptionError, f"`{kind}` ({what}) is not available in this "
+                                   "version of physml", seen[kind].pos, length=len(kind),
+                                   hint="remove it; available experiment blocks: "
+                                   "data, prior, augment, environments, train")
         system_stmts = [s for s in stmts if s.kind in _SYSTEM_KINDS]
         uses = seen.get("use")
         if uses is not None:
@@ -479,11 +494,16 @@ class _Builder:
         return PriorSpec(equations, tuple(lets), tuple(learn), hamiltonian, stencil, s.pos)
 
     def network(self, call: dict, what: str) -> Call:
-        c = self.call(call, schema.NETWORKS, what)
+        c = self.call(call, "networks", what)
         return c
 
-    def call(self, call: dict, table: dict[str, tuple[str, ...]], what: str) -> Call:
+    def call(self, call: dict, table: str, what: str) -> Call:
+        """A ``name(args, key=value)`` checked against the vocabulary's ``table``."""
         name: Name = call["name"]
+        if self.vocab is None:  # syntax only
+            return Call(name.text, tuple(_plain(a) for a in call["args"]),
+                        tuple((k.text, _plain(v)) for k, v in call["kwargs"]), name.pos)
+        table = getattr(self.vocab, table)
         if name.text not in table:
             raise self.name_err(OptionError, f"unknown {what} '{name.text}'", name,
                                 hint=suggest(name.text, table) or
@@ -565,7 +585,7 @@ class _Builder:
                     raise self.err(BoundsError, "the noise level must be ≥ 0", b.pos, length=5)
                 out["noise"] = sigma
             elif b.kind == "solver":
-                out["solver"] = self.call(b.data["call"], schema.DATA_SOLVERS, "solver")
+                out["solver"] = self.call(b.data["call"], "data_solvers", "solver")
             elif b.kind == "seed":
                 out["seed"] = b.data["seed"]
             elif b.kind == "file":
@@ -652,18 +672,26 @@ class _Builder:
         return tuple(out)
 
     def build_train(self, s: Stmt) -> TrainSpec:
-        method = self.call(s.data["call"], schema.METHODS, "method")
+        method = self.call(s.data["call"], "methods", "method")
         options, seen = [], set()
+        table = self.vocab.train_options if self.vocab is not None else None
         for key, value in s.data["options"]:
-            if key.text not in schema.TRAIN_OPTIONS:
+            if table is not None and key.text not in table:
                 raise self.name_err(OptionError, f"unknown train option '{key.text}'", key,
-                                    hint=suggest(key.text, schema.TRAIN_OPTIONS) or
-                                    "options: " + ", ".join(schema.TRAIN_OPTIONS))
+                                    hint=suggest(key.text, table) or
+                                    "options: " + ", ".join(table))
             if key.text in seen:
                 raise self.name_err(DeclarationError, f"option '{key.text}' given twice", key)
             seen.add(key.text)
-            options.append((key.text, self.typed(key, _plain(value),
-                                                 schema.TRAIN_OPTIONS[key.text])))
+            value = _plain(value)
+            if table is not None:
+                value = self.typed(key, value, table[key.text])
+                if key.text == "solver" and value not in self.vocab.train_solvers:
+                    solvers = self.vocab.train_solvers
+                    raise self.name_err(OptionError, f"unknown training solver '{value}'",
+                                        key, hint=suggest(value, solvers) or
+                                        f"choices: {', '.join(solvers)}")
+            options.append((key.text, value))
         return TrainSpec(method, tuple(options), s.pos)
 
     def typed(self, key: Name, value, kind: type):

@@ -1,68 +1,36 @@
-"""Which names the experiment blocks accept. Unknown ones are errors with a suggestion.
+"""What the experiment blocks accept, as supplied by the library's registries.
 
-These tables are the language's contract with the simulation and training stages: the
-stages read the same names, so a key accepted here is a key that does something.
+The language knows the *syntax* of ``train METHOD(...) OPTION VALUE …``, ``augment
+NET(...)`` and ``solver NAME(...)``; which names exist is the library's business. Each
+registry lives beside its implementation (objectives, networks, solvers, training
+options), and :func:`physml.experiment.vocabulary` gathers them into a
+:class:`Vocabulary` that the parser checks specs against, so a name ``physml check``
+accepts is a name ``physml train`` runs. Without a vocabulary a spec is parsed for its
+syntax and system alone (names in those blocks are then not checked).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Mapping
+
 SPLITS = ("train", "val", "test")
 
-#: ``train METHOD(kwargs)``: each method and the keyword arguments it takes.
-METHODS: dict[str, tuple[str, ...]] = {
-    "neural": (),
-    "physics": (),
-    "augmented": (),
-    "aphynity": ("lambda0", "tau2", "niter", "adaptive", "norm"),
-    "leads": ("lambda_inv", "spectral", "power_iters"),
-    "partial": ("history",),
-    "derivative": (),
-}
 
-#: ``train method(...) KEY VALUE …``: options after the method, with their types.
-TRAIN_OPTIONS: dict[str, type] = {
-    "epochs": int,
-    "steps": int,
-    "batch": int,
-    "lr": float,
-    "lr_phys": float,
-    "tau1": float,
-    "solver": str,
-    "step": float,
-    "rtol": float,
-    "atol": float,
-    "adjoint": bool,
-    "seed": int,
-    "patience": int,
-    "val_every": int,
-    "horizon": int,
-    "curriculum": str,
-    "teacher_forcing": float,
-    "fit_initial": bool,
-    "recompute": bool,
-    "loss": str,
-    "grad_clip": float,
-    "minutes": float,
-    "weight_decay": float,
-    "compile": bool,
-    "threads": int,
-}
+@dataclass(frozen=True)
+class Vocabulary:
+    """The names a spec may use, each with the keyword options it takes.
 
-#: ``augment NAME(kwargs)`` / ``hamiltonian NAME(kwargs)`` / ``encoder NAME(kwargs)``.
-NETWORKS: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "mlp": ("hidden", "layers", "activation", "gain"),
-    "convnet": ("channels", "layers", "kernel", "activation", "batchnorm"),
-    "resnet": ("channels", "blocks", "kernel", "activation"),
-    "fno": ("modes", "width", "layers"),
-    "unet": ("channels", "levels"),
-}
+    ``methods``: ``train NAME(...)``; ``networks``: ``augment NAME(...)`` and
+    ``hamiltonian NAME(...)``; ``data_solvers``: ``solver NAME(...)`` in a ``data:``
+    block; ``train_solvers``: ``train … solver NAME``; ``train_options``: the options after
+    the method, with their types.
+    """
 
-#: ``solver NAME(kwargs)`` in a ``data:`` block.
-DATA_SOLVERS: dict[str, tuple[str, ...]] = {
-    "dopri5": ("rtol", "atol", "step"),
-    "dopri8": ("rtol", "atol", "step"),
-    "rk4": ("step",),
-    "euler": ("step",),
-    "midpoint": ("step",),
-    "spectral_cn": ("step",),
-}
+    methods: Mapping[str, tuple[str, ...]]
+    networks: Mapping[str, tuple[str, ...]]
+    data_solvers: Mapping[str, tuple[str, ...]]
+    train_solvers: tuple[str, ...]
+    train_options: Mapping[str, type]
+    #: experiment blocks the grammar knows but the library does not train yet → what
+    #: they are for (each is a located error)
+    unavailable: Mapping[str, str] = field(default_factory=dict)

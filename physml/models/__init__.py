@@ -1,6 +1,7 @@
 """Models: the compiled physical prior, augmentation networks and their combination."""
 from .hybrid import HamiltonianPrior, HybridModel, build_model
-from .nets import MLP, ConvNet, ResNet, Scaled, build_network
+from .rollout import Rollout, RolloutOutput, SolverConfig
+from .nets import MLP, NETWORKS, ConvNet, ResNet, Scaled, build_network
 
-__all__ = ["HybridModel", "HamiltonianPrior", "build_model", "MLP", "ConvNet", "ResNet", "Scaled",
+__all__ = ["Rollout", "RolloutOutput", "SolverConfig", "NETWORKS", "HybridModel", "HamiltonianPrior", "build_model", "MLP", "ConvNet", "ResNet", "Scaled",
            "build_network"]

@@ -93,30 +93,32 @@ class HybridModel(nn.Module):
         return sq.mean()
 
 
-def build_model(spec: Spec, method: str) -> HybridModel:
-    """The model a spec asks for, given the training method.
+def build_model(spec: Spec, use_prior: bool = True, use_network: bool = True) -> HybridModel:
+    """The vector field a spec describes, with the parts a training method uses.
 
-    ``neural`` ignores the prior (an MLP/ConvNet is used when no ``augment`` line is
-    given); ``physics`` ignores the augmentation; ``aphynity`` and ``augmented`` use both.
+    ``use_prior``: the ``prior:`` block (compiled, or a learnable Hamiltonian);
+    ``use_network``: the ``augment`` network (an MLP/ConvNet when the spec names none and
+    there is no prior). A method's objective class says which it needs
+    (:attr:`~physml.objectives.Objective.uses_prior`, ``uses_network``).
     """
     system = spec.system
     shape = system.state_shape()
     domain = system.domain
     prior: nn.Module | None = None
     augmentation: nn.Module | None = None
-    if method != "neural":
+    if use_prior:
         if spec.prior is None:
-            raise ValueError(f"method '{method}' needs a `prior:` block")
+            raise ValueError("this method needs a `prior:` block (the known physics)")
         if spec.prior.hamiltonian is not None:
-            opts = spec.prior.hamiltonian.options()
-            prior = HamiltonianPrior(**opts)
+            prior = HamiltonianPrior(**spec.prior.hamiltonian.options())
         else:
             prior = compile_dynamics(spec, "prior")
-    if method != "physics":
+    if use_network:
         call = spec.augment
         if call is None or call.name == "none":
-            if method in ("aphynity", "augmented") and call is not None:
-                raise ValueError(f"method '{method}' needs an augmentation network")
+            if use_prior and call is not None:
+                raise ValueError("this method needs an augmentation network (`augment none` "
+                                 "leaves it nothing to learn with)")
             call = Call("mlp", kwargs=(("hidden", 200), ("layers", 3))) if domain is None \
                 else Call("convnet", kwargs=(("channels", 16), ("layers", 3)))
         outputs = [system.variables.index(v) for v in spec.augment_on] or None

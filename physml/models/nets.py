@@ -6,6 +6,7 @@ Each network maps a batch of states to a batch of time derivatives of the same s
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -135,23 +136,54 @@ class ResMLP(nn.Module):
         return self.project(h)
 
 
+@dataclass(frozen=True)
+class NetworkKind:
+    """A network a spec can name (``augment NAME(options)``): its keyword options and how
+    to build it for a state shape and a domain (None for ODEs)."""
+
+    name: str
+    options: tuple[str, ...]
+    build: Callable[..., nn.Module]
+    doc: str = ""
+
+
+def _mlp(shape, domain, **opts):
+    if domain is not None:
+        raise ValueError("mlp() works on ODE states; use convnet() or resnet() on a grid")
+    return MLP(shape[0], **opts)
+
+
+def _convnet(shape, domain, **opts):
+    if domain is None:
+        raise ValueError("convnet() needs a grid system; use mlp() for ODEs")
+    return ConvNet(shape[0], domain.ndim, domain=domain, **opts)
+
+
+def _resnet(shape, domain, **opts):
+    if domain is None:
+        return ResMLP(shape[0], **opts)
+    return ResNet(shape[0], domain.ndim, domain=domain, **opts)
+
+
+#: ``augment NAME(...)``: the networks physml implements. The language checks spec lines
+#: against this table, so a name here is a name that trains.
+NETWORKS: dict[str, NetworkKind] = {k.name: k for k in (
+    NetworkKind("mlp", ("hidden", "layers", "activation", "gain"), _mlp,
+                "fully connected, ODE states (Table 3.4 pendulum)"),
+    NetworkKind("convnet", ("channels", "layers", "kernel", "activation", "batchnorm"),
+                _convnet, "convolutions on the grid (Table 3.2)"),
+    NetworkKind("resnet", ("channels", "blocks", "kernel", "activation"), _resnet,
+                "residual blocks (grid) or residual MLP (ODE)"),
+)}
+
+
 def build_network(call: Call, state_shape: tuple[int, ...], domain: Domain | None) -> nn.Module:
     """A network from a spec line such as ``augment mlp(hidden=200, layers=3)``."""
-    opts = call.options()
-    if call.name == "mlp":
-        if domain is not None:
-            raise ValueError("mlp() works on ODE states; use convnet() or resnet() on a grid")
-        return MLP(state_shape[0], **opts)
-    if call.name == "convnet":
-        if domain is None:
-            raise ValueError("convnet() needs a grid system; use mlp() for ODEs")
-        return ConvNet(state_shape[0], domain.ndim, domain=domain, **opts)
-    if call.name == "resnet":
-        if domain is None:
-            return ResMLP(state_shape[0], **opts)
-        return ResNet(state_shape[0], domain.ndim, domain=domain, **opts)
-    raise ValueError(f"network {call.name!r} is not available for augmentation; "
-                     f"choices: mlp, convnet, resnet")
+    kind = NETWORKS.get(call.name)
+    if kind is None:
+        raise ValueError(f"network {call.name!r} is not available for augmentation; "
+                         f"choices: {', '.join(NETWORKS)}")
+    return kind.build(state_shape, domain, **call.options())
 
 
 class Scaled(nn.Module):

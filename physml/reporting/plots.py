@@ -19,7 +19,7 @@ def _save(fig, path: Path) -> None:
 
 def write_plots(run, dataset, metrics: list[dict]) -> list[Path]:
     """Training curves, λ, learned parameters against truth, and predictions."""
-    from .report import _test_frames, parameter_table, predict
+    from .report import _split, parameter_table
 
     out_dir = run.path / "plots"
     written = []
@@ -59,10 +59,10 @@ def write_plots(run, dataset, metrics: list[dict]) -> list[Path]:
             _save(fig, out_dir / "parameters.png")
             written.append(out_dir / "parameters.png")
     model = run.load_model("best")
-    data, times, _ = _test_frames(dataset, "test")
-    data = data[:3].to(torch.get_default_dtype())
-    times = times.to(torch.get_default_dtype())
-    pred = predict(model, data[:, 0], times, run.config)
+    _, traj, _ = _split(dataset, "test")
+    batch = traj.batch(slice(0, 3))
+    data, times = batch.target, batch.t
+    pred = model.predict(batch)
     variables = run.spec.system.variables
     if data.dim() == 3:
         fig, axes = plt.subplots(len(variables), 1, figsize=(7, 2.5 * len(variables)),

@@ -13,43 +13,33 @@ from typing import Any
 import sympy
 import torch
 
+from ..data import Trajectories
 from ..symbolic import VectorField
 from ..training.checkpoint import atomic_write_text
-from ..training.trainer import integrate
 from .symbolic import render_equation
 
 
-def _test_frames(dataset, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _split(dataset, split: str) -> tuple[str, Trajectories, torch.Tensor | None]:
+    """The trajectories of ``split`` (falling back to val, then train, when the data have
+    no such split) and their noiseless truth, if known."""
     if split not in dataset.splits or dataset.splits[split].numel() == 0:
         split = "val" if "val" in dataset.splits and dataset.splits["val"].numel() else "train"
-    data = dataset.splits[split].flatten(0, 1)
-    clean = getattr(dataset, "splits_clean", None) or {}
-    clean = clean.get(split)
-    clean = clean.flatten(0, 1) if clean is not None else None
-    times = dataset.times
-    h = dataset.history
-    if h:
-        data, times = data[:, h:], times[h:] - times[h]
-        clean = clean[:, h:] if clean is not None else None
-    return data, times, clean
-
-
-@torch.no_grad()
-def predict(model, x0: torch.Tensor, times: torch.Tensor, cfg, chunk: int = 256) -> torch.Tensor:
-    outs = [integrate(model, part, times, cfg) for part in x0.split(chunk)]
-    return torch.cat(outs)
+    traj = Trajectories(dataset.splits[split], dataset.times, dataset.history)
+    clean = (getattr(dataset, "splits_clean", None) or {}).get(split)
+    if clean is not None:
+        clean = Trajectories(clean, dataset.times, dataset.history).frames
+    return split, traj, clean
 
 
 def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     """Forecast error over the full horizon of the test trajectories, parameter errors,
-    and the size of the augmentation."""
+    and the size of the augmentation (of the best checkpoint)."""
     dataset = dataset if dataset is not None else run.dataset()
     model = run.load_model("best")
-    dtype = torch.get_default_dtype()
-    data, times, clean = _test_frames(dataset, split)
-    data = data.to(dtype)
-    times = times.to(dtype)
-    pred = predict(model, data[:, 0], times, run.config)
+    split, traj, clean = _split(dataset, split)
+    batch = traj.batch()
+    data = batch.target
+    pred = model.predict(batch)
     err = (pred - data).pow(2)
     mse = float(err.mean())
     per_step = err.flatten(2).mean(dim=(0, 2)).tolist() if err.dim() > 2 else \
@@ -70,14 +60,14 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     out["ln_mse_median_trajectory"] = math.log(med) if med > 0 else -math.inf
     out["worst_trajectory"] = {"index": int(per_traj.argmax()), "mse": float(per_traj.max())}
     if clean is not None:
-        c = float((pred - clean.to(dtype)).pow(2).mean())
+        c = float((pred - clean).pow(2).mean())
         out["mse_vs_clean"] = c
         out["ln_mse_vs_clean"] = math.log(c) if c > 0 else -math.inf
     out["parameters"] = parameter_table(model, dataset)
     errors = [p["error_pct"] for p in out["parameters"] if p.get("error_pct") is not None]
     if errors:
         out["param_error_pct"] = sum(errors) / len(errors)
-    out.update(augmentation_share(model, data, run.config.method_options.get("norm")))
+    out.update(augmentation_share(model.field, data, run.config.method_options.get("norm")))
     return out
 
 
@@ -117,7 +107,7 @@ def inspect(run, latex: bool = False, dataset=None) -> dict[str, Any]:
     model = run.load_model("best")
     spec = run.spec
     out: dict[str, Any] = {"system": spec.system.name, "method": run.config.method}
-    prior = model.prior
+    prior = model.field.prior
     if isinstance(prior, VectorField):
         eqs = prior.sympy(substitute=True)
         out["equations"] = [render_equation(eq.var, r.rhs, latex)
@@ -133,8 +123,8 @@ def inspect(run, latex: bool = False, dataset=None) -> dict[str, Any]:
                                  for eq in spec.system.equations]
     dataset = dataset if dataset is not None else run.dataset()
     out["parameters"] = parameter_table(model, dataset)
-    data, _, _ = _test_frames(dataset, "test")
-    out.update(augmentation_share(model, data.to(torch.get_default_dtype()),
+    _, traj, _ = _split(dataset, "test")
+    out.update(augmentation_share(model.field, traj.frames,
                                   run.config.method_options.get("norm")))
     return out
 

@@ -1,5 +1,7 @@
-"""The trainer loop, checkpoints, run directories and device handling."""
-from .run import Run, RunError, train
-from .trainer import Progress, TrainConfig, TrainingDiverged
+"""The training loop over built objects: trainer, options, checkpoints, torchrun."""
+from .config import TRAIN_OPTIONS, TrainConfig
+from .trainer import STOP_REASONS, Progress, Trainer, TrainingData, TrainingDiverged, \
+    resolve_device
 
-__all__ = ["train", "Run", "RunError", "TrainConfig", "TrainingDiverged", "Progress"]
+__all__ = ["Trainer", "TrainConfig", "TRAIN_OPTIONS", "TrainingData", "TrainingDiverged",
+           "Progress", "STOP_REASONS", "resolve_device"]

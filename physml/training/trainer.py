@@ -1,39 +1,43 @@
-"""The training loop: trajectories through a differentiable solver, any objective.
+"""The training loop: any rollout, any objective, one process or many.
 
-``train(spec)`` builds the model of the spec (prior + augmentation), integrates it from
-the first frame of each training trajectory with ``torchdiffeq.odeint`` on the observation
-grid, compares with the data, and lets the objective (neural, physics, augmented,
-APHYNITY) turn that into an update. It writes a run directory (see :class:`Run`):
+``Trainer(rollout, objective, data, config, run_dir)`` takes built objects (building them
+from a spec is :mod:`physml.experiment`'s job). Each batch of training trajectories
+(:class:`~physml.data.batches.Batch`) goes through ``objective.loss(rollout, batch)`` for
+``niter`` optimiser steps; then the objective updates its own state. The trainer owns
+the loop, the budget, checkpoints, NaN recovery, model selection and logging — nothing
+else. It writes into the run directory:
 
-- atomic checkpoints ``checkpoints/last.pt`` (everything needed to resume bit-for-bit on
-  CPU: model, optimiser, objective state, RNG state, position in the epoch) and
-  ``checkpoints/best.pt`` (the model with the best validation error);
-- ``metrics.jsonl``, one line per batch, with every loss term, λ and each learned
-  physical parameter.
+- ``checkpoints/last.pt`` (everything needed to resume bit-for-bit on CPU: model,
+  optimiser, objective state, RNG state, position in the epoch), written every
+  ``checkpoint_every`` seconds and whenever the run stops;
+- ``checkpoints/best.pt``, the state with the best validation error;
+- ``metrics.jsonl``, one line per batch (every loss term, λ, learning rate, each learned
+  physical parameter) and one per validation.
 
-A NaN/inf in the loss or gradients restores the last good state and lowers the learning
-rate once (×0.1); a second one stops with :class:`TrainingDiverged` and the last good
-checkpoint kept. Ctrl-C finishes the current step, saves and exits cleanly.
+A NaN/inf in the loss or gradients (or a solution that blows up) restores the last good
+state and lowers the learning rate once (×0.1); a second one stops with
+:class:`TrainingDiverged` and the last good state saved. After ``plateau`` validations
+without improvement the run returns to its best state and decays the learning rate, so it
+ends where it was best. Ctrl-C finishes the current step, saves and exits cleanly.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import signal
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.utils.checkpoint
-from torchdiffeq import odeint, odeint_adjoint
 
-from ..models.hybrid import HybridModel, build_model
-from ..objectives import Objective, build_objective
-from ..symbolic.spec import Spec
-from .checkpoint import atomic_write_text, save_checkpoint
+from ..data.batches import Trajectories
+from ..models.rollout import Rollout
+from ..objectives import Objective, aggregate_errors, per_trajectory_errors
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .distributed import Distributed
 
 
 class TrainingDiverged(RuntimeError):
@@ -41,198 +45,27 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
-class TrainConfig:
-    """Resolved training options (spec's ``train`` line, then command-line overrides)."""
+class TrainingData:
+    """The trajectories a run trains and selects on. ``validation`` says where the
+    validation trajectories come from (a ``val`` split, or held out of ``train``)."""
 
-    method: str = "aphynity"
-    method_options: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 1000
-    steps: int | None = None
-    batch: int = 32
-    lr: float = 1e-3
-    lr_phys: float | None = None
-    tau1: float | None = None
-    solver: str = "rk4"
-    step: float | None = None
-    rtol: float = 1e-6
-    atol: float = 1e-7
-    adjoint: bool = False
-    seed: int = 0
-    patience: int | None = None
-    val_every: int = 10
-    horizon: int | None = None
-    curriculum: str | None = None
-    teacher_forcing: float | None = None
-    fit_initial: bool = False
-    recompute: bool = False
-    loss: str = "mse"
-    minutes: float | None = None
-    grad_clip: float | None = None
-    weight_decay: float = 0.0
-    device: str = "auto"
-    threads: int | None = None
-    compile: bool = False
-
-    def __post_init__(self) -> None:
-        # Checked here, so that a resumed run's overrides are held to the same rules.
-        if self.teacher_forcing is not None:
-            raise ValueError("training option `teacher_forcing` is not available in this "
-                             "version (it comes with LEADS training); remove it from the "
-                             "`train` line")
-        if self.loss not in LOSSES:
-            raise ValueError(f"training option `loss {self.loss}`: choices are "
-                             f"{', '.join(LOSSES)}")
-
-    @classmethod
-    def from_spec(cls, spec: Spec, **overrides: Any) -> "TrainConfig":
-        values: dict[str, Any] = {}
-        if spec.train is not None:
-            values["method"] = spec.train.method.name
-            values["method_options"] = spec.train.method.options()
-            values.update(spec.train.option_dict())
-        for key, value in overrides.items():
-            if value is not None:
-                values[key] = value
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown training options {sorted(unknown)}")
-        cfg = cls(**values)
-        if cfg.tau1 is not None:  # the thesis calls Adam's learning rate τ₁
-            cfg.lr = cfg.tau1
-        return cfg
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr
-
-
-LOSSES = ("mse", "robust")
-
-
-def trajectory_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """``L_traj`` of a batch of trajectories ``(B, T, *state)``.
-
-    ``mse``: the mean squared error (thesis Eq. 3.5). ``robust``: a Cauchy (Lorentzian)
-    M-estimator over trajectories, ``mean_i s²·log(1 + e_i/s²)`` with ``e_i`` the MSE of
-    trajectory ``i`` and ``s² = 10·median_i e_i`` (not differentiated). It equals the MSE
-    where all trajectories fit alike, and caps the pull of one that no model of the family
-    can follow from its noisy first frame (a pendulum that crosses the separatrix in the
-    data but not in the forecast): its gradient weight is ``1/(1 + e_i/s²)``.
-    """
-    err = (pred - target).pow(2)
-    if kind == "mse":
-        return err.mean()
-    return aggregate_errors(err.flatten(1).mean(dim=1), kind)
-
-
-def aggregate_errors(per: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """Aggregate per-trajectory MSEs ``e_i`` as :func:`trajectory_loss` does."""
-    if kind == "mse" or per.numel() < 3:
-        return per.mean()
-    s2 = (10.0 * per.detach().median()).clamp_min(torch.finfo(per.dtype).tiny)
-    return (s2 * torch.log1p(per / s2)).mean()
+    train: Trajectories
+    val: Trajectories | None
+    validation: str = "val split"
 
 
 def resolve_device(name: str | None) -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device name (cpu, cuda, cuda:1, auto)") \
+            from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available on this machine")
+        raise ValueError(f"--device {name}: no CUDA device is available on this machine; "
+                         "use --device cpu (or auto)")
     return dev
-
-
-def integrate(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, cfg: TrainConfig
-              ) -> torch.Tensor:
-    """Solve from ``x0`` (B, *state) on the times ``t``; returns (B, T, *state).
-
-    With ``cfg.compile`` and a fixed-grid method on the observation grid, the steps are
-    taken by :func:`fixed_grid` with one ``torch.compile``-d step (the same Butcher tableau
-    as torchdiffeq's, so results agree to rounding); otherwise ``torchdiffeq.odeint``.
-    """
-    if (cfg.compile or cfg.recompute) and cfg.solver in FIXED_STEPS and not cfg.adjoint:
-        return fixed_grid(model, x0, t, cfg.solver, compiled=cfg.compile, step=cfg.step,
-                          recompute=cfg.recompute)
-    options = {"step_size": cfg.step} if cfg.step else None
-    solve = odeint_adjoint if cfg.adjoint else odeint
-    kwargs: dict[str, Any] = {"method": cfg.solver}
-    if options:
-        kwargs["options"] = options
-    if cfg.solver in ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2"):
-        kwargs.update(rtol=cfg.rtol, atol=cfg.atol)
-    if cfg.adjoint:
-        kwargs["adjoint_params"] = tuple(model.parameters())
-    out = solve(model, x0, t, **kwargs)
-    return out.movedim(0, 1)
-
-
-def _rk4_38(f, t, h, y):
-    """One step of the 3/8-rule RK4 (torchdiffeq's ``rk4``)."""
-    k1 = f(t, y)
-    k2 = f(t + h / 3, y + h * k1 / 3)
-    k3 = f(t + 2 * h / 3, y + h * (k2 - k1 / 3))
-    k4 = f(t + h, y + h * (k1 - k2 + k3))
-    return y + (k1 + 3 * (k2 + k3) + k4) * (h / 8)
-
-
-def _midpoint(f, t, h, y):
-    return y + h * f(t + h / 2, y + h / 2 * f(t, y))
-
-
-def _euler(f, t, h, y):
-    return y + h * f(t, y)
-
-
-FIXED_STEPS = {"rk4": _rk4_38, "midpoint": _midpoint, "euler": _euler}
-
-
-def fixed_grid(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, method: str,
-               compiled: bool = False, step: float | None = None, recompute: bool = False
-               ) -> torch.Tensor:
-    """Fixed-step integration on the grid ``t``: one step per interval, or as many equal
-    steps of at most ``step`` as each interval needs.
-
-    ``recompute`` (gradient checkpointing): each step keeps only its input state for the
-    backward pass and runs again there, so memory holds the states along the trajectory
-    instead of every network activation of every stage (the damped wave at batch 64 needs
-    ~20 GB without it, a few hundred MB with it), for about one more forward pass of cost.
-
-    The step function is compiled once per model with ``torch.compile``: on small batches
-    the cost of training is the launch overhead of many tiny operations, which compiling
-    the step fuses away (thesis-sized pendulum: ~1.9× faster per Adam step on CPU).
-    """
-    stepper = FIXED_STEPS[method]
-    if compiled:
-        cache = model.__dict__.setdefault("_physml_compiled_steps", {})
-        fn = cache.get(method)
-        if fn is None:
-            # Variants: first step (state without grad) vs later ones, training vs
-            # validation, batch vs evaluation chunk sizes; allow them all to stay compiled.
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            fn = torch.compile(lambda tt, h, y: stepper(model, tt, h, y), dynamic=False)
-            cache[method] = fn
-    else:
-        fn = lambda tt, h, y: stepper(model, tt, h, y)  # noqa: E731
-    ys = [x0]
-    y = x0
-    for i in range(t.shape[0] - 1):
-        interval = t[i + 1] - t[i]
-        n = max(1, math.ceil(float(interval) / step - 1e-9)) if step else 1
-        h = interval / n
-        for j in range(n):
-            if recompute and torch.is_grad_enabled():
-                y = torch.utils.checkpoint.checkpoint(fn, t[i] + j * h, h, y,
-                                                      use_reentrant=False)
-            else:
-                y = fn(t[i] + j * h, h, y)
-        ys.append(y)
-    return torch.stack(ys, dim=1)
-
-
-def _flat_split(tensor: torch.Tensor) -> torch.Tensor:
-    """(E, N, T, *state) → (E·N, T, *state)."""
-    return tensor.flatten(0, 1)
 
 
 class _StopFlag:
@@ -278,87 +111,76 @@ class Progress:
     elapsed: float
     eta: float | None
     message: str | None = None
+    phase: str = "training"
+    lr: float | None = None
+
+
+#: Why a run ended, as recorded in ``last.pt`` and the report.
+STOP_REASONS = ("epochs", "steps", "time budget", "patience", "interrupted", "nothing to learn")
 
 
 class Trainer:
-    """One training run. Use :func:`physml.train` rather than this class directly."""
+    """One training run over built objects (see :func:`physml.experiment.train`)."""
 
-    def __init__(self, spec: Spec, dataset, cfg: TrainConfig, run_dir: Path,
-                 callback: Callable[[Progress], None] | None = None):
-        self.spec = spec
+    def __init__(self, rollout: Rollout, objective: Objective, data: TrainingData,
+                 config: TrainConfig, run_dir: str | Path,
+                 callback: Callable[[Progress], None] | None = None,
+                 truth: dict[str, float] | None = None):
+        cfg = config
         self.cfg = cfg
         self.dir = Path(run_dir)
         self.callback = callback
         self.device = resolve_device(cfg.device)
-        torch.manual_seed(cfg.seed)
-        self.model: HybridModel = build_model(spec, cfg.method).to(self.device)
-        self.objective: Objective = build_objective(cfg.method, cfg.method_options,
-                                                    spec.system.is_grid)
-        phys = [p for p in self.model.physical_raw_parameters() if p.requires_grad]
-        phys_ids = {id(p) for p in phys}
-        nets = [p for p in self.model.parameters() if p.requires_grad and id(p) not in phys_ids]
+        self.dist = Distributed(self.device)
+        self.rollout = rollout.to(self.device)
+        self.objective = objective
+        self.data = data
+        self.truth = dict(truth or {})
+        phys = [p for p in self.rollout.physical_raw_parameters() if p.requires_grad]
+        special = {id(p) for p in phys}
+        offsets = [self.rollout.x0_offset] if self.rollout.x0_offset is not None else []
+        special |= {id(p) for p in offsets}
+        nets = [p for p in self.rollout.parameters() if p.requires_grad and id(p) not in special]
         # A model with nothing to learn (the "True ODE/PDE" rows of Table 3.4) is only
         # evaluated: fit() then saves it as it is.
         self.nothing_to_learn = not phys and not nets
-        # Physical parameters may take their own step size (`lr_phys`); they are few, and
-        # their unconstrained coordinates are O(1), unlike network weights.
+        # Physical parameters may take their own step size (`lr_phys`): they are few, and
+        # their unconstrained coordinates are O(1), unlike network weights. Initial-state
+        # offsets take the network rate without weight decay.
         groups = [{"params": g, "lr": lr, "weight_decay": wd} for g, lr, wd in (
-            (nets, cfg.lr, cfg.weight_decay), (phys, cfg.lr_phys or cfg.lr, 0.0)) if g]
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.dataset = dataset
-        self.times = dataset.times.to(self.device, torch.get_default_dtype())
-        self.times = self.times - self.times[dataset.history] if dataset.history else self.times
-        self.train_data = self._frames(_flat_split(dataset.splits["train"]))
-        if self.train_data.shape[1] > 1:  # a resumed run loads its own scales afterwards
-            self.model.fit_scales(self.train_data, float(self.times[1] - self.times[0]))
-        # `fit_initial`: each training trajectory starts from its observed first frame plus
-        # a learned offset (initial-state estimation, as in output-error system
-        # identification). With noisy observations a trajectory close to a separatrix (the
-        # pendulum that barely goes over the top) cannot be fitted from its noisy first
-        # frame even by the true model; its gradient then pulls every parameter off. The
-        # offsets are held to the data by the t = 0 term of the trajectory loss. Forecasts
-        # (validation, test) still start from the observed frame.
-        self.x0_offset: torch.Tensor | None = None
-        if cfg.fit_initial and not self.nothing_to_learn:
-            self.x0_offset = torch.zeros_like(self.train_data[:, 0]).requires_grad_(True)
-            groups.append({"params": [self.x0_offset], "lr": cfg.lr, "weight_decay": 0.0})
+            (nets, cfg.lr, cfg.weight_decay), (phys, cfg.lr_phys or cfg.lr, 0.0),
+            (offsets, cfg.lr, 0.0)) if g]
         self.optimizer = torch.optim.Adam(groups if groups else
                                           [{"params": [torch.zeros(0, requires_grad=True)]}])
-        val_name = "val" if "val" in dataset.splits and dataset.splits["val"].numel() else "test"
-        self.val_data = self._frames(_flat_split(dataset.splits[val_name])) \
-            if val_name in dataset.splits else None
-        self.truth = self._true_values()
+        self.module = self.dist.wrap(self.rollout) if not self.nothing_to_learn else self.rollout
+        self.generator = torch.Generator().manual_seed(cfg.seed)
         # A prediction error 10⁴× that of predicting zero means the solution blew up (a
         # learned term made the fixed-step solver unstable, which grows exponentially):
-        # handled like NaN/inf. Merely wrong forecasts (a pendulum that goes over the top
-        # instead of swinging back) stay far below this.
-        self.blowup = 1e4 * float(self.train_data.pow(2).mean()) + 1e-12
+        # handled like NaN/inf. Merely wrong forecasts stay far below this.
+        self.blowup = 1e4 * float(data.train.frames.pow(2).mean()) + 1e-12
         self.step = 0
         self.epoch = 0
         self.batch_index = 0
         self.perm: torch.Tensor | None = None
         self.best_val = math.inf
+        self.best_step = 0
         self.lr_lowered = False
         self.elapsed = 0.0
-        self.stopped_early = False
         self.bad_validations = 0
+        self.since_improvement = 0
+        self.stop_reason: str | None = None
+        self.decays: list[dict[str, Any]] = []
         self._good: dict[str, Any] | None = None
+        self._best: dict[str, Any] | None = None
+        self._last_save = -math.inf
 
-    # -- data ---------------------------------------------------------------------------
-    def _frames(self, data: torch.Tensor) -> torch.Tensor:
-        h = self.dataset.history
-        data = data[:, h:] if h else data
-        return data.to(self.device, torch.get_default_dtype())
+    @property
+    def stopped_early(self) -> bool:
+        return self.stop_reason == "interrupted"
 
-    def _true_values(self) -> dict[str, float]:
-        envs = getattr(self.dataset, "env_params", None) or []
-        if len(envs) != 1:
-            return {}
-        learned = self.model.physical_parameters()
-        return {k: float(v) for k, v in envs[0].items() if k in learned}
-
+    # -- budget -------------------------------------------------------------------------
     def horizon(self) -> int:
-        full = self.train_data.shape[1]
+        full = self.data.train.n_frames
         h = min(self.cfg.horizon or full, full)
         if self.cfg.curriculum == "linear":
             # Grow the horizon from 2 frames to the full one over the first half of the
@@ -368,24 +190,40 @@ class Trainer:
             h = max(2, int(round(2 + min(1.0, frac) * (h - 2))))
         return h
 
+    def batches_per_epoch(self) -> int:
+        return max(1, math.ceil(len(self.data.train) / self.cfg.batch))
+
+    def total_steps(self) -> int:
+        total = self.cfg.epochs * self.batches_per_epoch()
+        return min(total, self.cfg.steps) if self.cfg.steps else total
+
+    def _budget_reason(self) -> str | None:
+        if self.cfg.steps is not None and self.step >= self.cfg.steps:
+            return "steps"
+        if self.cfg.minutes and self.elapsed >= self.cfg.minutes * 60:
+            return "time budget"
+        return None
+
     # -- state --------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
+            "model": self.rollout.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "objective": self.objective.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
             "perm": self.perm if self.perm is not None else torch.empty(0, dtype=torch.long),
-            "best_val": self.best_val, "lr_lowered": self.lr_lowered,
-            "elapsed": self.elapsed, "bad_validations": self.bad_validations,
-            "x0_offset": (self.x0_offset.detach().clone() if self.x0_offset is not None
-                          else torch.empty(0)),
+            "best_val": self.best_val, "best_step": self.best_step,
+            "lr_lowered": self.lr_lowered, "elapsed": self.elapsed,
+            "bad_validations": self.bad_validations,
+            "since_improvement": self.since_improvement,
+            "stop_reason": self.stop_reason or "",
+            "decays": json.dumps(self.decays),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.rollout.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.objective.load_state_dict(state["objective"])
         self.generator.set_state(state["generator"])
@@ -394,171 +232,180 @@ class Trainer:
         self.batch_index = int(state["batch_index"])
         self.perm = state["perm"] if state["perm"].numel() else None
         self.best_val = float(state["best_val"])
+        self.best_step = int(state.get("best_step", 0))
         self.lr_lowered = bool(state["lr_lowered"])
         self.elapsed = float(state["elapsed"])
         self.bad_validations = int(state["bad_validations"])
-        if self.x0_offset is not None and state.get("x0_offset", torch.empty(0)).numel():
-            with torch.no_grad():
-                self.x0_offset.copy_(state["x0_offset"])
+        self.since_improvement = int(state.get("since_improvement", 0))
+        self.decays = json.loads(state.get("decays", "[]"))
 
     def save(self, name: str = "last") -> Path:
         path = self.dir / "checkpoints" / f"{name}.pt"
-        save_checkpoint(path, self.state())
+        if self.dist.is_main:
+            save_checkpoint(path, self.state())
+        self._last_save = time.perf_counter()
         return path
 
-    def _copy_state(self) -> dict[str, Any]:
-        return copy.deepcopy({"model": self.model.state_dict(),
-                              "optimizer": self.optimizer.state_dict(),
-                              "objective": self.objective.state_dict(),
-                              "x0_offset": self.x0_offset.detach() if self.x0_offset is not None
-                              else None})
+    def _copy(self) -> dict[str, Any]:
+        """An in-memory copy of what a restore needs (model, optimiser, objective)."""
+        clone = lambda d: {k: (v.detach().clone() if torch.is_tensor(v) else  # noqa: E731
+                               clone(v) if isinstance(v, dict) else
+                               [clone(x) if isinstance(x, dict) else x for x in v]
+                               if isinstance(v, list) else v) for k, v in d.items()}
+        return {"model": clone(self.rollout.state_dict()),
+                "optimizer": clone(self.optimizer.state_dict()),
+                "objective": clone(self.objective.state_dict())}
 
-    def _snapshot(self) -> None:
-        self._good = self._copy_state()
-
-    def _restore_good(self) -> None:
-        if self._good is None:
-            return
-        self.model.load_state_dict(self._good["model"])
-        self.optimizer.load_state_dict(self._good["optimizer"])
-        self.objective.load_state_dict(self._good["objective"])
-        if self.x0_offset is not None:
-            with torch.no_grad():
-                self.x0_offset.copy_(self._good["x0_offset"])
+    def _restore(self, saved: dict[str, Any], objective: bool = True) -> None:
+        self.rollout.load_state_dict(saved["model"])
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(saved["optimizer"])
+        for g, lr in zip(self.optimizer.param_groups, lrs):
+            g["lr"] = lr  # a restore never undoes a learning-rate change
+        if objective:
+            self.objective.load_state_dict(saved["objective"])
 
     # -- evaluation ---------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> float:
-        if self.val_data is None:
+        """The validation error, aggregated over trajectories as the training loss is.
+        Every process validates all trajectories, so all agree without communicating."""
+        if self.data.val is None or len(self.data.val) == 0:
             return math.nan
-        self.model.eval()
+        self.rollout.eval()
         per = []
-        for chunk in self.val_data.split(max(1, self.cfg.batch * 4)):
-            pred = integrate(self.model, chunk[:, 0], self.times[: chunk.shape[1]], self.cfg)
-            per.append((pred - chunk).pow(2).flatten(1).mean(dim=1))
-        self.model.train()
-        # Checkpoints are selected by the training loss's own aggregate over trajectories
-        # (with equal-length trajectories, the mean of per-trajectory MSEs is the MSE).
+        for chunk in self.data.val.chunks(max(1, self.cfg.batch * 4)):
+            pred = self.rollout.integrate(chunk.x0, chunk.t)
+            per.append(per_trajectory_errors(pred, chunk.target, chunk.mask))
+        self.rollout.train()
         return float(aggregate_errors(torch.cat(per), self.cfg.loss))
 
     # -- the loop -----------------------------------------------------------------------
-    def _batch_step(self, batch: torch.Tensor, log, idx: torch.Tensor | None = None
-                    ) -> tuple[float, dict[str, float]] | None:
-        """``niter`` optimiser steps on one batch (rows ``idx`` of the training set);
-        None if it hit NaN/inf."""
-        h = batch.shape[1]
-        t = self.times[:h]
-        x0 = batch[:, 0]
+    def _batch_step(self, batch) -> tuple[float, dict[str, float]] | None:
+        """``niter`` optimiser steps on one batch; None if any process hit NaN/inf."""
         terms: dict[str, torch.Tensor] = {}
         traj_value = math.nan
-        candidate = self._copy_state()
-        for it in range(self.objective.niter):
-            if self.x0_offset is not None and idx is not None:
-                x0 = batch[:, 0] + self.x0_offset[idx]
-            pred = integrate(self.model, x0, t, self.cfg)
-            traj = trajectory_loss(pred, batch, self.cfg.loss)
-            loss, terms = self.objective.loss(self.model, traj, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss) or float(traj.detach()) > self.blowup:
+        loss = torch.zeros(())
+        for _ in range(self.objective.niter):
+            loss, terms = self.objective.loss(self.module, batch)
+            traj = terms["traj"].detach()
+            ok = bool(torch.isfinite(loss)) and float(traj) <= self.blowup
+            if not self.dist.all_ok(ok):
+                self.optimizer.zero_grad(set_to_none=True)
                 return None
-            if it == 0:
-                # The state this batch started from gave a finite loss: it is a good state
-                # to come back to if a later update makes things blow up.
-                self._good = candidate
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]
                      if p.grad is not None]
-            if grads and not torch.isfinite(torch.stack([g.abs().max() for g in grads])).all():
+            ok = not grads or bool(torch.isfinite(torch.stack([g.abs().max() for g in grads]))
+                                   .all())
+            if not self.dist.all_ok(ok):
                 return None
             if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(self.rollout.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
-            traj_value = float(traj.detach())
-        self.objective.after_batch(traj_value)
+            traj_value = float(traj)
+        # Every process updates the objective's state (λ) with the same, averaged value.
+        self.objective.after_batch(self.dist.mean(traj_value))
         return float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}
 
     def _on_nonfinite(self) -> None:
         where = f"step {self.step} (epoch {self.epoch})"
-        self._restore_good()
+        if self._good is not None:
+            self._restore(self._good)
         if self.lr_lowered:
             path = self.save("last")
             raise TrainingDiverged(
                 f"the loss became NaN/inf (or the solution blew up) at {where} again after "
-                "lowering the learning rate; "
-                f"training stopped. The last good state is in {path}. Try a smaller `lr`, a "
-                "finer solver `step`, or tighter parameter bounds.")
+                f"lowering the learning rate; training stopped. The last good state is in "
+                f"{path}. Try a smaller `lr`, a finer solver `step` on the train line "
+                f"(e.g. `step {0.25 * float(self.data.train.times[1]):g}`), an adaptive "
+                "`solver dopri5`, or tighter parameter bounds.")
         self.lr_lowered = True
         for g in self.optimizer.param_groups:
             g["lr"] *= 0.1
-        self._notify(math.nan, {}, None, message=f"NaN/inf or blow-up at {where}: restored the last good "
-                     f"state and lowered the learning rate to {self.optimizer.param_groups[0]['lr']:g}")
+        self._notify(math.nan, {}, None, message=(
+            f"NaN/inf or blow-up at {where}: restored the last good state and lowered the "
+            f"learning rate to {self.optimizer.param_groups[0]['lr']:g}"))
 
-    def _notify(self, loss, terms, val, message=None):
-        if self.callback is None:
+    def _notify(self, loss, terms, val, message=None, phase="training"):
+        if self.callback is None or not self.dist.is_main:
             return
-        params = {k: float(v.detach()) for k, v in self.model.physical_parameters().items()}
-        lam = self.objective.state_dict().get("lambda")
-        total_steps = self.total_steps()
+        params = {k: float(v.detach()) for k, v in self.rollout.physical_parameters().items()}
         eta = None
         if self.step > 0:
-            rate = self.elapsed / self.step
-            eta = rate * max(0, total_steps - self.step)
+            eta = self.elapsed / self.step * max(0, self.total_steps() - self.step)
             if self.cfg.minutes:
                 eta = min(eta, max(0.0, self.cfg.minutes * 60 - self.elapsed))
         self.callback(Progress(self.step, self.epoch, self.cfg.epochs, loss,
-                               terms.get("traj", math.nan), lam, terms.get("norm"), params,
-                               self.truth, val, self.best_val if math.isfinite(self.best_val)
-                               else None, self.elapsed, eta, message))
+                               terms.get("traj", math.nan),
+                               self.objective.describe().get("lambda"), terms.get("norm"),
+                               params, self.truth, val,
+                               self.best_val if math.isfinite(self.best_val) else None,
+                               self.elapsed, eta, message, phase,
+                               self.optimizer.param_groups[0]["lr"]))
 
-    def batches_per_epoch(self) -> int:
-        n = self.train_data.shape[0]
-        return max(1, math.ceil(n / self.cfg.batch))
-
-    def total_steps(self) -> int:
-        total = self.cfg.epochs * self.batches_per_epoch()
-        return min(total, self.cfg.steps) if self.cfg.steps else total
-
-    def fit(self) -> None:
-        """Train until the epochs, step or time budget is spent (or Ctrl-C)."""
+    def fit(self) -> str:
+        """Train until the epochs, step or time budget is spent, patience runs out, or
+        Ctrl-C; returns why it stopped (one of :data:`STOP_REASONS`)."""
         threads = torch.get_num_threads()
         want = self.cfg.threads
-        if want is None and self.device.type == "cpu" and not self.spec.system.is_grid:
+        if want is None and self.device.type == "cpu" and self.data.train.frames.dim() == 3:
             # Small ODE batches: one thread avoids OpenMP hand-off costs that dominate here.
             want = 1
         if want:
             torch.set_num_threads(want)
         try:
-            self._fit()
+            self.stop_reason = self._fit()
         finally:
             torch.set_num_threads(threads)
+        return self.stop_reason
 
-    def _fit(self) -> None:
+    def _open_metrics(self):
+        path = self.dir / "metrics.jsonl"
+        if not self.dist.is_main:
+            return open(_devnull(), "a", encoding="utf-8")
+        _truncate_metrics(path, self.step)
+        return open(path, "a", encoding="utf-8")
+
+    def _fit(self) -> str:
         cfg = self.cfg
         if self.nothing_to_learn:
-            self._notify(math.nan, {}, None, message="nothing to learn: evaluating the model as "
-                         "given (add `learn NAME` or an `augment` network to train)")
-            with open(self.dir / "metrics.jsonl", "a", encoding="utf-8") as log:
-                self._end_of_epoch(log, force_val=True)
+            self._notify(math.nan, {}, None, message="nothing to learn: evaluating the model "
+                         "as given (add `learn NAME` or an `augment` network to train)")
+            with self._open_metrics() as log:
+                self._validate_and_select(log)
+            self.stop_reason = "nothing to learn"
             self.save("last")
-            return
-        metrics_path = self.dir / "metrics.jsonl"
-        _truncate_metrics(metrics_path, self.step)
-        n = self.train_data.shape[0]
+            return self.stop_reason
+        n = len(self.data.train)
         nb = self.batches_per_epoch()
-        self._snapshot()
-        self.model.train()
-        with _StopFlag() as stop, open(metrics_path, "a", encoding="utf-8") as log:
+        self._good = self._copy()
+        self.rollout.train()
+        reason: str | None = None
+        with _StopFlag() as stop, self._open_metrics() as log:
             t_start = time.perf_counter() - self.elapsed
-            while self.epoch < cfg.epochs:
+            while reason is None:
+                if self.epoch >= cfg.epochs:
+                    reason = "epochs"
+                    break
                 if self.perm is None or self.batch_index >= nb:
                     self.perm = torch.randperm(n, generator=self.generator)
                     self.batch_index = 0
                 h = self.horizon()
-                while self.batch_index < nb and not self._out_of_budget():
-                    idx = self.perm[self.batch_index * cfg.batch:(self.batch_index + 1) * cfg.batch]
-                    idx = idx.to(self.train_data.device)
-                    batch = self.train_data[idx, :h]
-                    result = self._batch_step(batch, log, idx)
+                while self.batch_index < nb:
+                    reason = self._budget_reason()
+                    if self.dist.broadcast_flag(stop.requested):
+                        reason = "interrupted"
+                    if reason is not None:
+                        break
+                    rows = self.perm[self.batch_index * cfg.batch:
+                                     (self.batch_index + 1) * cfg.batch]
+                    batch = self.data.train.batch(self.dist.shard(rows).to(self.device), h)
+                    if self.step % 10 == 0:
+                        # A recent state that gave finite losses, to come back to on NaN.
+                        self._good = self._copy()
+                    result = self._batch_step(batch)
                     if result is None:
                         self._on_nonfinite()
                         continue
@@ -568,53 +415,93 @@ class Trainer:
                     self.elapsed = time.perf_counter() - t_start
                     record = {"step": self.step, "epoch": self.epoch, "loss": loss, **terms,
                               "time": round(self.elapsed, 4)}
-                    lam = self.objective.state_dict().get("lambda")
-                    if lam is not None:
-                        record["lambda"] = lam
-                    for k, v in self.model.physical_parameters().items():
+                    record.update(self.objective.describe())
+                    record["lr"] = self.optimizer.param_groups[0]["lr"]
+                    for k, v in self.rollout.physical_parameters().items():
                         record[f"param/{k}"] = float(v.detach())
                     log.write(json.dumps(record) + "\n")
                     self._notify(loss, terms, None)
-                    if stop.requested or self._out_of_budget():
-                        break
-                if stop.requested or self._out_of_budget():
-                    log.flush()
-                    if self.batch_index >= nb:
-                        self.epoch += 1
-                    self._end_of_epoch(log, force_val=True)
-                    self.save("last")
-                    self.stopped_early = stop.requested
-                    return
-                self.epoch += 1
-                self._end_of_epoch(log)
-                self.save("last")
-                if self._patience_exhausted():
-                    return
-
-    def _out_of_budget(self) -> bool:
-        if self.cfg.steps is not None and self.step >= self.cfg.steps:
-            return True
-        return bool(self.cfg.minutes) and self.elapsed >= self.cfg.minutes * 60
-
-    def _end_of_epoch(self, log, force_val: bool = False) -> None:
-        last = self.epoch >= self.cfg.epochs
-        if force_val or last or self.epoch % max(1, self.cfg.val_every) == 0:
-            val = self.validate()
-            log.write(json.dumps({"step": self.step, "epoch": self.epoch, "val": val}) + "\n")
+                if reason is None:  # a whole epoch done
+                    self.epoch += 1
+                    due = self.epoch % cfg.val_every == 0 or self.epoch >= cfg.epochs
+                    if due and self._validate_and_select(log):
+                        reason = "patience"
+                    if time.perf_counter() - self._last_save >= cfg.checkpoint_every:
+                        self.save("last")
+            # Whatever ended the run, its final state is validated and saved.
+            if reason in ("steps", "time budget", "interrupted"):
+                self._validate_and_select(log, final=True)
             log.flush()
-            if math.isfinite(val) and val < self.best_val:
-                self.best_val = val
-                self.bad_validations = 0
-                save_checkpoint(self.dir / "checkpoints" / "best.pt",
-                                {"model": self.model.state_dict(), "step": self.step,
-                                 "epoch": self.epoch, "val": val})
-            else:
-                self.bad_validations += 1
-            self._notify(math.nan, {}, val)
+        self.stop_reason = reason
+        self.save("last")
+        return reason
 
-    def _patience_exhausted(self) -> bool:
+    def _validate_and_select(self, log, final: bool = False) -> bool:
+        """Validate; keep the best state; on a plateau go back to it and decay the
+        learning rate. True when ``patience`` is exhausted.
+
+        A ``final`` validation (the run stops between scheduled ones) may record a new
+        best, but counts towards no plateau or patience: a run stopped and resumed then
+        takes the same steps as one never stopped.
+        """
+        val = self.validate()
+        rec = {"step": self.step, "epoch": self.epoch, "val": val}
+        if final:
+            rec["final"] = True
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        if final:
+            if math.isfinite(val) and val < self.best_val:
+                self._new_best(val)
+            self._notify(math.nan, {}, val, phase="validation")
+            return False
+        if math.isfinite(val) and val < self.best_val:
+            self.bad_validations = self.since_improvement = 0
+            self._new_best(val)
+        else:
+            self.bad_validations += 1
+            self.since_improvement += 1
+            if self.cfg.lr_decay > 0 and self.since_improvement >= self.cfg.plateau \
+                    and not self.nothing_to_learn:
+                self._back_to_best(val)
+        self._notify(math.nan, {}, val, phase="validation")
         p = self.cfg.patience
         return p is not None and self.bad_validations >= p
+
+    def _new_best(self, val: float) -> None:
+        self.best_val, self.best_step = val, self.step
+        self._best = self._copy()
+        if self.dist.is_main:
+            save_checkpoint(self.dir / "checkpoints" / "best.pt",
+                            {"model": self.rollout.state_dict(), "step": self.step,
+                             "epoch": self.epoch, "val": val})
+
+    def _back_to_best(self, val: float) -> None:
+        """A plateau: return to the best state found and decay the learning rates."""
+        best = self._best
+        if best is None:
+            path = self.dir / "checkpoints" / "best.pt"
+            if path.exists():  # a resumed run: the best model is on disk
+                best = {"model": load_checkpoint(path, map_location=self.device)["model"]}
+        if best is not None and "optimizer" in best:
+            self._restore(best, objective=False)
+        elif best is not None:
+            self.rollout.load_state_dict(best["model"])
+        for g in self.optimizer.param_groups:
+            g["lr"] *= self.cfg.lr_decay
+        self.since_improvement = 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.decays.append({"step": self.step, "lr": lr, "back_to": self.best_step})
+        self._notify(math.nan, {}, None, message=(
+            f"no better validation in {self.cfg.plateau} checks (now {val:.4g}, best "
+            f"{self.best_val:.4g} at step {self.best_step}): back to the best state, "
+            f"learning rate ×{self.cfg.lr_decay:g} → {lr:.3g}"))
+
+
+def _devnull() -> str:
+    import os
+
+    return os.devnull
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -622,11 +509,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    raw = path.read_bytes().decode("utf-8", errors="replace")
+    for line in raw.splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
-            continue
-        if rec.get("step", 0) <= step:
+            continue  # a damaged line is dropped, never an obstacle to resuming
+        if isinstance(rec, dict) and rec.get("step", 0) <= step:
             keep.append(line)
     atomic_write_text(path, "".join(l + "\n" for l in keep))

@@ -1,12 +1,19 @@
-"""``dataset_for(spec)``: the spec's data, simulated once and then read from a cache."""
+"""The data of an experiment: the spec's data file, or a cached simulation; and the
+trajectories training sees (with a validation split that is never the test split)."""
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
 
-from .dataset import FORMAT_VERSION, DataError, Dataset
-from .io import load_dataset, save_dataset
+
+from ..data import DataError, Dataset, Trajectories, load_dataset, save_dataset, \
+    split_off_validation
+from ..data.dataset import FORMAT_VERSION
+from ..simulation import simulate
+from ..symbolic.spec import Spec
+from ..training.config import TrainConfig
+from ..training.trainer import TrainingData
 
 
 def _canonical(obj) -> str:
@@ -56,7 +63,7 @@ def data_file(spec) -> Path | None:
     return p
 
 
-def dataset_for(spec, cache_dir: str | os.PathLike = "data", seed: int | None = None,
+def dataset_for(spec: Spec | str | os.PathLike, cache_dir: str | os.PathLike = "data", seed: int | None = None,
                 force: bool = False, **simulate_kw) -> tuple[Dataset, Path]:
     """Load the dataset a spec describes: its data file when it names one, else a cached
     simulation keyed by :func:`spec_key` (simulated and saved on the first call).
@@ -64,9 +71,10 @@ def dataset_for(spec, cache_dir: str | os.PathLike = "data", seed: int | None = 
     Extra keywords (``device``, ``progress``, ``drop_unstable`` …) go to
     :func:`physml.simulation.simulate`. A damaged cache file is simulated again.
     """
-    from ..simulation.core import resolve_spec, simulate
+    if not isinstance(spec, Spec):
+        from ..lang import load_spec  # the data block is all this needs
 
-    spec = resolve_spec(spec)
+        spec = load_spec(spec)
     user = data_file(spec)
     if user is not None:
         return load_dataset(user, spec=spec), user
@@ -79,3 +87,38 @@ def dataset_for(spec, cache_dir: str | os.PathLike = "data", seed: int | None = 
     ds = simulate(spec, seed=seed, **simulate_kw)
     save_dataset(ds, path)
     return ds, path
+
+
+def training_data(dataset: Dataset, cfg: TrainConfig, device=None
+                  ) -> tuple[TrainingData, dict]:
+    """The training and validation trajectories of a run, and a record for
+    ``config.json`` of where the validation trajectories came from.
+
+    Model selection never looks at the test split: with no (or an empty) ``val`` split,
+    ``cfg.val_fraction`` of the training trajectories are held out for validation.
+    """
+    train = dataset.splits["train"]
+    val = dataset.splits.get("val")
+    record: dict = {"source": "val split"}
+    if val is None or val.shape[1] == 0:
+        train, val, held = split_off_validation(train, cfg.val_fraction, cfg.seed)
+        record = {"source": "held out of train", "fraction": cfg.val_fraction,
+                  "train_indices_held_out": held, "trajectories": len(held)}
+    make = lambda x: Trajectories(x, dataset.times, dataset.history, device=device)  # noqa
+    data = TrainingData(make(train), make(val), record["source"])
+    return data, record
+
+
+def fit_scales(rollout, data: TrainingData, dt: float) -> None:
+    """Scale the augmentation network's inputs and outputs to the training data."""
+    if data.train.n_frames > 1:
+        rollout.field.fit_scales(data.train.frames, dt)
+
+
+def true_values(dataset: Dataset, learned) -> dict[str, float]:
+    """The values the data were simulated with, for the learned parameters (one
+    environment only; user data have none)."""
+    envs = dataset.env_params or []
+    if len(envs) != 1:
+        return {}
+    return {k: float(v) for k, v in envs[0].items() if k in learned}

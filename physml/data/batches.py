@@ -1,0 +1,120 @@
+"""From a dataset split to the batches every objective sees.
+
+A split is stored as ``(E, N, T, *state)`` — environments, trajectories, frames, state —
+and training keeps that structure: :class:`Trajectories` lists the ``E·N`` trajectories
+with their environment and trajectory index, and hands out :class:`Batch` objects that
+carry the initial state (or the context frames before it, for encoders), the times, the
+target frames, an observation mask and both indices. Nothing on the way averages over
+environments or drops channels: that is the objective's decision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass
+class Batch:
+    """What one forward pass of a rollout needs and what the loss compares with.
+
+    ``target`` is ``(B, T, *state)`` on the times ``t`` (``t[0] = 0`` is the initial
+    time); ``x0`` is ``target[:, 0]``. ``context`` holds the ``K`` frames observed before
+    ``t = 0`` (``(B, K, *state)``, for encoders) or is None. ``mask`` (broadcastable to
+    ``target``, 1 where observed) is None when everything is observed. ``env`` and
+    ``traj`` (``(B,)`` long) index the environment and the trajectory in its split.
+    """
+
+    x0: torch.Tensor
+    t: torch.Tensor
+    target: torch.Tensor
+    env: torch.Tensor
+    traj: torch.Tensor
+    context: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.target.shape[0]
+
+    def to(self, device) -> "Batch":
+        move = lambda x: x.to(device) if x is not None else None  # noqa: E731
+        return Batch(move(self.x0), move(self.t), move(self.target), move(self.env),
+                     move(self.traj), move(self.context), move(self.mask))
+
+    def select(self, rows: torch.Tensor | slice) -> "Batch":
+        """The sub-batch of some rows (a DDP rank's share, an evaluation chunk)."""
+        pick = lambda x: x[rows] if x is not None and x.dim() > 0 and x.shape[0] == len(self) \
+            else x  # noqa: E731
+        return replace(self, x0=pick(self.x0), target=pick(self.target), env=pick(self.env),
+                       traj=pick(self.traj), context=pick(self.context), mask=pick(self.mask))
+
+
+class Trajectories:
+    """The trajectories of one split, ready to batch.
+
+    ``frames`` is ``(E, N, T, *state)``; the first ``history`` frames precede the initial
+    time and become the batches' ``context``. Non-finite entries (gaps in user data) are
+    unobserved: they get a zero in the target and a zero in the mask.
+    """
+
+    def __init__(self, frames: torch.Tensor, times: torch.Tensor, history: int = 0,
+                 device=None, dtype: torch.dtype | None = None):
+        dtype = dtype or torch.get_default_dtype()
+        E, N = frames.shape[:2]
+        data = frames.flatten(0, 1).to(device=device, dtype=dtype)
+        self.n_envs, self.per_env = E, N
+        self.history = int(history)
+        self.context = data[:, :history] if history else None
+        self.frames = data[:, history:]
+        finite = torch.isfinite(self.frames)
+        self.mask = None
+        if not bool(finite.all()):
+            self.mask = finite.to(dtype)
+            self.frames = torch.where(finite, self.frames, torch.zeros((), dtype=dtype,
+                                                                       device=data.device))
+        times = torch.as_tensor(times, dtype=torch.float64)
+        self.times = (times[history:] - times[history]).to(device=device, dtype=dtype)
+        self.env = torch.arange(E, device=device).repeat_interleave(N)
+        self.traj = torch.arange(E * N, device=device)
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    @property
+    def n_frames(self) -> int:
+        return self.frames.shape[1]
+
+    def batch(self, rows: torch.Tensor | slice | None = None, horizon: int | None = None
+              ) -> Batch:
+        """The trajectories ``rows`` (all by default), cut to the first ``horizon`` frames."""
+        rows = slice(None) if rows is None else rows
+        h = self.n_frames if horizon is None else min(horizon, self.n_frames)
+        target = self.frames[rows, :h]
+        return Batch(x0=target[:, 0], t=self.times[:h], target=target, env=self.env[rows],
+                     traj=self.traj[rows],
+                     context=self.context[rows] if self.context is not None else None,
+                     mask=self.mask[rows, :h] if self.mask is not None else None)
+
+    def chunks(self, size: int):
+        """Every trajectory once, in order, ``size`` at a time (validation, evaluation)."""
+        for start in range(0, len(self), max(1, size)):
+            yield self.batch(slice(start, start + size))
+
+
+def split_off_validation(frames: torch.Tensor, fraction: float, seed: int
+                         ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Carve a validation split out of training trajectories ``(E, N, T, …)``.
+
+    The same trajectory indices are taken in every environment (initial states are shared
+    across environments), chosen by a seeded permutation: ``max(1, round(fraction·N))`` of
+    them, leaving at least one for training. Returns ``(train, val, val_indices)``.
+    """
+    n = frames.shape[1]
+    if n < 2:
+        raise ValueError(f"cannot carve a validation split out of {n} training trajectory; "
+                         "add a `val` split to the data block (trajectories … val)")
+    k = min(n - 1, max(1, round(fraction * n)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx = perm[:k].sort().values
+    train_idx = perm[k:].sort().values
+    return frames[:, train_idx], frames[:, val_idx], val_idx.tolist()

@@ -1,0 +1,36 @@
+"""Experiments: a spec made into data, a model, an objective and a run directory.
+
+This is the one place above the layers that reads spec files and decides what to build
+from them (DESIGN.md, "the data path"): lower layers take :class:`~physml.symbolic.Spec`,
+:class:`~physml.data.Dataset` and built modules, never paths.
+"""
+from .build import Experiment, build, build_field, build_rollout, check, config_for
+from .data import dataset_for, default_path, spec_key, training_data
+from .run import Run, RunError, load_spec, train
+from .vocabulary import vocabulary
+
+
+def parse_spec(text: str, path: str = "<string>"):
+    """Parse spec text and check it against what this version of physml implements."""
+    from ..lang import parse_spec as _parse
+
+    return _parse(text, path, vocabulary=vocabulary())
+
+
+def evaluate(run, split: str = "test", dataset=None):
+    """Test metrics of a run (a :class:`Run` or its directory)."""
+    from ..reporting import evaluate as _evaluate
+
+    return _evaluate(run if isinstance(run, Run) else Run(run), split=split, dataset=dataset)
+
+
+def inspect(run, latex: bool = False, dataset=None):
+    """The identified equations of a run (a :class:`Run` or its directory)."""
+    from ..reporting import inspect as _inspect
+
+    return _inspect(run if isinstance(run, Run) else Run(run), latex=latex, dataset=dataset)
+
+
+__all__ = ["Experiment", "build", "build_field", "build_rollout", "check", "config_for",
+           "dataset_for", "default_path", "spec_key", "training_data", "Run", "RunError",
+           "load_spec", "parse_spec", "train", "evaluate", "inspect", "vocabulary"]

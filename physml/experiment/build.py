@@ -1,0 +1,92 @@
+"""From a checked spec to the objects training takes: rollout module and objective.
+
+Everything here runs before any data are simulated or any run directory is created, so a
+spec that cannot train fails in a second, with nothing left behind.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import OptionError
+from ..models import HybridModel, Rollout, SolverConfig, build_model
+from ..objectives import OBJECTIVES, Objective, build_objective
+from ..symbolic.spec import Spec
+from ..training.config import TrainConfig
+
+
+def _train_error(spec: Spec, message: str, hint: str | None = None) -> OptionError:
+    pos = spec.train.pos if spec.train is not None else None
+    if spec.train is not None and spec.train.method.pos is not None:
+        pos = spec.train.method.pos
+    return OptionError(message, pos, spec.text, hint=hint,
+                       length=len(spec.train.method.name) if spec.train else 1)
+
+
+def config_for(spec: Spec, **overrides: Any) -> TrainConfig:
+    """The resolved training options of a spec (its ``train`` line, then overrides)."""
+    method, method_options, options = "aphynity", {}, {}
+    if spec.train is not None:
+        method = spec.train.method.name
+        method_options = spec.train.method.options()
+        options = spec.train.option_dict()
+    try:
+        return TrainConfig.from_options(method, method_options, options, **overrides)
+    except ValueError as exc:
+        if spec.train is None:
+            raise
+        raise OptionError(str(exc), spec.train.pos, spec.text, length=5) from None
+
+
+def build_field(spec: Spec, method: str) -> HybridModel:
+    """The vector field (prior and/or network) a method trains."""
+    cls = OBJECTIVES[method]
+    return build_model(spec, use_prior=cls.uses_prior, use_network=cls.uses_network)
+
+
+def build_rollout(spec: Spec, cfg: TrainConfig, n_initial: int = 0) -> Rollout:
+    field = build_field(spec, cfg.method)
+    solver = SolverConfig(cfg.solver, cfg.step, cfg.rtol, cfg.atol, cfg.adjoint, cfg.compile,
+                          cfg.recompute)
+    return Rollout(field, solver, n_initial=n_initial if cfg.fit_initial else 0,
+                   state_shape=spec.system.state_shape())
+
+
+def build_objective_for(spec: Spec, cfg: TrainConfig) -> Objective:
+    return build_objective(cfg.method, cfg.method_options, spec.system.is_grid, loss=cfg.loss)
+
+
+@dataclass
+class Experiment:
+    """A spec made into the objects training takes (before any data exist)."""
+
+    spec: Spec
+    config: TrainConfig
+    rollout: Rollout
+    objective: Objective
+
+
+def build(spec: Spec, cfg: TrainConfig | None = None, n_initial: int = 0,
+          **overrides: Any) -> Experiment:
+    """Build and validate the model and objective of a spec; a located error if the spec
+    asks for something the method cannot do (no prior for ``physics``, no network …)."""
+    cfg = cfg if cfg is not None else config_for(spec, **overrides)
+    torch.manual_seed(cfg.seed)
+    try:
+        objective = build_objective_for(spec, cfg)
+        rollout = build_rollout(spec, cfg, n_initial)
+    except ValueError as exc:
+        raise _train_error(spec, f"{cfg.method}: {exc}") from None
+    return Experiment(spec, cfg, rollout, objective)
+
+
+def check(spec: Spec) -> TrainConfig | None:
+    """Everything ``train`` would refuse about a spec, before data or a run exist: the
+    options resolve, and the model and objective build. Returns the resolved options
+    (None for a system file without a ``train`` line)."""
+    if spec.train is None and spec.prior is None and spec.augment is None:
+        return None
+    exp = build(spec)
+    return exp.config

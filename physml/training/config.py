@@ -1,0 +1,103 @@
+"""Training options: one dataclass, and the table the language checks ``train`` lines
+against (:data:`TRAIN_OPTIONS`, derived from the dataclass so the two cannot drift)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+from ..objectives.losses import LOSSES
+
+
+@dataclass
+class TrainConfig:
+    """Resolved training options (the spec's ``train`` line, then command-line overrides).
+
+    Model selection and the end of a run:
+
+    - ``val_fraction``: with no ``val`` split in the data, this share of the training
+      trajectories is held out for validation (never the test split);
+    - ``plateau``/``lr_decay``: after ``plateau`` validations without improvement the run
+      goes back to its best state and multiplies the learning rates by ``lr_decay``
+      (0 disables), so a late jump away from a good solution does not end the run;
+    - ``patience``: stop after that many validations without improvement;
+    - ``checkpoint_every``: seconds between writes of ``last.pt`` (and at every end).
+    """
+
+    method: str = "aphynity"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 1000
+    steps: int | None = None
+    batch: int = 32
+    lr: float = 1e-3
+    lr_phys: float | None = None
+    tau1: float | None = None
+    solver: str = "rk4"
+    step: float | None = None
+    rtol: float = 1e-6
+    atol: float = 1e-7
+    adjoint: bool = False
+    seed: int = 0
+    patience: int | None = None
+    plateau: int = 10
+    lr_decay: float = 0.5
+    val_every: int = 10
+    val_fraction: float = 0.2
+    horizon: int | None = None
+    curriculum: str | None = None
+    fit_initial: bool = False
+    recompute: bool = False
+    loss: str = "mse"
+    minutes: float | None = None
+    grad_clip: float | None = None
+    weight_decay: float = 0.0
+    checkpoint_every: float = 30.0
+    device: str = "auto"
+    threads: int | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        # Checked here, so that a resumed run's overrides are held to the same rules.
+        if self.loss not in LOSSES:
+            raise ValueError(f"training option `loss {self.loss}`: choices are "
+                             f"{', '.join(LOSSES)}")
+        if self.curriculum not in (None, "linear"):
+            raise ValueError(f"training option `curriculum {self.curriculum}`: the choice is "
+                             "linear")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError("training option `val_fraction` must lie in (0, 1)")
+        if not 0.0 <= self.lr_decay < 1.0:
+            raise ValueError("training option `lr_decay` must lie in [0, 1) (0: no decay)")
+        for name in ("batch", "epochs", "val_every", "plateau"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"training option `{name}` must be at least 1")
+        if self.tau1 is not None:  # the thesis calls Adam's learning rate τ₁
+            self.lr = self.tau1
+
+    @classmethod
+    def from_options(cls, method: str, method_options: dict[str, Any],
+                     options: dict[str, Any], **overrides: Any) -> "TrainConfig":
+        values: dict[str, Any] = {"method": method, "method_options": dict(method_options),
+                                  **options}
+        for key, value in overrides.items():
+            if value is not None:
+                values[key] = value
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}")
+        return cls(**values)
+
+
+def _option_types() -> dict[str, type]:
+    hints = get_type_hints(TrainConfig)
+    out: dict[str, type] = {}
+    for f in fields(TrainConfig):
+        if f.name in ("method", "method_options"):
+            continue
+        hint = hints[f.name]
+        args = [a for a in getattr(hint, "__args__", (hint,)) if a is not type(None)]
+        out[f.name] = args[0]
+    return out
+
+
+#: ``train method(...) KEY VALUE …``: every option and its type.
+TRAIN_OPTIONS: dict[str, type] = _option_types()
