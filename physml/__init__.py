@@ -4,7 +4,7 @@
     >>> spec = physml.load_spec("equations/damped_pendulum.phy")
     >>> F = physml.compile_dynamics(spec)
 """
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from .errors import SpecError  # noqa: E402
 from .symbolic import compile_dynamics, register_function  # noqa: E402

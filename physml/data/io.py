@@ -97,7 +97,7 @@ def _state_dims(ds: Dataset) -> list[str]:
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
     return __version__
 
 

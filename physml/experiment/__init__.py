@@ -21,14 +21,26 @@ def evaluate(run, split: str = "test", dataset=None):
     """Test metrics of a run (a :class:`Run` or its directory)."""
     from ..reporting import evaluate as _evaluate
 
-    return _evaluate(run if isinstance(run, Run) else Run(run), split=split, dataset=dataset)
+    run = run if isinstance(run, Run) else Run(run)
+    with _threads(run):
+        return _evaluate(run, split=split, dataset=dataset)
 
 
 def inspect(run, latex: bool = False, dataset=None):
     """The identified equations of a run (a :class:`Run` or its directory)."""
     from ..reporting import inspect as _inspect
 
-    return _inspect(run if isinstance(run, Run) else Run(run), latex=latex, dataset=dataset)
+    run = run if isinstance(run, Run) else Run(run)
+    with _threads(run):
+        return _inspect(run, latex=latex, dataset=dataset)
+
+
+def _threads(run):
+    import torch
+
+    from ..training.trainer import compute_threads
+
+    return compute_threads(run.config.threads, torch.device("cpu"), not run.spec.system.is_grid)
 
 
 __all__ = ["Experiment", "build", "build_field", "build_rollout", "check", "config_for",

@@ -21,13 +21,14 @@ from typing import Any, Callable
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..lang import parse_spec as _parse_spec
 from ..models import Rollout
 from ..symbolic.spec import Spec
 from ..training.checkpoint import atomic_write_text, load_checkpoint
 from ..training.config import TrainConfig
-from ..training.trainer import Progress, Trainer, resolve_device
+from ..training.distributed import Distributed
+from ..training.trainer import Progress, Trainer, compute_threads, resolve_device
 from .build import build, build_rollout, config_for
 from .data import dataset_for, fit_scales, training_data, true_values
 from .vocabulary import vocabulary
@@ -201,31 +202,38 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
         cfg = config_for(spec_obj, seed=seed, device=device, **overrides)
         dev = resolve_device(cfg.device)
         exp = build(spec_obj, cfg)  # validated before any data or directory exist
+        dist = Distributed(dev)
         ds_path = None
         if dataset is None:
             notify("simulating data" if spec_obj.data is None or spec_obj.data.file is None
                    else "reading data")
-            dataset, ds_path = dataset_for(spec_obj, cache_dir=data_dir)
+            # Only rank 0 simulates; the others read its cache file.
+            if dist.is_main:
+                dataset, ds_path = dataset_for(spec_obj, cache_dir=data_dir)
+            dist.barrier()
+            if not dist.is_main:
+                dataset, ds_path = dataset_for(spec_obj, cache_dir=data_dir)
         ds = dataset
         data, record = training_data(ds, cfg, dev)
         if cfg.fit_initial:
             exp = build(spec_obj, cfg, n_initial=len(data.train))
         fit_scales(exp.rollout, data, float(ds.dt))
         trainer = Trainer(exp.rollout, exp.objective, data, cfg, Path("."), callback,
-                          truth=true_values(ds, exp.rollout.physical_parameters()))
-        path, created = (_new_run_dir(spec_obj, out) if trainer.dist.is_main else (None, False))
+                          truth=true_values(ds, exp.rollout.physical_parameters()), dist=dist)
+        path, created = _new_run_dir(spec_obj, out) if dist.is_main else (None, False)
         path = _agree_on_path(trainer, path)
         trainer.dir = path
         try:
-            if trainer.dist.is_main:
+            if dist.is_main:
                 atomic_write_text(path / "spec.phy", spec_obj.text)
                 _write_config(path, spec_obj, cfg,
                               str(Path(ds_path).resolve()) if ds_path else None, record)
             trainer.save("last")
         except BaseException:
-            if created and trainer.dist.is_main:
+            if created:
                 shutil.rmtree(path, ignore_errors=True)
             raise
+        dist.barrier()
         run = Run(path)
     notify("training")
     try:
@@ -240,7 +248,8 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
         from ..reporting import write_report
 
         notify("writing the report")
-        write_report(run, dataset=ds)
+        with compute_threads(cfg.threads, trainer.device, not spec_obj.system.is_grid):
+            write_report(run, dataset=ds)
     trainer.dist.close()
     return run
 

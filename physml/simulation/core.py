@@ -267,7 +267,7 @@ def simulate(spec: Spec | str | os.PathLike, seed: int | None = None, device=Non
             noisy[split] = (x.double() + data.noise * noise).to(dtype)
         else:
             noisy[split] = x.to(dtype)
-    from .. import __version__
+    from .._version import __version__
     meta = {"solver": str(p.solver), "physml_version": __version__, "device": str(device),
             "spec_path": str(spec.path), "system": system.name,
             "system_text": system.source, "warmup": data.warmup,

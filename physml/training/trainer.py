@@ -68,6 +68,25 @@ def resolve_device(name: str | None) -> torch.device:
     return dev
 
 
+class compute_threads:
+    """Use ``threads`` CPU threads inside the block (the default: one for ODE states on
+    the CPU, where batches are tiny and OpenMP hand-offs cost more than they save — on a
+    loaded machine, many times more)."""
+
+    def __init__(self, threads: int | None, device: torch.device, small: bool):
+        self.want = threads if threads else (1 if device.type == "cpu" and small else None)
+        self.before = torch.get_num_threads()
+
+    def __enter__(self):
+        if self.want:
+            torch.set_num_threads(self.want)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
+        return False
+
+
 class _StopFlag:
     """First Ctrl-C asks the loop to stop after the current step; the second one kills."""
 
@@ -125,13 +144,13 @@ class Trainer:
     def __init__(self, rollout: Rollout, objective: Objective, data: TrainingData,
                  config: TrainConfig, run_dir: str | Path,
                  callback: Callable[[Progress], None] | None = None,
-                 truth: dict[str, float] | None = None):
+                 truth: dict[str, float] | None = None, dist: Distributed | None = None):
         cfg = config
         self.cfg = cfg
         self.dir = Path(run_dir)
         self.callback = callback
         self.device = resolve_device(cfg.device)
-        self.dist = Distributed(self.device)
+        self.dist = dist if dist is not None else Distributed(self.device)
         self.rollout = rollout.to(self.device)
         self.objective = objective
         self.data = data
@@ -348,17 +367,8 @@ class Trainer:
     def fit(self) -> str:
         """Train until the epochs, step or time budget is spent, patience runs out, or
         Ctrl-C; returns why it stopped (one of :data:`STOP_REASONS`)."""
-        threads = torch.get_num_threads()
-        want = self.cfg.threads
-        if want is None and self.device.type == "cpu" and self.data.train.frames.dim() == 3:
-            # Small ODE batches: one thread avoids OpenMP hand-off costs that dominate here.
-            want = 1
-        if want:
-            torch.set_num_threads(want)
-        try:
+        with compute_threads(self.cfg.threads, self.device, self.data.train.frames.dim() == 3):
             self.stop_reason = self._fit()
-        finally:
-            torch.set_num_threads(threads)
         return self.stop_reason
 
     def _open_metrics(self):
