@@ -91,6 +91,17 @@ def _print_report(run) -> None:
     for line in ins["equations"]:
         console.print(Text(line))
     _param_table(ins["parameters"])
+    sel = report.get("selection", {})
+    if "best_step" in sel:
+        note = f"parameters from the best validation checkpoint (step {sel['best_step']}"
+        if "last_val" in sel and sel.get("best_val") is not None and \
+                sel["last_val"] > 1.5 * sel["best_val"]:
+            note += (f"; the last state, step {sel['last_step']}, validates worse: "
+                     f"{sel['last_val']:.4g} vs {sel['best_val']:.4g}")
+        console.print(note + ")")
+    for name, r in (report.get("parameter_trajectory") or {}).items():
+        console.print(f"{name}: average of the last 20 % {r['average']:.6g} (last {r['last']:.6g},"
+                      f" spread {r['spread_pct']:.2g} %, {'settled' if r['settled'] else 'still moving'})")
     console.print(f"test MSE {ev['mse']:.4g}  (ln {ev['ln_mse']:.3f}, log10 {ev['log10_mse']:.3f})")
     if "ln_mse_median_trajectory" in ev:
         w = ev["worst_trajectory"]

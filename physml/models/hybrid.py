@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -51,6 +53,13 @@ class HybridModel(nn.Module):
         if self.augmentation is not None:
             out = out + self.augmentation(x)
         return out
+
+    def solving(self):
+        """A context for one solve: the prior's parameters are transformed once
+        (:meth:`VectorField.frozen_parameters`)."""
+        if isinstance(self.prior, VectorField):
+            return self.prior.frozen_parameters()
+        return nullcontext()
 
     # -- what the reports need ----------------------------------------------------------
     def physical_parameters(self) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ asked for, all inside one forward pass (so DDP sees every parameter the loss use
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -72,9 +73,12 @@ class Rollout(nn.Module):
     def integrate(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Solve from ``x0`` ``(B, *state)`` on ``t``; returns ``(B, T, *state)``."""
         s = self.solver
-        return odeint(self.field, x0, t, s.name, step=s.step, rtol=s.rtol, atol=s.atol,
-                      adjoint=s.adjoint, compiled=s.compiled and self.training,
-                      recompute=s.recompute and torch.is_grad_enabled())
+        compiled = s.compiled and self.training
+        # Compiled steps fuse the parameter transform themselves; eager ones share it.
+        with (nullcontext() if compiled or s.adjoint or s.recompute else self.field.solving()):
+            return odeint(self.field, x0, t, s.name, step=s.step, rtol=s.rtol, atol=s.atol,
+                          adjoint=s.adjoint, compiled=compiled,
+                          recompute=s.recompute and torch.is_grad_enabled())
 
     @torch.no_grad()
     def predict(self, batch: Batch, chunk: int = 256) -> torch.Tensor:

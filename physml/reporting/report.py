@@ -129,6 +129,48 @@ def inspect(run, latex: bool = False, dataset=None) -> dict[str, Any]:
     return out
 
 
+def parameter_trajectory(metrics: list[dict], fraction: float = 0.2,
+                         settled_pct: float = 1.0) -> dict[str, dict[str, float]]:
+    """Each learned parameter over the last ``fraction`` of the logged steps: its mean
+    (an average of the iterates, which damps the last steps' noise), its spread
+    ``(max − min)/|mean|`` in %, and whether it has ``settled`` (spread ≤ ``settled_pct``):
+    a value still moving is a transient, not a result."""
+    steps = [m for m in metrics if "loss" in m]
+    names = [k[6:] for k in (steps[0] if steps else {}) if k.startswith("param/")]
+    if not steps or not names:
+        return {}
+    tail = steps[int(len(steps) * (1 - fraction)):] or steps[-1:]
+    out = {}
+    for name in names:
+        values = [m[f"param/{name}"] for m in tail if f"param/{name}" in m]
+        mean = sum(values) / len(values)
+        spread = (max(values) - min(values)) / abs(mean) * 100 if mean else math.inf
+        out[name] = {"average": mean, "last": values[-1], "spread_pct": spread,
+                     "settled": spread <= settled_pct, "from_step": tail[0]["step"],
+                     "to_step": tail[-1]["step"]}
+    return out
+
+
+def selection(run) -> dict[str, Any]:
+    """Which state the report describes (the best validation checkpoint) and how the
+    run's last state compares with it."""
+    out: dict[str, Any] = {}
+    try:
+        best, last = run.checkpoint("best"), run.checkpoint("last")
+    except (ValueError, OSError):
+        return out
+    out["best_step"] = int(best.get("step", 0))
+    out["best_val"] = float(best.get("val", math.nan))
+    out["last_step"] = int(last.get("step", 0))
+    reason = last.get("stop_reason")
+    if reason:
+        out["stop_reason"] = str(reason)
+    vals = [m for m in run.metrics() if "val" in m]
+    if vals:
+        out["last_val"] = float(vals[-1]["val"])
+    return out
+
+
 def write_report(run, dataset=None) -> dict[str, Any]:
     """Evaluate, inspect, write ``report.json``, ``report.md`` and the plots."""
     dataset = dataset if dataset is not None else run.dataset()
@@ -138,7 +180,9 @@ def write_report(run, dataset=None) -> dict[str, Any]:
     train_steps = [m for m in metrics if "loss" in m]
     report = {"evaluate": ev, "inspect": ins,
               "steps": train_steps[-1]["step"] if train_steps else 0,
-              "train_seconds": train_steps[-1]["time"] if train_steps else 0.0}
+              "train_seconds": train_steps[-1]["time"] if train_steps else 0.0,
+              "selection": selection(run),
+              "parameter_trajectory": parameter_trajectory(metrics)}
     atomic_write_text(run.path / "report.json", json.dumps(report, indent=2, default=float))
     atomic_write_text(run.path / "report.md", markdown(run, report))
     try:
@@ -152,8 +196,14 @@ def write_report(run, dataset=None) -> dict[str, Any]:
 
 def markdown(run, report: dict[str, Any]) -> str:
     ev, ins = report["evaluate"], report["inspect"]
+    sel = report.get("selection", {})
     lines = [f"# {ins['system']} — {ins['method']}", "",
-             f"Trained {report['steps']} steps in {report['train_seconds']:.1f} s.", "",
+             f"Trained {report['steps']} steps in {report['train_seconds']:.1f} s"
+             + (f" (stopped: {sel['stop_reason']})" if sel.get("stop_reason") else "") + ".",
+             "", f"Reported state: the best validation checkpoint (step {sel.get('best_step', '?')}"
+             + (f", val {sel['best_val']:.4g}; last validation {sel['last_val']:.4g} at step "
+                f"{sel.get('last_step', '?')}" if "last_val" in sel and "best_val" in sel else "")
+             + ").", "",
              "## Test error", "",
              f"- MSE over {ev['frames']} frames of {ev['trajectories']} trajectories: "
              f"{ev['mse']:.4g} (ln MSE {ev['ln_mse']:.3f}, log10 MSE {ev['log10_mse']:.3f})"]
@@ -172,4 +222,11 @@ def markdown(run, report: dict[str, Any]) -> str:
             true = f"{p['true']:.6g}" if "true" in p else "—"
             err = f"{p['error_pct']:.3f} %" if "error_pct" in p else "—"
             lines.append(f"| {p['name']} | {p['identified']:.6g} | {true} | {err} |")
+    traj = report.get("parameter_trajectory") or {}
+    if traj:
+        lines += ["", "Over the last 20 % of training (average of the iterates):", "",
+                  "| parameter | average | last | spread | settled |", "|---|---|---|---|---|"]
+        for name, r in traj.items():
+            lines.append(f"| {name} | {r['average']:.6g} | {r['last']:.6g} | "
+                         f"{r['spread_pct']:.3g} % | {'yes' if r['settled'] else 'no'} |")
     return "\n".join(lines) + "\n"

@@ -15,6 +15,8 @@ a smooth bijection (Eq. below), so no gradient step can leave the interval:
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import math
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -449,10 +451,25 @@ class VectorField(ExactBuffers):
         self.batch_params = dict(values)
 
     # -- evaluation ---------------------------------------------------------------------
-    def forward(self, t: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-        env = self.param_values() if not self.folded else {
+    @contextmanager
+    def frozen_parameters(self):
+        """Inside the block the constrained parameter values are computed once, not at
+        every evaluation: one solve evaluates F hundreds of times with the same
+        parameters, and autograd sees one use of them per solve instead of hundreds."""
+        self._frozen = self._parameter_env()
+        try:
+            yield self
+        finally:
+            self._frozen = None
+
+    def _parameter_env(self) -> dict[str, torch.Tensor]:
+        return self.param_values() if not self.folded else {
             name: to_constrained(self.raw[name], self.params_spec[name], self.scales[name])
             for name in self.learnable}
+
+    def forward(self, t: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        frozen = self.__dict__.get("_frozen")
+        env = dict(frozen) if frozen is not None else self._parameter_env()
         if self.batch_params:
             extra = X.dim() - (1 if not self.is_grid else 1 + self.ndim)
             for name, value in self.batch_params.items():
