@@ -814,7 +814,7 @@ def _prescan(text: str, file: str) -> None:
             raise SpecSyntaxError(f"line too long ({len(line)} characters; at most "
                                   f"{limits.MAX_LINE_CHARS})", Pos(file, number,
                                                                   limits.MAX_LINE_CHARS + 1),
-                                  hint="break it with a backslash at the end of a line, or "
+                                  text, hint="break it with a backslash at the end of a line, or "
                                   "split it with `let` definitions")
         start += len(line) + 1
     depth, line, col, i, n = 0, 1, 1, 0, len(text)
