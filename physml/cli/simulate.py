@@ -32,7 +32,7 @@ def _summary(ds, path: Path | None, seconds: float | None, cached: bool = False)
     rows = ds.summary()
     nonfinite = any(r["nonfinite"] for r in rows)
     cols = ["split", "envs", "trajectories", "frames", "state", "min", "max"]
-    for col in cols + (["non-finite"] if nonfinite else []):
+    for col in cols + (["NaN/inf"] if nonfinite else []):
         table.add_column(col, justify="left" if col == "split" else "right")
     for r in rows:
         cells = [Text(r["split"]), str(r["environments"]), str(r["trajectories"]),
