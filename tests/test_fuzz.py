@@ -189,7 +189,7 @@ def _mutate(rng, text: str) -> str:
             text = " ".join(toks)
         elif op == "repeat":                   # long flat or deeply nested pieces
             piece = rng.choice(["+x", "*x", "(", "-", "^2", "let q = q\n", "(x)+"])
-            text = text[:i] + piece * rng.choice([10, 100, 1000, 5000]) + text[i:]
+            text = text[:i] + piece * rng.choice([10, 100, 1000, 2000]) + text[i:]
         else:
             text = text[:i] + chr(rng.choice([rng.randint(1, 0x2fff), 0x2028, 0xff11, 0x0c,
                                               0x85, 0xfeff])) + text[i:]

@@ -542,6 +542,10 @@ def test_too_many_time_steps_are_refused():
     err = error(data_spec(t1="1e300", extra=""), BoundsError)
     assert where(err) == (4, 5)
     assert err.message == "the time grid has 2e+300 steps (at most 1e+12)"
+    text = data_spec().replace("time 0 .. 2 step 0.5", "time steps 1000000000000000000 dt 1")
+    err = error(text, BoundsError)
+    assert where(err) == (4, 5)
+    assert err.message == "the time grid has 1000000000000000000 steps (at most 1e+12)"
     err = error(data_spec(t1="1e11"), BoundsError)
     assert err.message.startswith("the dataset is too large")
 

@@ -624,6 +624,10 @@ class _Builder:
                 if dt <= 0 or b.data["steps"] < 1:
                     raise self.err(BoundsError, "the time grid needs steps ≥ 1 and dt > 0",
                                    b.pos, length=4)
+                if b.data["steps"] >= _MAX_STEPS:
+                    raise self.err(BoundsError, f"the time grid has {b.data['steps']} steps "
+                                   f"(at most {_MAX_STEPS:.0e})", b.pos, length=4,
+                                   hint="use a larger step or a shorter time span")
                 out.update(t0=0.0, t1=b.data["steps"] * dt, dt=dt)
             elif b.kind == "history":
                 if b.data["k"] >= _MAX_STEPS:
