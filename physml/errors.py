@@ -8,6 +8,15 @@ import difflib
 from dataclasses import dataclass
 
 
+#: Widest quoted source line (longer ones are cut around the column).
+_CONTEXT_WIDTH = 160
+#: Control and line-separator characters, shown as one space each in quoted source lines
+#: (a tab is one column for the lexer too).
+_INVISIBLE = {c: " " for c in [*range(0x00, 0x20), 0x7f, *range(0x80, 0xa0), 0x2028, 0x2029,
+                               0x200b, 0x200e, 0x200f, *range(0x202a, 0x202f),
+                               *range(0x2066, 0x206a), 0xfeff]}
+
+
 @dataclass(frozen=True)
 class Pos:
     """A position in a spec file (1-based line and column)."""
@@ -52,15 +61,34 @@ class SpecError(Exception):
         return self.pos.column if self.pos else None
 
     def context(self) -> str:
-        """The offending source line with a caret under the offending text."""
+        """The offending source line with a caret under the offending text.
+
+        Lines are split at ``\n`` only, as the lexer counts them (``str.splitlines`` would
+        also split at a form feed or U+2028 and quote the wrong line). Characters that move
+        the cursor or end a line on a terminal are shown as spaces, so the caret stays under
+        the text; a very long line is cut to a window around the column.
+        """
         if self.pos is None or self.source is None:
             return ""
-        lines = self.source.splitlines()
-        if not 1 <= self.pos.line <= len(lines):
+        line = self.pos.line
+        start = 0
+        for _ in range(line - 1):
+            start = self.source.find("\n", start) + 1
+            if start == 0:
+                return ""
+        end = self.source.find("\n", start)
+        text = self.source[start:] if end == -1 else self.source[start:end]
+        if line < 1 or (not text and end == -1 and start >= len(self.source)):
             return ""
-        text = lines[self.pos.line - 1].expandtabs(1)
-        width = max(1, min(self.length, len(text) - self.pos.column + 1))
-        return f"    {text}\n    {' ' * (self.pos.column - 1)}{'^' * width}"
+        text = text.translate(_INVISIBLE)
+        column = self.pos.column
+        if len(text) > _CONTEXT_WIDTH:
+            lo = max(0, min(column - 1 - _CONTEXT_WIDTH // 2, len(text) - _CONTEXT_WIDTH))
+            text = ("…" if lo else "") + text[lo:lo + _CONTEXT_WIDTH] + \
+                ("…" if lo + _CONTEXT_WIDTH < len(text) else "")
+            column = column - lo + (1 if lo else 0)
+        width = max(1, min(self.length, len(text) - column + 1))
+        return f"    {text}\n    {' ' * (column - 1)}{'^' * width}"
 
     def render(self) -> str:
         head = f"{self.pos}: {self.message}" if self.pos else self.message

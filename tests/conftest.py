@@ -19,3 +19,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _physml_limits_env(monkeypatch):
+    """`--memory-budget` / `--allow-path` set PHYSML_* variables for the CLI process; tests
+    invoke the CLI in-process, so each test starts from (and restores) the same values."""
+    for name in ("PHYSML_MEMORY_BUDGET", "PHYSML_USE_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    yield

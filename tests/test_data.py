@@ -244,3 +244,127 @@ def test_cli_bad_files(tmp_path):
                                     "    time 0 .. 1 step 0.5\n    initial theta, omega ~ rign(1, 2)\n")
     r = runner.invoke(app, ["simulate", str(tmp_path / "s.phy")])
     assert r.exit_code == 1 and "did you mean 'ring'" in r.output and "s.phy:5:" in r.output
+
+
+# ---- hardening (issue 9) ------------------------------------------------------------------
+
+@pytest.mark.parametrize("attr, value", [
+    ("dt", 0.25), ("spec_text", PENDULUM + "# edited\n"), ("noise", 0.02), ("seed", 3),
+    ("meta", json.dumps({"solver": "euler"})), ("env_params", json.dumps([{"T0": 7.0, "alpha": 0.2}])),
+])
+def test_tampered_attributes_are_detected(tmp_path, pend, attr, value):
+    path = save_dataset(pend, tmp_path / "p.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs[attr] = value
+    with pytest.raises(DataError) as info:
+        load_dataset(path)
+    assert str(info.value).startswith(f"{path}: the arrays and attributes do not match the "
+                                      f"stored hash {pend.hash[:12]}")
+    assert str(info.value).endswith("the file was modified or is damaged; delete it and "
+                                    "simulate again")
+
+
+@pytest.mark.parametrize("attr, value, what", [
+    ("meta", "{not json", "a JSON object of the expected form"),
+    ("meta", json.dumps([1, 2]), "a JSON object of the expected form"),
+    ("meta", json.dumps({"dropped": [{"split": "train", "time": "soon"}]}),
+     "a JSON object of the expected form"),
+    ("env_params", json.dumps({"a": 1}), "a JSON list of {name: number} objects"),
+    ("variables", "theta", "a JSON list of names"),
+    ("dt", "fast", "a finite number"),
+    ("history", 1.5, "an integer"),
+    ("state_shape", np.array([-2]), "a list of positive integers"),
+])
+def test_malformed_attributes_name_the_attribute(tmp_path, pend, attr, value, what):
+    path = save_dataset(pend, tmp_path / "p.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs[attr] = value
+    with pytest.raises(DataError) as info:
+        load_dataset(path)
+    assert str(info.value) == (f"{path}: attribute '{attr}' is not {what}; the file was "
+                               "modified or is damaged; delete it and simulate again")
+    r = runner.invoke(app, ["data", "info", str(path)])
+    assert r.exit_code == 1 and f"attribute '{attr}' is not" in r.output
+    assert "Traceback" not in r.output and "ValueError" not in r.output
+
+
+def test_format_1_files_still_load(tmp_path, pend):
+    """Files written before the hash covered dt, spec text and meta are checked with the
+    format-1 hash."""
+    path = save_dataset(pend, tmp_path / "p.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = 1
+        f.attrs["hash"] = pend.content_hash(version=1)
+    ds = load_dataset(path)
+    assert ds.hash == pend.content_hash(version=1) != pend.hash
+    assert torch.equal(ds["train"], pend["train"])
+    with h5py.File(path, "r+") as f:
+        f.attrs["hash"] = pend.hash                     # a v2 hash under version 1: mismatch
+    with pytest.raises(DataError, match="do not match the stored hash"):
+        load_dataset(path)
+
+
+def test_hash_covers_dt_spec_text_and_meta(pend):
+    base = pend.content_hash()
+    for change in [dict(dt=0.25), dict(spec_text=pend.spec_text + "#"),
+                   dict(meta={**pend.meta, "solver": "x"})]:
+        ds = Dataset(**{**{f: getattr(pend, f) for f in ("variables", "state_shape", "times",
+                                                         "splits", "dt", "history", "env_names",
+                                                         "env_params", "spec_text", "seed",
+                                                         "noise", "splits_clean", "meta")},
+                        **change})
+        assert ds.hash != base
+
+
+def test_user_values_overflowing_float32_are_refused(tmp_path):
+    spec = parse_spec(LV)
+    t = np.arange(0, 2.5, 0.5)
+    u = np.ones((5, 5))
+    u[1, 3] = 1e300                        # finite in float64, inf in float32
+    np.savez(tmp_path / "d.npz", t=t, u=u, v=np.ones((5, 5)))
+    with pytest.raises(DataError) as info:
+        load_dataset(tmp_path / "d.npz", spec=spec)
+    assert str(info.value).startswith(f"{tmp_path / 'd.npz'}: array 'u' holds 1 NaN/inf "
+                                      "values, the first at index (0, 1, 3) (env, traj, time, …), "
+                                      "counted in float32")
+
+
+def test_data_info_counts_non_finite_values(tmp_path, pend):
+    x = pend["train"].clone()
+    x[0, 0, 1, 0] = float("inf")
+    x[0, 1, 2, 1] = float("nan")
+    ds = Dataset(pend.variables, pend.state_shape, pend.times, {"train": x}, pend.dt,
+                 spec_text=pend.spec_text, seed=2)
+    row = ds.summary()[0]
+    assert row["nonfinite"] == 2 and np.isfinite(row["min"]) and np.isfinite(row["max"])
+    path = save_dataset(ds, tmp_path / "inf.h5")
+    r = runner.invoke(app, ["data", "info", str(path)], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    header = next(line for line in r.output.splitlines() if "split" in line)
+    assert header.split()[-1] == "NaN/inf"
+    assert next(line for line in r.output.splitlines() if line.strip().startswith("train")
+                ).split()[-1] == "2"
+    assert "some values are NaN or ±inf" in r.output
+
+
+def test_check_prints_the_size_estimate(tmp_path):
+    (tmp_path / "s.phy").write_text(PENDULUM)
+    r = runner.invoke(app, ["check", str(tmp_path / "s.phy")], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert ("  data: 9 trajectories × 9 frames × 2 values = 162 numbers; 1.27 KiB stored"
+            in r.output)
+    big = PENDULUM.replace("4 train", "400000000 train")
+    (tmp_path / "big.phy").write_text(big)
+    r = runner.invoke(app, ["check", str(tmp_path / "big.phy")], terminal_width=200)
+    assert r.exit_code == 1 and f"{tmp_path / 'big.phy'}:2:1: the dataset is too large" in r.output
+    r = runner.invoke(app, ["check", str(tmp_path / "big.phy"), "--memory-budget", "1T"],
+                      terminal_width=200)
+    assert r.exit_code == 0, r.output
+
+
+def test_cli_simulate_seed_out_of_range(tmp_path):
+    (tmp_path / "s.phy").write_text(PENDULUM)
+    r = runner.invoke(app, ["simulate", str(tmp_path / "s.phy"), "--seed", str(2**63),
+                            "-o", str(tmp_path / "x.h5")])
+    assert r.exit_code == 1 and "--seed 9223372036854775808: seeds lie in 0 … 2^63 − 1" in r.output
+    assert not (tmp_path / "x.h5").exists()

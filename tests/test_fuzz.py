@@ -105,3 +105,129 @@ def test_blowups_are_errors_or_fast(expr):
     except SpecError:
         pass
     assert time.perf_counter() - start < 2.0
+
+
+# ---- bounded and linear (issue 9.4, 9.5) --------------------------------------------------
+
+def _let_chain(n: int) -> str:
+    """n lets, each using the previous one twice: inlined, the last one has 2^n terms."""
+    lets = "".join(f"let a{i} = {p}*{p} + k*{p}\n" for i, p in
+                   ((i, "x" if i == 0 else f"a{i - 1}") for i in range(n)))
+    return (f"system s\nstate x\nparam k = 0.5\n{lets}dynamics:\n"
+            f"    d(x)/dt = -x + 1e-3*tanh(a{n - 1})\n")
+
+
+def test_let_chain_compiles_linearly():
+    import time
+
+    import torch
+
+    from physml import compile_dynamics
+
+    start = time.perf_counter()
+    F = compile_dynamics(parse_spec(_let_chain(40)))
+    y = F(torch.tensor(0.0), torch.full((3, 1), 0.1))
+    assert time.perf_counter() - start < 5.0          # generous; the structure is the test
+    assert torch.isfinite(y).all()
+    assert len(F._steps) == 40                         # one step per let, nothing inlined
+    # Size grows by the same amount per let (linear), where inlining would double it.
+    sizes = [compile_dynamics(parse_spec(_let_chain(n))).op_count for n in (10, 20, 30)]
+    assert sizes[2] - sizes[1] == sizes[1] - sizes[0] == 10 * 3
+    assert F.op_count == sizes[0] + 30 * 3
+
+
+def test_let_chain_simulates_quickly():
+    from physml.simulation import simulate
+
+    text = _let_chain(24) + ("data:\n    trajectories 3 train\n    time 0 .. 1 step 0.25\n"
+                             "    initial x ~ uniform(-0.1, 0.1)\n    solver rk4(step=0.05)\n")
+    ds = simulate(parse_spec(text))
+    assert ds["train"].shape == (1, 3, 5, 1)
+
+
+def test_lets_shared_across_lets_are_computed_once():
+    """CSE spans lets: sin(x*y) appears in two lets and is computed once."""
+    from physml import compile_dynamics
+
+    F = compile_dynamics(parse_spec("system s\nstate x, y\nlet a = sin(x*y) + x\n"
+                                    "let b = sin(x*y) + y\ndynamics:\n    d(x)/dt = a\n"
+                                    "    d(y)/dt = b\n"))
+    assert [n for n, _ in F._steps][0].startswith("__cse")
+    assert len(F._steps) == 3
+
+
+# ---- the long fuzz run (slow): 10 000 mutated specs ---------------------------------------
+
+def _mutate(rng, text: str) -> str:
+    for _ in range(rng.randint(1, 4)):
+        if not text:
+            text = "x"
+        op = rng.choice(["delete", "insert", "replace", "duplicate", "line_dup", "line_del",
+                         "swap", "char", "repeat"])
+        i = rng.randrange(len(text))
+        j = min(len(text), i + rng.randint(1, 12))
+        lines = text.split("\n")
+        k = rng.randrange(len(lines))
+        if op == "delete":
+            text = text[:i] + text[j:]
+        elif op == "insert":
+            text = text[:i] + rng.choice(PIECES + EXTRA) + text[i:]
+        elif op == "replace":
+            text = text[:i] + rng.choice(PIECES + EXTRA) + text[j:]
+        elif op == "duplicate":
+            text = text[:i] + text[i:j] * rng.randint(2, 4) + text[j:]
+        elif op == "line_dup":
+            lines.insert(k, lines[rng.randrange(len(lines))])
+            text = "\n".join(lines)
+        elif op == "line_del":
+            del lines[k]
+            text = "\n".join(lines)
+        elif op == "swap":
+            toks = text.split(" ")
+            a, b = rng.randrange(len(toks)), rng.randrange(len(toks))
+            toks[a], toks[b] = toks[b], toks[a]
+            text = " ".join(toks)
+        elif op == "repeat":                   # long flat or deeply nested pieces
+            piece = rng.choice(["+x", "*x", "(", "-", "^2", "let q = q\n", "(x)+"])
+            text = text[:i] + piece * rng.choice([10, 100, 1000, 2000]) + text[i:]
+        else:
+            text = text[:i] + chr(rng.choice([rng.randint(1, 0x2fff), 0x2028, 0xff11, 0x0c,
+                                              0x85, 0xfeff])) + text[i:]
+    return text
+
+
+#: Extra pieces for the long run: the abuse cases of issue 9.
+EXTRA = ['use "/etc/passwd"', 'use "../x.phy"', "trajectories 0 train", "seed 99999999999999999999",
+         "noise 1e308", "history 1000000000000", "time 0 .. 1e300 step 1", "１", "\u2028", "\f",
+         "trajectories 1000000000 train", ":x:", "[bold]"]
+
+
+@pytest.mark.slow
+def test_ten_thousand_mutated_specs(tmp_path):
+    import json
+    import random
+    import time
+
+    rng = random.Random(9)
+    slowest, count, failures = 0.0, 0, []
+    start = time.perf_counter()
+    for n in range(10_000):
+        path, text = TEXTS[n % len(TEXTS)]
+        text = _mutate(rng, text)
+        t = time.perf_counter()
+        try:
+            parse_spec(text, str(tmp_path / "m.phy"))
+        except SpecError as exc:
+            rendered = str(exc)
+            if "root:" in rendered or (exc.pos is not None and exc.pos.line < 1):
+                failures.append((n, rendered[:200]))
+        except Exception as exc:  # noqa: BLE001 - what this test hunts for
+            failures.append((n, f"{type(exc).__name__}: {exc}"[:200]))
+        dt = time.perf_counter() - t
+        slowest = max(slowest, dt)
+        if dt > 1.0:
+            failures.append((n, f"took {dt:.2f} s"))
+        count += 1
+    print(json.dumps({"specs": count, "seconds": round(time.perf_counter() - start, 1),
+                      "slowest_s": round(slowest, 3)}))
+    assert failures == []

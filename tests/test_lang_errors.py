@@ -403,3 +403,159 @@ def test_every_error_class_derives_from_spec_error():
     for cls in (SpecSyntaxError, UnknownSymbolError, DeclarationError, BoundsError,
                 OperatorError, UseError, OptionError):
         assert issubclass(cls, SpecError)
+
+
+# ---- limits and odd characters (issue 9) -------------------------------------------------
+
+def test_flat_sum_is_not_nesting():
+    terms = " + ".join(f"{i}*theta^{i % 5 + 1}" for i in range(1, 8001))
+    spec = parse_spec(PENDULUM.replace("-sin(theta)", terms))
+    assert len(spec.system.equations[1].rhs.args) == 5     # like terms collected
+    rhs = parse_spec(PENDULUM.replace("-sin(theta)", "omega - " * 150 + "theta")).system
+    assert str(rhs.equations[1].rhs) == "-148*omega - theta"
+
+
+def test_deep_brackets_refused_at_the_first_one_too_many():
+    text = PENDULUM.replace("-sin(theta)", "(\n" * 100_000 + "theta" + ")" * 100_000)
+    err = error(text, SpecSyntaxError)
+    assert where(err) == (106, 1)
+    assert err.message == "expression nested too deeply (more than 100 levels)"
+
+
+def test_deep_unary_chain_refused():
+    err = error(PENDULUM.replace("-sin(theta)", "-" * 150 + "theta"), SpecSyntaxError)
+    assert err.line == 6
+    assert err.message == "expression nested too deeply (more than 100 levels)"
+
+
+def test_line_too_long():
+    err = error(PENDULUM.replace("-sin(theta)", "theta" + " " * 300_000), SpecSyntaxError)
+    assert where(err) == (6, 250_001)
+    assert err.message == "line too long (300023 characters; at most 250000)"
+    assert len(err.context().splitlines()[0]) < 200           # the quote is cut to a window
+
+
+def test_expression_too_large(monkeypatch):
+    from physml import limits
+
+    monkeypatch.setattr(limits, "MAX_EXPR_NODES", 50)
+    err = error(PENDULUM.replace("-sin(theta)", " + ".join(["theta*omega"] * 20)),
+                SpecSyntaxError)
+    assert where(err) == (6, 19)
+    assert err.message == "expression too large (more than 50 terms and operations)"
+
+
+def test_spec_file_too_large(tmp_path):
+    path = tmp_path / "big.phy"
+    path.write_text(PENDULUM + "# padding\n" * 110_000)
+    with pytest.raises(SpecSyntaxError) as info:
+        load_spec(path)
+    assert where(info.value) == (1, 1)
+    size = path.stat().st_size
+    assert info.value.message == f"spec file too large ({size} bytes; at most 1048576)"
+
+
+def test_fullwidth_digits_are_not_numbers():
+    err = error(PENDULUM.replace("-sin(theta)", "１*theta"), SpecSyntaxError)
+    assert where(err) == (6, 19)
+    assert err.message.startswith("unexpected character '１': numbers are written with the "
+                                  "ASCII digits 0-9")
+
+
+@pytest.mark.parametrize("sep", ["\f", "\u2028", "\x0b", "\u2029", "\x85"])
+def test_odd_line_separators_do_not_shift_the_quote(sep):
+    text = PENDULUM.replace("param T0", f"# a{sep}b\nparam T0").replace("-sin(theta)", "omgea")
+    err = error(text, UnknownSymbolError)
+    assert where(err) == (7, 19)
+    assert err.context() == ("        d(omega)/dt = omgea\n"
+                             "                      ^^^^^")
+
+
+def test_form_feed_line_between_statements():
+    assert parse_spec(PENDULUM.replace("param T0", "\f\nparam T0")).system.name == "p"
+
+
+def test_utf8_error_has_line_and_column(tmp_path):
+    path = tmp_path / "bad.phy"
+    path.write_bytes(PENDULUM.replace("-sin(theta)", "é + \xff").encode("utf-8")
+                     .replace("\xff".encode("utf-8"), b"\xff"))
+    with pytest.raises(SpecSyntaxError) as info:
+        load_spec(path)
+    assert str(info.value) == (f"{path}:6:23: not valid UTF-8 (byte 0xff)\n"
+                               "save the spec as UTF-8 text")
+
+
+DATA = ("use damped_pendulum\ndata:\n    trajectories {n} train, 2 test\n"
+        "    time 0 .. {t1} step 0.5\n    initial theta, omega ~ uniform(-1, 1)\n{extra}")
+
+
+def data_spec(n=4, t1=2, extra=""):
+    return DATA.format(n=n, t1=t1, extra=extra)
+
+
+def test_zero_trajectories_is_located():
+    err = error(data_spec(n=0), BoundsError)
+    assert where(err) == (3, 18)
+    assert err.message == "split 'train' needs at least one trajectory"
+
+
+@pytest.mark.parametrize("extra, message, at", [
+    ("    seed 9223372036854775808\n",
+     "seed 9223372036854775808 is too large (seeds lie in 0 … 2^63 − 1 = "
+     "9223372036854775807)", (6, 10)),
+    ("    noise 1e308\n", "the noise level 1e+308 is too large (at most 1e+30: noisy values "
+     "must stay finite in float32)", (6, 5)),
+    ("    noise 1e999\n", "number 1e999 is too large", (6, 11)),
+    ("    history 1000000000000\n", "history of 1000000000000 frames is too long (at most "
+     "1e+12)", (6, 13)),
+])
+def test_data_numbers_are_checked(extra, message, at):
+    err = error(data_spec(extra=extra), SpecError)
+    assert where(err) == at
+    assert err.message == message
+
+
+def test_seed_at_the_limit_is_accepted():
+    assert parse_spec(data_spec(extra="    seed 9223372036854775807\n")).data.seed == 2**63 - 1
+
+
+def test_train_seed_out_of_range():
+    err = error(data_spec() + "train neural seed 9223372036854775808\n", BoundsError)
+    assert where(err) == (6, 14)
+    assert err.message == "seed 9223372036854775808 lies outside 0 … 2^63 − 1"
+
+
+def test_dataset_over_the_memory_budget_is_refused(monkeypatch):
+    err = error(data_spec(n=1_000_000_000), BoundsError)
+    assert where(err) == (2, 1)
+    assert err.message.startswith("the dataset is too large: 1000000002 trajectories × 5 "
+                                  "frames × 2 values = 1e+10 numbers; 37.3 GiB stored")
+    assert err.message.endswith("above the memory budget of 16 GiB")
+    assert "--memory-budget SIZE or PHYSML_MEMORY_BUDGET=SIZE" in err.hint
+    monkeypatch.setenv("PHYSML_MEMORY_BUDGET", "1T")
+    assert parse_spec(data_spec(n=1_000_000_000)).data.splits[0] == ("train", 1_000_000_000)
+    monkeypatch.setenv("PHYSML_MEMORY_BUDGET", "1K")
+    assert error(data_spec(), BoundsError).message.endswith("above the memory budget of 1 KiB")
+
+
+def test_too_many_time_steps_are_refused():
+    err = error(data_spec(t1="1e300", extra=""), BoundsError)
+    assert where(err) == (4, 5)
+    assert err.message == "the time grid has 2e+300 steps (at most 1e+12)"
+    text = data_spec().replace("time 0 .. 2 step 0.5", "time steps 1000000000000000000 dt 1")
+    err = error(text, BoundsError)
+    assert where(err) == (4, 5)
+    assert err.message == "the time grid has 1000000000000000000 steps (at most 1e+12)"
+    err = error(data_spec(t1="1e11"), BoundsError)
+    assert err.message.startswith("the dataset is too large")
+
+
+def test_size_estimate():
+    from physml.lang.budget import estimate
+
+    spec = parse_spec(data_spec(extra="    noise 0.1\n"))
+    est = estimate(spec.system, spec.data)
+    assert (est.trajectories, est.frames, est.state_size) == (6, 5, 2)
+    assert est.stored_bytes == 4 * 6 * 5 * 2 * 2
+    assert est.describe().startswith("6 trajectories × 5 frames × 2 values = 60 numbers; "
+                                     "480 B stored")

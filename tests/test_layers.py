@@ -33,6 +33,7 @@ RANKS = {
     "__main__": 12,
     "__init__": 12,
     "_version": 0,
+    "limits": 0,
     "equations": 0,
 }
 

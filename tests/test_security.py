@@ -95,3 +95,335 @@ def test_forbidden_pattern_catches_what_it_should():
         assert _FORBIDDEN.search(bad), bad
     for fine in ["def eval(cls, *args):", "model.eval()", "self.evaluate(x)", "sympy.Symbol(name)", "torch.no_grad()"]:
         assert not _FORBIDDEN.search(fine), fine
+
+
+# ---- `use` reaches only specs in allowed folders (issue 9.1) -----------------------------
+
+SYSTEM = "system s\nstate x\ndynamics:\n    d(x)/dt = -x\n"
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    """tmp/project/exp.phy beside ok.phy; tmp/outside/sys.phy; links out of the project."""
+    monkeypatch.delenv("PHYSML_USE_PATH", raising=False)
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    project.mkdir()
+    outside.mkdir()
+    (outside / "sys.phy").write_text(SYSTEM)
+    (outside / "secret.txt").write_text("TOP-SECRET-LINE\n")
+    (project / "ok.phy").write_text(SYSTEM)
+    (project / "sub").mkdir()
+    (project / "sub" / "deep.phy").write_text(SYSTEM)
+    (project / "passwd.phy").symlink_to("/etc/passwd")
+    (project / "link.phy").symlink_to(outside / "sys.phy")
+    (project / "dir.phy").symlink_to(outside)
+    return project
+
+
+def use_error(project, target, **kw) -> SpecError:
+    (project / "exp.phy").write_text(f'use "{target}"\n')
+    with pytest.raises(SpecError) as info:
+        load_spec(project / "exp.phy", **kw)
+    err = info.value
+    assert where(err) == (1, 5)
+    assert "root:" not in str(err) and "TOP-SECRET" not in str(err)
+    assert "HOME=" not in str(err)
+    return err
+
+
+def where(err):
+    return err.line, err.column
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "/proc/self/environ", "../outside/secret.txt",
+                                    "/etc/shadow", "/dev/zero", "ok.phy/../../outside/secret.txt"])
+def test_use_of_a_file_that_is_not_a_spec(tree, target):
+    err = use_error(tree, target)
+    assert err.message == f'`use`: "{target}" is not a .phy spec file'
+
+
+@pytest.mark.parametrize("target", ["../outside/sys.phy", "passwd.phy", "link.phy",
+                                    "dir.phy/sys.phy", "/etc/passwd.phy"])
+def test_use_outside_the_allowed_folders(tree, target):
+    err = use_error(tree, target)
+    assert err.message == (f'`use`: "{target}" lies outside the folders `use` may reach '
+                           f"({tree.resolve()} and the built-in library)")
+    assert err.hint == "allow its folder with --allow-path DIR or PHYSML_USE_PATH=DIR"
+
+
+def test_use_inside_the_tree_and_the_library(tree):
+    (tree / "exp.phy").write_text('use "sub/deep.phy"\n')
+    assert load_spec(tree / "exp.phy").system.name == "s"
+    (tree / "sub" / "exp.phy").write_text('use "../ok.phy"\n')     # .. that stays inside
+    with pytest.raises(SpecError, match="lies outside"):            # …of sub/, the root here
+        load_spec(tree / "sub" / "exp.phy")
+    from physml.lang.build import library_root
+
+    (tree / "exp.phy").write_text(f'use "{library_root() / "damped_pendulum.phy"}"\n')
+    assert load_spec(tree / "exp.phy").system.name == "damped_pendulum"
+
+
+def test_allow_paths_widen_the_reach(tree, monkeypatch):
+    (tree / "exp.phy").write_text('use "../outside/sys.phy"\n')
+    assert load_spec(tree / "exp.phy", allow_paths=[tree.parent / "outside"]).system.name == "s"
+    monkeypatch.setenv("PHYSML_USE_PATH", str(tree.parent / "outside"))
+    assert load_spec(tree / "exp.phy").system.name == "s"
+
+
+def test_nested_use_keeps_the_first_spec_root(tree):
+    """A used file cannot reach further than the spec that used it."""
+    (tree / "sub" / "mid.phy").write_text('use "../../outside/sys.phy"\n')
+    (tree / "exp.phy").write_text('use "sub/mid.phy"\n')
+    with pytest.raises(SpecError) as info:
+        load_spec(tree / "exp.phy")
+    assert info.value.pos.file == str(tree / "sub" / "mid.phy")
+    assert "lies outside the folders" in info.value.message
+
+
+def test_run_directory_spec_with_a_hostile_use(tree):
+    import json
+
+    from physml.experiment.run import Run
+
+    run = tree / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {}, "spec_path": None}))
+    (run / "spec.phy").write_text('use "/etc/passwd"\n')
+    with pytest.raises(SpecError) as info:
+        Run(run).spec
+    assert "root:" not in str(info.value)
+    assert info.value.message == '`use`: "/etc/passwd" is not a .phy spec file'
+
+
+def test_cli_check_refuses_and_allows(tree, tmp_path):
+    from typer.testing import CliRunner
+
+    from physml.cli.app import app
+
+    (tree / "exp.phy").write_text('use "../outside/sys.phy"\n')
+    r = CliRunner().invoke(app, ["check", str(tree / "exp.phy")])
+    assert r.exit_code == 1 and f"{tree / 'exp.phy'}:1:5: `use`:" in r.output
+    r = CliRunner().invoke(app, ["check", str(tree / "exp.phy"), "--allow-path",
+                                 str(tmp_path / "outside")])
+    assert r.exit_code == 0, r.output
+
+
+# ---- HDF5 files that pull bytes from elsewhere (issue 9.2) -------------------------------
+
+def _physml_file(path):
+    from physml.data import save_dataset
+    from physml.simulation import simulate
+
+    spec = parse_spec("use damped_pendulum\ndata:\n    trajectories 2 train\n"
+                      "    time 0 .. 1 step 0.5\n    initial theta, omega ~ uniform(-1, 1)\n"
+                      "    solver rk4(step=0.1)\n")
+    return save_dataset(simulate(spec), path)
+
+
+USER_SPEC = "use damped_pendulum\ndata:\n    trajectories 2 train\n"
+
+
+@pytest.mark.parametrize("how", ["external_link", "soft_link", "virtual", "external_storage"])
+@pytest.mark.parametrize("physml_format", [True, False])
+def test_hdf5_indirection_is_refused(tmp_path, how, physml_format):
+    import h5py
+    import numpy as np
+
+    from physml.data import DataError, load_dataset
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"TOP-SECRET-BYTES" * 64)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["arr"] = np.arange(10.0)
+    path = tmp_path / "d.h5"
+    if physml_format:
+        _physml_file(path)
+    else:
+        with h5py.File(path, "w") as f:
+            f["t"] = np.linspace(0, 1, 3)
+            f["theta"] = np.zeros((2, 3))
+            f["omega"] = np.zeros((2, 3))
+    name = "train" if physml_format else "theta"
+    with h5py.File(path, "a") as f:
+        del f[name]
+        if how == "external_link":
+            f[name] = h5py.ExternalLink(str(other), "/arr")
+        elif how == "soft_link":
+            f["grp/real"] = np.zeros(3)
+            f[name] = h5py.SoftLink("/grp/real")
+        elif how == "virtual":
+            layout = h5py.VirtualLayout(shape=(10,), dtype="f8")
+            layout[:] = h5py.VirtualSource(str(other), "arr", shape=(10,))
+            f.create_virtual_dataset(name, layout)
+        else:
+            f.create_dataset(name, shape=(64,), dtype="u1", external=[(str(secret), 0, 64)])
+    with pytest.raises(DataError) as info:
+        load_dataset(path, spec=None if physml_format else parse_spec(USER_SPEC))
+    message = str(info.value)
+    assert message.startswith(f"{path}: '{name}' is a") or \
+        message.startswith(f"{path}: dataset '{name}' ")
+    assert {"external_link": "is an external link", "soft_link": "is a soft link",
+            "virtual": "is a virtual dataset",
+            "external_storage": "keeps its data in external files"}[how] in message
+    assert "TOP-SECRET" not in message
+
+
+# ---- data bombs (issue 9.7) ---------------------------------------------------------------
+
+def test_hdf5_bomb_unused_huge_dataset_is_not_read(tmp_path):
+    import h5py
+    import numpy as np
+
+    from physml.data import load_dataset
+
+    path = _physml_file(tmp_path / "d.h5")
+    with h5py.File(path, "a") as f:     # declares 8 TB, stores nothing
+        f.create_dataset("junk", shape=(10**12,), dtype="f8", chunks=(1024,))
+    assert path.stat().st_size < 100_000
+    assert load_dataset(path)["train"].shape == (1, 2, 3, 2)
+    user = tmp_path / "u.h5"
+    with h5py.File(user, "w") as f:
+        f["t"] = np.linspace(0, 1, 3)
+        f["theta"] = np.zeros((2, 3))
+        f["omega"] = np.zeros((2, 3))
+        f.create_dataset("junk", shape=(10**12,), dtype="f8", chunks=(1024,))
+    assert load_dataset(user, spec=parse_spec(USER_SPEC))["train"].shape == (1, 2, 3, 2)
+
+
+def test_hdf5_bomb_in_a_used_array_is_refused_before_reading(tmp_path):
+    import h5py
+    import numpy as np
+
+    from physml.data import DataError, load_dataset
+
+    user = tmp_path / "u.h5"
+    with h5py.File(user, "w") as f:
+        f["t"] = np.linspace(0, 1, 3)
+        f.create_dataset("theta", shape=(10**11, 3), dtype="f8", chunks=(1024, 3))
+        f["omega"] = np.zeros((2, 3))
+    with pytest.raises(DataError) as info:
+        load_dataset(user, spec=parse_spec(USER_SPEC))
+    assert str(info.value).startswith(f"{user}: dataset 'theta' declares shape (100000000000, 3) "
+                                      "(2.18 TiB); with the other arrays read this exceeds the "
+                                      "memory budget of 16 GiB")
+
+
+def test_npz_bomb_is_refused_from_its_header(tmp_path):
+    """A compressed .npz whose member declares a huge shape: refused from the .npy header,
+    nothing decompressed."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from physml.data import DataError, load_dataset
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (10**10, 3)})
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("t.npy", _npy(np.linspace(0, 1, 3)))
+        z.writestr("omega.npy", _npy(np.zeros((2, 3))))
+        with z.open("theta.npy", "w", force_zip64=True) as fh:
+            fh.write(header.getvalue())
+            zeros = bytes(1 << 20)
+            for _ in range(64):                 # 64 MB of zeros, a few KB compressed
+                fh.write(zeros)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(DataError) as info:
+        load_dataset(path, spec=parse_spec(USER_SPEC))
+    assert str(info.value).startswith(f"{path}: dataset 'theta' declares shape (10000000000, 3)")
+    # An unused member is never read, whatever it declares.
+    ok = tmp_path / "ok.npz"
+    with zipfile.ZipFile(ok, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("t.npy", _npy(np.linspace(0, 1, 3)))
+        z.writestr("theta.npy", _npy(np.zeros((2, 3))))
+        z.writestr("omega.npy", _npy(np.zeros((2, 3))))
+        z.writestr("junk.npy", header.getvalue() + bytes(1 << 16))
+    assert load_dataset(ok, spec=parse_spec(USER_SPEC))["train"].shape == (1, 2, 3, 2)
+
+
+def _npy(a) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path):
+    import numpy as np
+
+    from physml.data import DataError, load_dataset
+
+    path = tmp_path / "p.npz"
+    np.savez(path, t=np.linspace(0, 1, 3), theta=np.array([{"a": 1}] * 6).reshape(2, 3),
+             omega=np.zeros((2, 3)))
+    with pytest.raises(DataError, match="array 'theta' holds Python objects; physml never "
+                                        "unpickles data"):
+        load_dataset(path, spec=parse_spec(USER_SPEC))
+
+
+# ---- checkpoints (issue 9.11) -------------------------------------------------------------
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_unsafe_checkpoint_refusal_never_suggests_weights_only_false(tmp_path, monkeypatch):
+    import torch
+
+    from physml.training.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    torch.save({"model": _Payload()}, tmp_path / "evil.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint" * 8)
+    for name, reason in [("evil.pt", "it holds Python objects other than tensors"),
+                         ("junk.pt", "the file is damaged or not a checkpoint")]:
+        with pytest.raises(ValueError) as info:
+            load_checkpoint(tmp_path / name)
+        assert str(info.value).startswith(f"cannot read checkpoint {tmp_path / name}: {reason}")
+        assert "weights_only" not in str(info.value)
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
+    import os
+
+    from physml.training.checkpoint import atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "f.json", "{}")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "f.json").st_mode & 0o777 == mode
+
+
+# ---- user text is never markup (issue 9.11) ----------------------------------------------
+
+def test_cli_renders_user_text_verbatim(tmp_path):
+    from typer.testing import CliRunner
+
+    from physml.cli.app import app
+
+    path = tmp_path / "s.phy"
+    path.write_text("system s\nstate x\ndynamics:\n    d(x)/dt = x :x: [bold]y[/bold]\n")
+    r = CliRunner().invoke(app, ["check", str(path)])
+    assert r.exit_code == 1
+    assert "    d(x)/dt = x :x: [bold]y[/bold]\n" in r.output
+    odd = tmp_path / "[red]d:x:.npz"
+    odd.write_bytes(b"PK junk")
+    r = CliRunner().invoke(app, ["data", "info", str(odd), "--spec", str(tmp_path / "u.phy")])
+    (tmp_path / "u.phy").write_text(USER_SPEC)
+    r = CliRunner().invoke(app, ["data", "info", str(odd), "--spec", str(tmp_path / "u.phy")])
+    assert r.exit_code == 1
+    assert f"error: {odd}: cannot read the .npz file" in r.output

@@ -6,9 +6,13 @@ message and exit code 1, never a traceback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from .. import limits
 
 from ..errors import SpecError
 
@@ -16,8 +20,9 @@ app = typer.Typer(
     name="physml", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Learn dynamical systems from data with neural networks and physics together.",
 )
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# emoji=False: a quoted source line or file name holding ":x:" stays as written.
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 
 @app.callback()
@@ -27,8 +32,34 @@ def _root() -> None:
 
 def fail(message: str, code: int = 1) -> None:
     """Print a one-paragraph error (no traceback) and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    # The message may quote user text (paths, array names): never read it as markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def set_limits(allow_paths: list[Path] | None, memory_budget: str | None) -> None:
+    """Apply ``--allow-path`` / ``--memory-budget`` for this process: they extend
+    ``$PHYSML_USE_PATH`` / set ``$PHYSML_MEMORY_BUDGET``, which every spec check reads."""
+    import os
+
+    if allow_paths:
+        old = os.environ.get(limits.USE_PATH_ENV, "")
+        os.environ[limits.USE_PATH_ENV] = os.pathsep.join(
+            [*(str(p) for p in allow_paths), *([old] if old else [])])
+    if memory_budget is not None:
+        try:
+            limits.parse_bytes(memory_budget)
+        except ValueError as exc:
+            fail(f"--memory-budget: {exc}")
+        os.environ[limits.MEMORY_BUDGET_ENV] = memory_budget
+
+
+AllowPath = typer.Option(
+    "--allow-path", help="A folder `use \"file.phy\"` may also reach (repeatable; default: the "
+    "spec's folder tree and the built-in library).")
+MemoryBudget = typer.Option(
+    "--memory-budget", help="Largest dataset to simulate or read, e.g. 64G (default 16G, or "
+    "$PHYSML_MEMORY_BUDGET).")
 
 
 def report_spec_error(exc: SpecError) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -11,15 +11,19 @@ from rich.text import Text
 from ..errors import SpecError
 from ..reporting.symbolic import describe, render_equations, render_let
 from ..experiment import check as check_experiment, load_spec
-from .app import app, console, report_spec_error
+from ..lang.budget import estimate
+from .app import AllowPath, MemoryBudget, app, console, report_spec_error, set_limits
 
 
 @app.command()
 def check(
     file: Annotated[Path, typer.Argument(help="A .phy spec or system file.")],
     latex: Annotated[bool, typer.Option("--latex", help="Print equations as LaTeX.")] = False,
+    allow_path: Annotated[Optional[list[Path]], AllowPath] = None,
+    memory_budget: Annotated[Optional[str], MemoryBudget] = None,
 ) -> None:
     """Check a spec and print its system as equations (exit 1 with file:line:col if bad)."""
+    set_limits(allow_path, memory_budget)
     try:
         spec = load_spec(file)
         # What `train` builds before it touches any data: the options resolve, the model
@@ -35,7 +39,7 @@ def check(
         head.append(f" — {s.title}", style="")
     console.print(head)
     if spec.uses:
-        console.print(f"  from `use {spec.uses}`")
+        console.print(Text(f"  from `use {spec.uses}`"))
     console.print(f"  {info['kind']} in {', '.join(s.variables)}")
     if s.domain is not None:
         console.print(f"  domain {s.domain.describe()}")
@@ -60,6 +64,9 @@ def check(
         if spec.prior.learn:
             learned = ", ".join(n if v is None else f"{n} from {v:g}" for n, v in spec.prior.learn)
             console.print(f"  learn {learned}")
+    est = estimate(s, spec.data, len(spec.environments))
+    if est is not None:
+        console.print(Text(f"  data: {est.describe()}"))
     if info["blocks"]:
         console.print(f"  blocks: {', '.join(info['blocks'])}")
     if cfg is not None:

@@ -9,51 +9,64 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, \
     TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+
+from .. import limits
 
 from ..data import DataError, load_dataset, save_dataset
 from ..errors import SpecError
 from ..experiment import default_path
 from ..lang import load_spec  # the data block only: training names are not needed here
 from ..simulation import SimulationError, SolverFailure, UnstableError, simulate as _simulate
-from .app import app, console, fail, report_spec_error
+from .app import AllowPath, MemoryBudget, app, console, fail, report_spec_error, set_limits
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect dataset files.")
 app.add_typer(data_app, name="data")
 
 
 def _summary(ds, path: Path | None, seconds: float | None, cached: bool = False) -> None:
-    title = f"{path}" if path else "dataset"
+    # Names and paths come from files: Text objects, never parsed as markup.
+    title = Text(f"{path}" if path else "dataset")
     if cached:
-        title += " (cached)"
+        title.append(" (cached)")
     table = Table(title=title, title_justify="left", box=None, padding=(0, 2))
-    for col in ("split", "envs", "trajectories", "frames", "state", "min", "max"):
+    rows = ds.summary()
+    nonfinite = any(r["nonfinite"] for r in rows)
+    cols = ["split", "envs", "trajectories", "frames", "state", "min", "max"]
+    for col in cols + (["NaN/inf"] if nonfinite else []):
         table.add_column(col, justify="left" if col == "split" else "right")
-    for r in ds.summary():
-        table.add_row(r["split"], str(r["environments"]), str(r["trajectories"]),
-                      str(r["frames"]), "×".join(map(str, ds.state_shape)),
-                      f"{r['min']:.4g}", f"{r['max']:.4g}")
+    for r in rows:
+        cells = [Text(r["split"]), str(r["environments"]), str(r["trajectories"]),
+                 str(r["frames"]), "×".join(map(str, ds.state_shape)),
+                 f"{r['min']:.4g}", f"{r['max']:.4g}"]
+        if nonfinite:
+            cells.append(Text(str(r["nonfinite"]), style="bold red" if r["nonfinite"] else ""))
+        table.add_row(*cells)
     console.print(table)
+    if nonfinite:
+        console.print(Text("  some values are NaN or ±inf (min and max are over the finite "
+                           "ones)", style="yellow"))
     t = ds.times
-    console.print(f"  variables {', '.join(ds.variables)}; t = {float(t[0]):g} … "
-                  f"{float(t[-1]):g} step {ds.dt:g}"
-                  + (f" (history {ds.history})" if ds.history else "")
-                  + (f"; noise σ = {ds.noise:g}" if ds.noise else ""))
+    console.print(Text(f"  variables {', '.join(ds.variables)}; t = {float(t[0]):g} … "
+                       f"{float(t[-1]):g} step {ds.dt:g}"
+                       + (f" (history {ds.history})" if ds.history else "")
+                       + (f"; noise σ = {ds.noise:g}" if ds.noise else "")))
     if ds.n_envs > 1 or any(ds.env_params):
         ptable = Table(box=None, padding=(0, 2), show_edge=False)
         names = sorted({k for p in ds.env_params for k in p})
         ptable.add_column("environment")
         for n in names:
-            ptable.add_column(n, justify="right")
+            ptable.add_column(Text(n), justify="right")
         for e, p in zip(ds.env_names, ds.env_params):
-            ptable.add_row(e, *[f"{p.get(n, float('nan')):g}" for n in names])
+            ptable.add_row(Text(e), *[f"{p.get(n, float('nan')):g}" for n in names])
         console.print(ptable)
     dropped = ds.meta.get("dropped") or []
     if dropped:
         console.print(f"  [yellow]dropped {len(dropped)} unstable trajectories:[/]")
         for ev in dropped[:10]:
             params = ", ".join(f"{k}={v:g}" for k, v in ev["params"].items())
-            console.print(f"    {ev['split']} #{ev['trajectory']} ({ev['environment']}) at "
-                          f"t = {ev['time']:.4g}; {params}")
+            console.print(Text(f"    {ev['split']} #{ev['trajectory']} ({ev['environment']}) "
+                               f"at t = {ev['time']:.4g}; {params}"))
     extra = f"; {seconds:.2f} s" if seconds is not None else ""
     console.print(f"  seed {ds.seed}; hash {ds.hash[:16]}{extra}")
 
@@ -73,8 +86,13 @@ def simulate(
     force: Annotated[bool, typer.Option("--force", help="Simulate even if cached.")] = False,
     data_dir: Annotated[Path, typer.Option(help="Cache folder for the default path.")] =
     Path("data"),
+    allow_path: Annotated[Optional[list[Path]], AllowPath] = None,
+    memory_budget: Annotated[Optional[str], MemoryBudget] = None,
 ) -> None:
     """Simulate the data a spec describes and write it as one HDF5 file."""
+    set_limits(allow_path, memory_budget)
+    if seed is not None and not 0 <= seed <= limits.MAX_SEED:
+        fail(f"--seed {seed}: seeds lie in 0 … 2^63 − 1 = {limits.MAX_SEED}")
     try:
         spec = load_spec(spec_file)
     except SpecError as exc:
@@ -117,8 +135,11 @@ def info(
     file: Annotated[Path, typer.Argument(help="A dataset file (.h5, .npz).")],
     spec_file: Annotated[Optional[Path], typer.Option(
         "--spec", help="The spec describing user data (not needed for physml files).")] = None,
+    allow_path: Annotated[Optional[list[Path]], AllowPath] = None,
+    memory_budget: Annotated[Optional[str], MemoryBudget] = None,
 ) -> None:
     """Print a dataset's splits, shapes, parameters and hash."""
+    set_limits(allow_path, memory_budget)
     try:
         ds = load_dataset(file, spec=load_spec(spec_file) if spec_file else None)
     except SpecError as exc:
@@ -129,4 +150,5 @@ def info(
         return
     _summary(ds, file, None)
     if ds.meta.get("solver"):
-        console.print(f"  solver {ds.meta['solver']}; physml {ds.meta.get('physml_version')}")
+        console.print(Text(f"  solver {ds.meta['solver']}; physml "
+                           f"{ds.meta.get('physml_version')}"))

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 FORMAT = "physml-dataset"
-FORMAT_VERSION = 1
+#: 2: the hash also covers dt, the spec text and the metadata (1: arrays and head only;
+#: version-1 files still load, checked with the version-1 hash).
+FORMAT_VERSION = 2
 
 
 class DataError(ValueError):
@@ -96,13 +98,15 @@ class Dataset:
                        self.hash)
 
     def summary(self) -> list[dict]:
-        """One row per split: name, shape, value range (for tables)."""
+        """One row per split: name, shape, value range of the finite values, and how many
+        values are not finite (NaN or ±inf), so they are shown rather than hidden."""
         rows = []
         for name, x in self.splits.items():
-            finite = x[torch.isfinite(x)]
+            ok = torch.isfinite(x)
+            finite = x[ok]
             rows.append({"split": name, "shape": tuple(x.shape),
                          "environments": x.shape[0], "trajectories": x.shape[1],
-                         "frames": x.shape[2],
+                         "frames": x.shape[2], "nonfinite": int(x.numel() - int(ok.sum())),
                          "min": float(finite.min()) if finite.numel() else float("nan"),
                          "max": float(finite.max()) if finite.numel() else float("nan")})
         return rows
@@ -114,14 +118,19 @@ class Dataset:
                 f"hash={self.hash[:12]})")
 
     # -- identity -----------------------------------------------------------------------
-    def content_hash(self) -> str:
-        """SHA-256 of the arrays, the time grid, the variables and the parameters (not of
-        the spec's wording: a comment changes nothing here)."""
+    def content_hash(self, version: int = FORMAT_VERSION) -> str:
+        """SHA-256 of everything that determines the data: the arrays, the time grid and
+        step, the variables, parameters, noise and seed, the spec text and the metadata
+        (format 1 files, written before the last three were covered, are checked with
+        ``version=1``). Same spec and seed → same hash."""
         h = hashlib.sha256()
-        head = {"format": FORMAT_VERSION, "variables": self.variables,
+        head = {"format": version, "variables": self.variables,
                 "state_shape": self.state_shape, "history": self.history,
                 "envs": self.env_names, "params": self.env_params, "noise": self.noise,
                 "seed": self.seed}
+        if version >= 2:
+            head.update(dt=self.dt, spec_text=self.spec_text,
+                        meta=json.dumps(self.meta, sort_keys=True, default=str))
         h.update(json.dumps(head, sort_keys=True, default=float).encode())
         h.update(_bytes(self.times))
         for group in (self.splits, self.splits_clean or {}):

@@ -29,6 +29,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from .. import limits
 from .dataset import FORMAT, FORMAT_VERSION, DataError, Dataset
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -101,39 +102,223 @@ def _version() -> str:
     return __version__
 
 
-def _read_physml(f, path: Path) -> Dataset:
+_RESIMULATE = "the file was modified or is damaged; delete it and simulate again"
+
+
+def _attr(a, path: Path, name: str, kind: str):
+    """One attribute of a physml file, checked: a DataError names the file and the
+    attribute (never quoting its value, which may be anything)."""
+    if name not in a:
+        raise DataError(f"{path}: attribute '{name}' is missing; {_RESIMULATE}")
+    value = a[name]
+    try:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        if kind == "str":
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if kind == "float":
+            out = float(np.asarray(value).item())
+            if not np.isfinite(out):
+                raise ValueError
+            return out
+        if kind == "int":
+            arr = np.asarray(value)
+            if arr.ndim or not np.issubdtype(arr.dtype, np.integer):
+                raise TypeError
+            return int(arr)
+        if kind == "shape":
+            arr = np.asarray(value)
+            if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) or (arr < 1).any():
+                raise TypeError
+            return tuple(int(x) for x in arr)
+        out = json.loads(value)
+        if kind == "names":
+            if not isinstance(out, list) or not all(isinstance(x, str) for x in out):
+                raise TypeError
+            return tuple(out)
+        if kind == "params":
+            if not isinstance(out, list) or not all(
+                    isinstance(d, dict) and all(isinstance(k, str) and _is_number(v)
+                                                for k, v in d.items()) for d in out):
+                raise TypeError
+            return out
+        if kind == "meta":
+            if not isinstance(out, dict):
+                raise TypeError
+            _check_meta(out)
+            return out
+    except (TypeError, ValueError, OverflowError, UnicodeDecodeError):
+        what = {"str": "a string", "float": "a finite number", "int": "an integer",
+                "shape": "a list of positive integers", "names": "a JSON list of names",
+                "params": "a JSON list of {name: number} objects",
+                "meta": "a JSON object of the expected form"}[kind]
+        raise DataError(f"{path}: attribute '{name}' is not {what}; {_RESIMULATE}") from None
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_meta(meta: dict) -> None:
+    """The parts of ``meta`` physml reads back (``dropped`` events, ``solver``)."""
+    if "solver" in meta and not isinstance(meta["solver"], str):
+        raise TypeError
+    dropped = meta.get("dropped", [])
+    if not isinstance(dropped, list):
+        raise TypeError
+    for ev in dropped:
+        if not (isinstance(ev, dict) and isinstance(ev.get("split"), str)
+                and isinstance(ev.get("trajectory"), int)
+                and isinstance(ev.get("environment"), str) and _is_number(ev.get("time"))
+                and isinstance(ev.get("params"), dict)
+                and all(_is_number(v) for v in ev["params"].values())):
+            raise TypeError
+
+
+def _read_physml(f, path: Path, budget: int | None = None) -> Dataset:
     a = f.attrs
-    version = int(a.get("format_version", 0))
+    version = _attr(a, path, "format_version", "int")
     if version > FORMAT_VERSION:
         raise DataError(f"{path}: dataset format version {version} is newer than this physml "
                         f"reads ({FORMAT_VERSION}); upgrade physml")
+    if version < 1:
+        raise DataError(f"{path}: attribute 'format_version' is {version}; {_RESIMULATE}")
+    variables = _attr(a, path, "variables", "names")
+    state_shape = _attr(a, path, "state_shape", "shape")
+    env_names = _attr(a, path, "env_names", "names")
+    env_params = _attr(a, path, "env_params", "params")
+    meta = _attr(a, path, "meta", "meta") if "meta" in a else {}
+    stored_hash = _attr(a, path, "hash", "str")
+    dt, noise = _attr(a, path, "dt", "float"), _attr(a, path, "noise", "float")
+    history, seed = _attr(a, path, "history", "int"), _attr(a, path, "seed", "int")
+    spec_text = _attr(a, path, "spec_text", "str")
+    # Only the arrays physml uses are read, and only once their declared sizes fit the
+    # memory budget (a small file may declare a huge, never-written dataset).
+    wanted = ["time"] + [n for s in SPLIT_NAMES for n in (s, f"{s}_clean") if n in f]
+    handles = {n: _dataset(f, path, n) for n in wanted if n in f}
+    if "time" not in handles:
+        raise DataError(f"{path}: dataset 'time' is missing; {_RESIMULATE}")
+    _check_budget(path, handles, budget)
     try:
-        variables = tuple(json.loads(a["variables"]))
-        state_shape = tuple(int(s) for s in a["state_shape"])
-        env_names = tuple(json.loads(a["env_names"]))
-        env_params = json.loads(a["env_params"])
-        times = torch.from_numpy(np.asarray(f["time"][()], dtype=np.float64))
+        times = torch.from_numpy(np.asarray(handles["time"][()], dtype=np.float64))
         splits, clean = {}, {}
         for name in SPLIT_NAMES:
-            if name in f:
-                splits[name] = torch.from_numpy(np.asarray(f[name][()]))
-            if f"{name}_clean" in f:
-                clean[name] = torch.from_numpy(np.asarray(f[f"{name}_clean"][()]))
-        meta = json.loads(a.get("meta", "{}"))
-        stored_hash = str(a["hash"])
-        ds = Dataset(variables, state_shape, times, splits, float(a["dt"]), int(a["history"]),
-                     env_names, env_params, str(a["spec_text"]), int(a["seed"]),
-                     float(a["noise"]), clean or None, meta)
-    except DataError:
-        raise
-    except (KeyError, OSError, ValueError, TypeError) as exc:
+            if name in handles:
+                splits[name] = torch.from_numpy(_read(path, name, handles[name]))
+            if f"{name}_clean" in handles:
+                clean[name] = torch.from_numpy(_read(path, f"{name}_clean",
+                                                     handles[f"{name}_clean"]))
+        ds = Dataset(variables, state_shape, times, splits, dt, history, env_names, env_params,
+                     spec_text, seed, noise, clean or None, meta)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}; {_RESIMULATE}") from None
+    except (OSError, ValueError, TypeError) as exc:
         raise DataError(f"{path}: damaged physml dataset ({type(exc).__name__}: {exc}); "
                         "delete it and simulate again") from None
-    if ds.hash != stored_hash:
-        raise DataError(f"{path}: the arrays do not match the stored hash {stored_hash[:12]} "
-                        f"(got {ds.hash[:12]}): the file was modified or is damaged; delete it "
-                        "and simulate again")
+    got = ds.hash if version == FORMAT_VERSION else ds.content_hash(version)
+    if got != stored_hash:
+        raise DataError(f"{path}: the arrays and attributes do not match the stored hash "
+                        f"{stored_hash[:12]} (got {got[:12]}): {_RESIMULATE}")
+    ds.hash = stored_hash
     return ds
+
+
+# ---------------------------------------------------------------------------------------
+# HDF5 safety and memory budget
+
+def _h5_datasets(f, path: Path) -> dict:
+    """Every dataset of an HDF5 file by name, refusing what could pull bytes from other
+    files: soft and external links, virtual datasets and external raw storage (a 4 KB
+    file could otherwise present /etc/passwd as an array). Iterative, link by link."""
+    import h5py
+
+    out = {}
+    stack = [("", f)]
+    seen = set()
+    while stack:
+        prefix, group = stack.pop()
+        if group.id.__hash__() in seen:
+            continue
+        seen.add(group.id.__hash__())
+        for key in group.keys():
+            name = f"{prefix}{key}"
+            link = group.get(key, getlink=True)
+            if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):
+                kind = "an external link" if isinstance(link, h5py.ExternalLink) \
+                    else "a soft link"
+                raise DataError(f"{path}: '{name}' is {kind}; physml reads only data stored "
+                                "in the file itself — copy the data in (h5copy, or "
+                                "h5py: f[name] = f[name][()])")
+            try:
+                obj = group[key]
+            except (KeyError, OSError) as exc:
+                raise DataError(f"{path}: cannot open '{name}' ({exc})") from None
+            if isinstance(obj, h5py.Group):
+                stack.append((f"{name}/", obj))
+            elif isinstance(obj, h5py.Dataset):
+                out[name] = _checked(obj, path, name)
+    return out
+
+
+def _checked(d, path: Path, name: str):
+    if d.is_virtual:
+        raise DataError(f"{path}: dataset '{name}' is a virtual dataset (its data live in "
+                        "other files); physml reads only data stored in the file itself")
+    if d.id.get_create_plist().get_external_count() > 0:
+        raise DataError(f"{path}: dataset '{name}' keeps its data in external files; "
+                        "physml reads only data stored in the file itself")
+    return d
+
+
+def _dataset(f, path: Path, name: str):
+    """``f[name]`` as a checked dataset (see :func:`_h5_datasets`)."""
+    import h5py
+
+    link = f.get(name, getlink=True)
+    if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):
+        raise DataError(f"{path}: '{name}' is a link to other data; physml reads only data "
+                        "stored in the file itself")
+    obj = f[name]
+    if not isinstance(obj, h5py.Dataset):
+        raise DataError(f"{path}: '{name}' is not a dataset")
+    return _checked(obj, path, name)
+
+
+def _nbytes(a) -> int:
+    return int(np.prod(a.shape, dtype=object)) * int(a.dtype.itemsize)
+
+
+def _check_budget(path: Path, arrays: Mapping, budget: int | None) -> None:
+    """Refuse arrays whose declared sizes (read from headers, nothing allocated) exceed
+    the memory budget; the float32 copy made on loading is counted too."""
+    budget = _budget(budget)
+    total = 0
+    for name, a in arrays.items():
+        size = _nbytes(a)
+        total += size + int(np.prod(a.shape, dtype=object)) * 4
+        if total > budget:
+            raise DataError(f"{path}: dataset '{name}' declares shape {tuple(a.shape)} "
+                            f"({limits.human_bytes(size)}); with the other arrays read this "
+                            f"exceeds the memory budget of {limits.human_bytes(budget)} — "
+                            f"raise it with {limits.MEMORY_BUDGET_ENV}=SIZE if the data are "
+                            "really this large")
+
+
+def _budget(budget: int | None) -> int:
+    try:
+        return limits.memory_budget(budget)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _read(path: Path, name: str, d) -> np.ndarray:
+    try:
+        return np.asarray(d[()])
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: cannot read dataset '{name}' ({exc})") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -165,7 +350,11 @@ def load_dataset(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] 
                         "truncated or damaged — delete it and simulate or export it again"
                         ) from None
     with f:
-        if f.attrs.get("format") == FORMAT:
+        _h5_datasets(f, path)  # refuse links, virtual and external storage anywhere
+        fmt = f.attrs.get("format")
+        if isinstance(fmt, bytes):
+            fmt = fmt.decode("utf-8", errors="replace")
+        if isinstance(fmt, str) and fmt == FORMAT:
             return _read_physml(f, path)
     return load_user(path, spec, mapping)
 
@@ -173,30 +362,86 @@ def load_dataset(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] 
 # ---------------------------------------------------------------------------------------
 # user data
 
-def _open_arrays(path: Path) -> tuple[dict[str, np.ndarray], callable]:
-    """Names → lazily read arrays (numpy) of an .npz or HDF5 file."""
-    if path.suffix.lower() == ".npz":
-        try:
-            z = np.load(path, allow_pickle=False)
-            return {k: z[k] for k in z.files}
-        except Exception as exc:  # zipfile.BadZipFile, ValueError (pickled objects) …
-            raise DataError(f"{path}: cannot read the .npz file ({exc})") from None
-    import h5py
+class _NpzMember:
+    """One array of an .npz file, known by its header (shape, dtype) until it is read."""
 
-    out = {}
-    try:
-        with h5py.File(path, "r") as f:
-            def visit(name, obj):
-                if isinstance(obj, h5py.Dataset):
-                    out[name] = obj[()]
-            f.visititems(visit)
-    except OSError as exc:
-        raise DataError(f"{path}: not a readable HDF5/netCDF-4 file ({exc})") from None
-    return out
+    def __init__(self, zf, member: str, path: Path, name: str):
+        self.zf, self.member, self.path, self.name = zf, member, path, name
+        with zf.open(member) as fh:
+            try:
+                version = np.lib.format.read_magic(fh)
+                shape, fortran, dtype = (np.lib.format.read_array_header_1_0(fh)
+                                         if version == (1, 0) else
+                                         np.lib.format.read_array_header_2_0(fh))
+            except ValueError as exc:
+                raise DataError(f"{path}: array '{name}' has no valid .npy header ({exc})"
+                                ) from None
+        if dtype.hasobject:
+            raise DataError(f"{path}: array '{name}' holds Python objects; physml never "
+                            "unpickles data — save plain numeric arrays")
+        self.shape, self.dtype, self.ndim = tuple(shape), dtype, len(shape)
+
+    def __getitem__(self, key):
+        with self.zf.open(self.member) as fh:
+            try:
+                out = np.lib.format.read_array(fh, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise DataError(f"{self.path}: cannot read array '{self.name}' ({exc})"
+                                ) from None
+        if out.shape != self.shape:
+            raise DataError(f"{self.path}: array '{self.name}' is damaged")
+        return out[key]
+
+
+class _Arrays:
+    """The arrays of an .npz or HDF5 file by name, read lazily: only the arrays a spec
+    maps are ever read, and only after their declared sizes fit the memory budget."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._close = None
+        if path.suffix.lower() == ".npz":
+            import zipfile
+
+            try:
+                zf = zipfile.ZipFile(path)
+                self._close = zf.close
+                self.arrays = {m[:-4]: _NpzMember(zf, m, path, m[:-4])
+                               for m in zf.namelist() if m.endswith(".npy")}
+            except DataError:
+                self.close()
+                raise
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+                self.close()
+                raise DataError(f"{path}: cannot read the .npz file ({exc})") from None
+            return
+        import h5py
+
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise DataError(f"{path}: not a readable HDF5/netCDF-4 file ({exc})") from None
+        self._close = f.close
+        try:
+            self.arrays = _h5_datasets(f, path)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def __enter__(self):
+        return self.arrays
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | None = None,
-              ) -> Dataset:
+              budget: int | None = None) -> Dataset:
     """User arrays → :class:`Dataset`, checking shapes, dtypes, time and finiteness.
 
     Each mapped array holds one variable with shape ``(N, T, *grid)``, ``(T, *grid)`` (one
@@ -214,9 +459,13 @@ def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | N
                         "that describes it: load_dataset(path, spec=...)")
     if not isinstance(spec, Spec):
         raise TypeError("load_user: `spec` must be a Spec (physml.load_spec(path) reads one)")
+    with _Arrays(path) as arrays:
+        return _load_user(path, spec, mapping, arrays, budget)
+
+
+def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
     system = spec.system
     variables = system.variables
-    arrays = _open_arrays(path)
     data = spec.data
     mapping = dict(mapping) if mapping is not None else dict(data.mapping) if (
         data is not None and data.mapping) else {}
@@ -240,10 +489,11 @@ def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | N
     if time_key is None or time_key not in arrays:
         raise DataError(f"{path}: no time array (looked for {time_key or 't, time, times'}); "
                         f"arrays in the file: {available}. Name it with map time=\"ARRAY\"")
-    times = np.asarray(arrays[time_key])
-    if times.ndim != 1 or times.size < 2:
+    if len(arrays[time_key].shape) != 1 or arrays[time_key].shape[0] < 2:
         raise DataError(f"{path}: the time array '{time_key}' must be 1-D with at least two "
-                        f"times, got shape {times.shape}")
+                        f"times, got shape {tuple(arrays[time_key].shape)}")
+    _check_budget(path, {time_key: arrays[time_key]}, budget)
+    times = np.asarray(arrays[time_key][()])
     if not np.issubdtype(times.dtype, np.number) or not np.all(np.isfinite(times)):
         raise DataError(f"{path}: the time array '{time_key}' must hold finite numbers")
     steps = np.diff(times.astype(np.float64))
@@ -258,6 +508,15 @@ def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | N
     split_prefixes = [s for s in SPLIT_NAMES if any(
         k.startswith((f"{s}/", f"{s}_")) for k in arrays)]
     prefixes = split_prefixes or [""]
+    needed = {}
+    for prefix in prefixes:
+        keys = [key_for(v, prefix) for v in variables]
+        if not all(keys):
+            keys = [k for k in ((f"{prefix}/data", f"{prefix}_data", f"{prefix}/states",
+                                 f"{prefix}_states") if prefix else ("data", "states"))
+                    if k in arrays][:1] or [k for k in keys if k]
+        needed.update({k: arrays[k] for k in keys})
+    _check_budget(path, needed, budget)
     raw: dict[str, np.ndarray] = {}
     for prefix in prefixes:
         per_var = []
@@ -317,8 +576,7 @@ def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | N
     dt = float(steps[0])
     uniform = bool(np.allclose(steps, dt, rtol=1e-6, atol=0))
     history = data.history if data is not None else 0
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
-               for k, v in splits.items()}
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in splits.items()}
     return Dataset(variables, system.state_shape(), torch.from_numpy(times.astype(np.float64)),
                    tensors, dt, history, tuple(envs), env_params, spec.text,
                    data.seed if data is not None else 0, 0.0, None,
@@ -326,30 +584,38 @@ def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | N
                     "physml_version": _version()})
 
 
-def _check_array(path: Path, key: str, a: np.ndarray, T: int, tail: tuple[int, ...],
+def _check_array(path: Path, key: str, a, T: int, tail: tuple[int, ...],
                  state_axis: bool) -> np.ndarray:
-    """One user array → (E, N, T, *tail) float64, or a DataError saying what is wrong."""
-    a = np.asarray(a)
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise DataError(f"{path}: array '{key}' has dtype {a.dtype}; expected real numbers "
+    """One user array → (E, N, T, *tail) float32 (the dtype physml trains in), or a
+    DataError saying what is wrong. Shape and dtype are checked from the header before
+    anything is read; finiteness after the cast (1e300 is finite in float64, inf in
+    float32)."""
+    dtype = np.dtype(a.dtype)
+    shape = tuple(a.shape)
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise DataError(f"{path}: array '{key}' has dtype {dtype}; expected real numbers "
                         "(float or int)")
+    ndim = len(shape)
     expect = f"(N, T={T}{''.join(f', {s}' for s in tail)}) or (E, N, T, …) or (T, …)"
     core = len(tail) + 1                         # time axis and the state tail
-    if a.ndim < core or a.ndim > core + 2 or tuple(a.shape[a.ndim - len(tail):]) != tail:
-        raise DataError(f"{path}: array '{key}' has shape {a.shape}; expected {expect}"
+    if ndim < core or ndim > core + 2 or tuple(shape[ndim - len(tail):]) != tail:
+        raise DataError(f"{path}: array '{key}' has shape {shape}; expected {expect}"
                         + (" with the state last" if state_axis else ""))
-    time_axis = a.ndim - core
-    if a.shape[time_axis] != T:
-        raise DataError(f"{path}: array '{key}' has shape {a.shape}, whose time axis (axis "
-                        f"{time_axis}) has {a.shape[time_axis]} entries but the time array has "
+    time_axis = ndim - core
+    if shape[time_axis] != T:
+        raise DataError(f"{path}: array '{key}' has shape {shape}, whose time axis (axis "
+                        f"{time_axis}) has {shape[time_axis]} entries but the time array has "
                         f"{T}; expected {expect}")
+    a = a if isinstance(a, np.ndarray) else _read(path, key, a)
     while a.ndim < core + 2:
         a = a[None]
-    a = a.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = np.ascontiguousarray(a, dtype=np.float32)
     bad = ~np.isfinite(a)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise DataError(f"{path}: array '{key}' holds {int(bad.sum())} NaN/inf values, the "
-                        f"first at index {idx} (env, traj, time, …); clean or drop those "
+                        f"first at index {idx} (env, traj, time, …), counted in float32 "
+                        "(where values beyond ±3.4e38 are inf); clean or drop those "
                         "trajectories first")
     return a

@@ -8,23 +8,28 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import sympy
 
+from .. import limits
 from ..errors import (BoundsError, DeclarationError, OperatorError, OptionError, Pos,
                       SpecSyntaxError, UnknownSymbolError, UseError, suggest)
 from ..symbolic.functions import FUNCTIONS, RESERVED, SpatialOperator, div, grad
 from ..symbolic.spec import (AXES, Boundary, Call, DataSpec, Domain, Environment, Equation, Let,
                              Mask, Param, PriorSpec, Sampler, Spec, System, TrainSpec)
 from ..symbolic.stencils import STENCILS
-from . import schema
+from . import budget, schema
 from .parser import Name, Stmt, approx, parse_statements
 
 _SYSTEM_KINDS = ("system", "domain", "boundary", "state", "field", "mask", "param", "let",
                  "dynamics")
+#: Most time steps (or history frames) in a data block; the memory budget usually binds first.
+_MAX_STEPS = 1e12
+
 _ONCE = ("system", "domain", "dynamics", "data", "prior", "augment", "environments",
          "observe", "encoder", "train", "use")
 
@@ -40,28 +45,78 @@ def library_names() -> list[str]:
     return sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".phy"))
 
 
-def load_spec(path: str | Path, _stack: tuple[str, ...] = (),
-              vocabulary: schema.Vocabulary | None = None) -> Spec:
+def library_root() -> Path:
+    """The folder of the built-in systems (``equations/``, installed as physml.equations)."""
+    return Path(str(resources.files("physml.equations"))).resolve()
+
+
+def use_roots(path: str | Path | None, allow_paths: Iterable[str | Path] = ()
+              ) -> tuple[Path, ...]:
+    """The folders `use "file.phy"` may reach from the spec at ``path``: the spec's own
+    folder tree, the built-in library, the folders in ``allow_paths`` and those in
+    ``$PHYSML_USE_PATH`` (``os.pathsep``-separated). Paths are compared after resolving
+    ``..`` and symbolic links, so neither leads out of these trees."""
+    base = Path(path).parent if path not in (None, "<string>") else Path.cwd()
+    env = [p for p in os.environ.get(limits.USE_PATH_ENV, "").split(os.pathsep) if p]
+    roots = [base, library_root(), *map(Path, allow_paths), *map(Path, env)]
+    return tuple(dict.fromkeys(Path(os.path.abspath(r)).resolve() for r in roots))
+
+
+def load_spec(path: str | Path, allow_paths: Iterable[str | Path] = (), *,
+              vocabulary: schema.Vocabulary | None = None,
+              _roots: tuple[Path, ...] | None = None, _stack: tuple[str, ...] = ()) -> Spec:
     """Read and check a spec file. Raises :class:`~physml.errors.SpecError` on bad input.
 
-    ``vocabulary``: the method, network, solver and option names to check the experiment
-    blocks against (:func:`physml.experiment.vocabulary`); without it they are unchecked.
+    ``allow_paths``: extra folders that ``use "path.phy"`` may reach besides the spec's
+    own folder tree and the built-in library (see :func:`use_roots`). ``vocabulary``: the
+    method, network, solver and option names to check the experiment blocks against
+    (:func:`physml.experiment.vocabulary`); without it they are unchecked.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if not path.exists():
+            raise FileNotFoundError
+        if not path.is_file():
+            raise SpecSyntaxError(f"cannot read {path}: not a regular file", Pos(str(path), 1, 1))
+        size = path.stat().st_size
+        if size > limits.MAX_SPEC_BYTES:
+            raise SpecSyntaxError(f"spec file too large ({size} bytes; at most "
+                                  f"{limits.MAX_SPEC_BYTES})", Pos(str(path), 1, 1),
+                                  hint="a spec describes a system in a few lines")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UseError(f"no such spec file: {path}") from None
-    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
-        raise SpecSyntaxError(f"cannot read {path}: {exc}") from None
-    return parse_spec(text, str(path), _stack=_stack, vocabulary=vocabulary)
+    except OSError as exc:
+        raise SpecSyntaxError(f"cannot read {path}: {exc.strerror or exc}",
+                              Pos(str(path), 1, 1)) from None
+    text = _decode(raw, str(path))
+    roots = _roots if _roots is not None else use_roots(path, allow_paths)
+    return parse_spec(text, str(path), vocabulary=vocabulary, _roots=roots,
+                      _stack=_stack)
 
 
-def parse_spec(text: str, path: str = "<string>", _stack: tuple[str, ...] = (),
-               vocabulary: schema.Vocabulary | None = None) -> Spec:
-    """Parse and check spec text (``path`` is used in messages and to resolve ``use``)."""
+def _decode(raw: bytes, file: str) -> str:
+    """UTF-8 text, or an error at the line and column of the first bad byte (the line is
+    not quoted: it may not be text at all)."""
+    try:
+        return raw[:limits.MAX_SPEC_BYTES + 1].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        column = len(raw[line_start:exc.start].decode("utf-8", errors="replace")) + 1
+        raise SpecSyntaxError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
+                              Pos(file, line, column),
+                              hint="save the spec as UTF-8 text") from None
+
+
+def parse_spec(text: str, path: str = "<string>", allow_paths: Iterable[str | Path] = (), *,
+               vocabulary: schema.Vocabulary | None = None,
+               _roots: tuple[Path, ...] | None = None, _stack: tuple[str, ...] = ()) -> Spec:
+    """Parse and check spec text (``path`` is used in messages and to resolve ``use``;
+    ``allow_paths`` as for :func:`load_spec`)."""
     stmts = parse_statements(text, path)
-    return _Builder(text, path, _stack, vocabulary).build(stmts)
+    roots = _roots if _roots is not None else use_roots(path, allow_paths)
+    return _Builder(text, path, _stack, roots, vocabulary).build(stmts)
 
 
 def _flatten(stmts):
@@ -71,11 +126,12 @@ def _flatten(stmts):
 
 
 class _Builder:
-    def __init__(self, text: str, path: str, stack: tuple[str, ...],
+    def __init__(self, text: str, path: str, stack: tuple[str, ...], roots: tuple[Path, ...],
                  vocabulary: schema.Vocabulary | None = None):
         self.text = text
         self.path = path
         self.stack = stack
+        self.roots = roots
         self.vocab = vocabulary
 
     # -- errors -------------------------------------------------------------------------
@@ -136,7 +192,7 @@ class _Builder:
                                "`use NAME` line", stmts[0].pos if stmts else Pos(self.path, 1, 1))
             system = self.build_system(stmts, seen)
         ctx = _Context(system)
-        return Spec(
+        spec = Spec(
             system=system,
             data=self.build_data(seen["data"], system) if "data" in seen else None,
             prior=self.build_prior(seen["prior"], system, ctx) if "prior" in seen else None,
@@ -153,6 +209,11 @@ class _Builder:
             path=self.path, text=self.text,
             uses=uses.data["target"].strip('"') if uses else None,
         )
+        try:
+            budget.check_budget(system, spec.data, len(spec.environments), self.text)
+        except ValueError as exc:  # a malformed $PHYSML_MEMORY_BUDGET
+            raise BoundsError(str(exc)) from None
+        return spec
 
     # -- use ----------------------------------------------------------------------------
     def load_use(self, s: Stmt) -> System:
@@ -162,7 +223,19 @@ class _Builder:
             rel = Path(target[1:-1])
             base = Path(self.path).parent if self.path != "<string>" else Path.cwd()
             path = rel if rel.is_absolute() else base / rel
-            if not path.is_file():
+            # Refuse before touching the file: `use` must not become a way to read (and
+            # quote in an error) files that are not specs, such as /etc/passwd.
+            if path.suffix != ".phy":
+                raise self.err(UseError, f"`use`: {target} is not a .phy spec file", tpos,
+                               hint="`use` takes a built-in system name or the path of a "
+                               ".phy file", length=length)
+            resolved = Path(os.path.abspath(path)).resolve()
+            if not any(resolved.is_relative_to(root) for root in self.roots):
+                raise self.err(UseError, f"`use`: {target} lies outside the folders `use` may "
+                               f"reach ({self.roots[0]} and the built-in library)", tpos,
+                               hint="allow its folder with --allow-path DIR or "
+                               f"{limits.USE_PATH_ENV}=DIR", length=length)
+            if not resolved.is_file():
                 raise self.err(UseError, f"`use`: no file {path}", tpos, length=length)
         else:
             path = library_path(target)
@@ -178,7 +251,7 @@ class _Builder:
             chain = " → ".join(Path(p).name for p in stack[stack.index(key):]) + \
                 f" → {Path(key).name}"
             raise self.err(UseError, f"`use` cycle: {chain}", tpos, length=length)
-        return load_spec(path, _stack=stack).system
+        return load_spec(path, _roots=self.roots, _stack=stack).system
 
     # -- system -------------------------------------------------------------------------
     def declare(self, table: dict, name: Name, kind: str, coords: tuple[str, ...]):
@@ -253,8 +326,9 @@ class _Builder:
         for s in let_stmts:
             self.declare(table, s.data["name"], "let", coords)
         defined = {k for k, (kind, _) in table.items() if kind != "let"}
+        later = {x.data["name"].text: x for x in let_stmts}  # built once: linear in the lets
         for s in let_stmts:
-            self.check_expr(s, ctx, defined, later={x.data["name"].text: x for x in let_stmts})
+            self.check_expr(s, ctx, defined, later=later)
             expr = s.data["expr"]
             lets.append(Let(s.data["name"].text, expr, s.pos))
             defined.add(s.data["name"].text)
@@ -363,9 +437,9 @@ class _Builder:
                            hint=suggest(ref.name, allowed | {"pi"}), length=len(ref.name))
 
     def check_expr(self, s: Stmt, ctx: "_Context", defined: set[str], later=None):
-        allowed = defined | set(ctx.coords) | {"t", "pi"}
+        extra = {*ctx.coords, "t", "pi"}
         for ref in s.refs:
-            if ref.name in allowed:
+            if ref.name in defined or ref.name in extra:
                 continue
             if ref.name.startswith("__"):
                 raise self.err(UnknownSymbolError, f"names beginning with '__' are not allowed: "
@@ -375,7 +449,8 @@ class _Builder:
                                f"(line {later[ref.name].pos.line})", ref.pos,
                                hint="move the `let` above its first use", length=len(ref.name))
             raise self.err(UnknownSymbolError, f"unknown symbol '{ref.name}'", ref.pos,
-                           hint=suggest(ref.name, allowed - {"t"}), length=len(ref.name))
+                           hint=suggest(ref.name, (defined | extra) - {"t"}),
+                           length=len(ref.name))
         for call in s.calls:
             self.check_operator(call, ctx)
         expr = s.data.get("rhs", s.data.get("expr"))
@@ -533,7 +608,11 @@ class _Builder:
             once[key] = b
             if b.kind == "trajectories":
                 splits = []
-                for n, name in b.data["splits"]:
+                for n, name, npos, nlen in b.data["splits"]:
+                    if n < 1:
+                        raise self.err(BoundsError, f"split '{name.text}' needs at least one "
+                                       "trajectory", npos, length=nlen,
+                                       hint="leave the split out instead of giving it 0")
                     if name.text not in schema.SPLITS:
                         raise self.name_err(OptionError, f"unknown split '{name.text}'", name,
                                             hint=suggest(name.text, schema.SPLITS) or
@@ -551,6 +630,10 @@ class _Builder:
                     raise self.err(BoundsError, "the time grid needs start < end and step > 0",
                                    b.pos, length=4)
                 steps = (t1 - t0) / dt
+                if not steps < _MAX_STEPS:
+                    raise self.err(BoundsError, f"the time grid has {steps:.3g} steps (at most "
+                                   f"{_MAX_STEPS:.0e})", b.pos, length=4,
+                                   hint="use a larger step or a shorter time span")
                 if abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
                     raise self.err(BoundsError, f"the step {dt:g} does not divide "
                                    f"[{t0:g}, {t1:g}] into whole steps", b.pos, length=4)
@@ -560,8 +643,16 @@ class _Builder:
                 if dt <= 0 or b.data["steps"] < 1:
                     raise self.err(BoundsError, "the time grid needs steps ≥ 1 and dt > 0",
                                    b.pos, length=4)
+                if b.data["steps"] >= _MAX_STEPS:
+                    raise self.err(BoundsError, f"the time grid has {b.data['steps']} steps "
+                                   f"(at most {_MAX_STEPS:.0e})", b.pos, length=4,
+                                   hint="use a larger step or a shorter time span")
                 out.update(t0=0.0, t1=b.data["steps"] * dt, dt=dt)
             elif b.kind == "history":
+                if b.data["k"] >= _MAX_STEPS:
+                    raise self.err(BoundsError, f"history of {b.data['k']} frames is too long "
+                                   f"(at most {_MAX_STEPS:.0e})", b.data["kpos"],
+                                   length=b.data["length"])
                 out["history"] = b.data["k"]
             elif b.kind == "initial":
                 for item in b.data["samplers"]:
@@ -583,10 +674,20 @@ class _Builder:
                 sigma = self.number(b.data["sigma"], b.pos, "the noise level")
                 if sigma < 0:
                     raise self.err(BoundsError, "the noise level must be ≥ 0", b.pos, length=5)
+                if sigma > limits.MAX_NOISE:
+                    raise self.err(BoundsError, f"the noise level {sigma:g} is too large (at "
+                                   f"most {limits.MAX_NOISE:g}: noisy values must stay finite "
+                                   "in float32)", b.pos, length=5,
+                                   hint="noise is the standard deviation of additive Gaussian "
+                                   "noise, in the units of the data")
                 out["noise"] = sigma
             elif b.kind == "solver":
                 out["solver"] = self.call(b.data["call"], "data_solvers", "solver")
             elif b.kind == "seed":
+                if b.data["seed"] > limits.MAX_SEED:
+                    raise self.err(BoundsError, f"seed {b.data['seed']} is too large (seeds lie "
+                                   f"in 0 … 2^63 − 1 = {limits.MAX_SEED})", b.data["spos"],
+                                   length=b.data["length"])
                 out["seed"] = b.data["seed"]
             elif b.kind == "file":
                 out["file"] = b.data["path"]
@@ -691,6 +792,9 @@ class _Builder:
                     raise self.name_err(OptionError, f"unknown training solver '{value}'",
                                         key, hint=suggest(value, solvers) or
                                         f"choices: {', '.join(solvers)}")
+            if key.text == "seed" and not 0 <= value <= limits.MAX_SEED:
+                raise self.name_err(BoundsError, f"seed {value} lies outside 0 … 2^63 − 1",
+                                    key)
             options.append((key.text, value))
         return TrainSpec(method, tuple(options), s.pos)
 

@@ -7,6 +7,7 @@ symbols from NAME tokens, operators from operator nodes. No text is ever given t
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -16,6 +17,7 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.indenter import Indenter
 
+from .. import limits
 from ..errors import OperatorError, Pos, SpecError, SpecSyntaxError, UnknownSymbolError, suggest
 from ..symbolic.functions import FUNCTIONS, TORCH_FUNCTIONS, SpatialOperator
 
@@ -402,6 +404,23 @@ class _ToStatements(Transformer):
             raise SpecSyntaxError("division by zero", None)
         return self._check_exact(sympy.Mul(c[0], sympy.Pow(c[1], -1)))
 
+    def sum_chain(self, c):
+        """``a + b - c …`` (flattened by :func:`_flatten_chains`): one SymPy Add, built
+        once, so a sum of n terms costs O(n), not O(n²)."""
+        terms = [c[0]] + [t if op == "+" else -t for op, t in zip(c[1::2], c[2::2])]
+        return self._check_exact(sympy.Add(*terms))
+
+    def prod_chain(self, c):
+        """``a * b / c …``: one SymPy Mul."""
+        factors = [c[0]]
+        for op, f in zip(c[1::2], c[2::2]):
+            if op == "/":
+                if f == 0:
+                    raise SpecSyntaxError("division by zero", None)
+                f = sympy.Pow(f, -1)
+            factors.append(f)
+        return self._check_exact(sympy.Mul(*factors))
+
     def neg(self, c):
         return -c[0]
 
@@ -570,7 +589,7 @@ class _ToStatements(Transformer):
 
     # data block
     def split(self, c):
-        return (int(c[0]), self._name(c[1]))
+        return (int(c[0]), self._name(c[1]), self._pos(c[0]), len(c[0]))
 
     @v_args(meta=True)
     def trajectories(self, meta, c):
@@ -586,7 +605,7 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def history(self, meta, c):
-        return self._stmt("history", meta, k=int(c[0]))
+        return self._stmt("history", meta, k=int(c[0]), kpos=self._pos(c[0]), length=len(c[0]))
 
     def sampler(self, c):
         *names, call = c
@@ -606,7 +625,7 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def seed(self, meta, c):
-        return self._stmt("seed", meta, seed=int(c[0]))
+        return self._stmt("seed", meta, seed=int(c[0]), spos=self._pos(c[0]), length=len(c[0]))
 
     @v_args(meta=True)
     def data_file(self, meta, c):
@@ -717,28 +736,134 @@ def _value(item):
 
 # ---------------------------------------------------------------------------------------
 
-#: Deepest expression nesting accepted. Deeper trees would overflow Python's recursion in
-#: the Transformer or in SymPy; no physical model needs more than a few levels.
-MAX_DEPTH = 100
+#: Deepest expression nesting accepted (see :mod:`physml.limits`). Deeper trees would
+#: overflow Python's recursion in the Transformer or in SymPy; no physical model needs more
+#: than a few levels. Chains of ``+ -`` and of ``* /`` are flattened first, so a long flat
+#: sum counts as one level.
+MAX_DEPTH = limits.MAX_NESTING
+
+#: Parse-tree nodes that belong to expressions (for the expression-size limit).
+_EXPR_NODES = frozenset({"add", "sub", "sum_chain", "mul", "div", "prod_chain", "neg", "pow",
+                         "number", "name", "func", "piecewise", "branch", "comparison",
+                         "cond_or", "cond_and", "cond_not"})
+_CHAINS = {"add": "sum_chain", "sub": "sum_chain", "mul": "prod_chain", "div": "prod_chain"}
+_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
-def _too_deep(tree) -> Tree | None:
-    """The first subtree nested deeper than :data:`MAX_DEPTH` (iterative, never recursive)."""
-    stack = [(tree, 0)]
+def _flatten_chains(node: Tree) -> None:
+    """Rewrite a left-recursive chain ``((a + b) - c) + d`` (one node per operator, as the
+    LALR grammar builds it) into one ``sum_chain`` node ``[a, '+', b, '-', c, '+', d]``;
+    likewise ``prod_chain`` for ``* /``. In place; ``node`` heads a chain."""
+    chain = _CHAINS[node.data]
+    pairs = []
+    cur = node
+    while isinstance(cur, Tree) and _CHAINS.get(cur.data) == chain:
+        left, right = cur.children
+        pairs.append((Token("_OP", _OPS[cur.data]), right))
+        cur = left
+    children = [cur]
+    for op, term in reversed(pairs):
+        children += [op, term]
+    node.data = chain
+    node.children = children
+
+
+def _walk(tree: Tree, file: str, text: str) -> None:
+    """One iterative pass over the tree: flatten operator chains, then enforce the nesting
+    and expression-size limits with a located error (never recursive, so a hostile file
+    cannot overflow the stack before it is refused)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Tree, int, Tree | None]] = [(tree, 0, None)]
     while stack:
-        node, depth = stack.pop()
+        node, depth, owner = stack.pop()
+        if node.data in _CHAINS:
+            _flatten_chains(node)
         if depth > MAX_DEPTH:
-            return node
-        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
-    return None
+            raise _limit_error(f"expression nested too deeply (more than {MAX_DEPTH} levels)",
+                               node, file, text, "split it with `let` definitions")
+        if node.data in _EXPR_NODES:
+            owner = owner or node
+            n = sizes[id(owner)] = sizes.get(id(owner), 0) + 1
+            if n > limits.MAX_EXPR_NODES:
+                raise _limit_error(f"expression too large (more than {limits.MAX_EXPR_NODES} "
+                                   "terms and operations)", owner, file, text,
+                                   "split it with `let` definitions")
+        else:
+            owner = None
+        stack.extend((c, depth + 1, owner) for c in node.children if isinstance(c, Tree))
+
+
+def _limit_error(message: str, node: Tree, file: str, text: str, hint: str) -> SpecSyntaxError:
+    meta = node.meta
+    return SpecSyntaxError(message, Pos(file, getattr(meta, "line", 1),
+                                        getattr(meta, "column", 1)), text, hint=hint)
+
+
+def _prescan(text: str, file: str) -> None:
+    """Limits checked on the raw text before Lark sees it, in one linear pass: the length
+    of each line and the depth of brackets (a hundred thousand nested parentheses are
+    refused at the first one too many, not after the parser built them all)."""
+    if len(text) > limits.MAX_SPEC_BYTES:
+        raise SpecSyntaxError(f"spec too large ({len(text)} characters; at most "
+                              f"{limits.MAX_SPEC_BYTES})", Pos(file, 1, 1),
+                              hint="a spec describes a system in a few lines; generate "
+                              "large parameter tables as data instead")
+    start = 0
+    for number, line in enumerate(text.split("\n"), 1):
+        if len(line) > limits.MAX_LINE_CHARS:
+            raise SpecSyntaxError(f"line too long ({len(line)} characters; at most "
+                                  f"{limits.MAX_LINE_CHARS})", Pos(file, number,
+                                                                  limits.MAX_LINE_CHARS + 1),
+                                  text, hint="break it with a backslash at the end of a line, or "
+                                  "split it with `let` definitions")
+        start += len(line) + 1
+    depth, line, col, i, n = 0, 1, 1, 0, len(text)
+    # Brackets inside comments and strings do not count (same rules as the lexer).
+    token = re.compile(r'[()\[\]\n#"]')
+    while True:
+        m = token.search(text, i)
+        if m is None:
+            return
+        j = m.start()
+        col += j - i
+        ch = text[j]
+        i = j + 1
+        if ch == "\n":
+            line, col = line + 1, 1
+            continue
+        if ch == "#":
+            k = text.find("\n", i)
+            i = n if k == -1 else k
+            col += i - j
+            continue
+        if ch == '"':
+            k = text.find('"', i)
+            nl = text.find("\n", i)
+            if k != -1 and (nl == -1 or k < nl):
+                col += k - j + 1
+                i = k + 1
+                continue
+        elif ch in "([":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise SpecSyntaxError(f"expression nested too deeply (more than {MAX_DEPTH} "
+                                      "levels)", Pos(file, line, col), text,
+                                      hint="split the expression with `let` definitions")
+        elif depth > 0:
+            depth -= 1
+        col += 1
 
 
 def _is_blank(text: str) -> bool:
-    return all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines())
+    return all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.split("\n"))
 
 
 def parse_statements(text: str, file: str = "<string>") -> list[Stmt]:
-    """Parse spec text into statements, turning Lark's errors into :class:`SpecError`."""
+    """Parse spec text into statements, turning Lark's errors into :class:`SpecError`.
+
+    Bounded: the limits of :mod:`physml.limits` (file size, line length, nesting,
+    expression size) are checked in linear time, each with a located error.
+    """
     if _is_blank(text):
         what = "only comments" if text.strip() else "nothing"
         raise SpecSyntaxError(f"empty spec: the file contains {what}", Pos(file, 1, 1), text,
@@ -748,6 +873,7 @@ def parse_statements(text: str, file: str = "<string>") -> list[Stmt]:
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise SpecSyntaxError("the file contains a NUL byte (is it a binary file?)",
                               Pos(file, line, 1), text)
+    _prescan(text, file)
     if not text.endswith("\n"):
         text = text + "\n"
     try:
@@ -757,12 +883,7 @@ def parse_statements(text: str, file: str = "<string>") -> list[Stmt]:
     except _IndentProblem as exc:
         raise SpecSyntaxError(exc.message, Pos(file, exc.line, exc.column), text,
                               hint=exc.hint, length=exc.length) from None
-    deep = _too_deep(tree)
-    if deep is not None:
-        meta = deep.meta
-        raise SpecSyntaxError(f"expression nested too deeply (more than {MAX_DEPTH} levels)",
-                              Pos(file, getattr(meta, "line", 1), getattr(meta, "column", 1)),
-                              text, hint="split it with `let` definitions")
+    _walk(tree, file, text)
     try:
         return _ToStatements(file, text).transform(tree)
     except VisitError as exc:
@@ -941,6 +1062,9 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> SpecSyntaxError
                 hint = suggest(word, keywords)
         elif char == '"':
             message = "unterminated string (a string ends with \" on the same line)"
+        elif char.isdigit() or char.isnumeric():
+            message = (f"unexpected character {char!r}: numbers are written with the ASCII "
+                       "digits 0-9")
         elif char in "`'":
             message = f"unexpected character {char!r}: strings are written in double quotes"
         else:

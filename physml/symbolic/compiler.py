@@ -328,6 +328,31 @@ def _split_coeff(term) -> tuple[float, sympy.Basic]:
     return c, sympy.Mul(*[f for f in factors if not f.is_number])
 
 
+def _schedule(assigns: list[tuple[str, sympy.Expr]], outputs: Sequence[sympy.Expr]
+              ) -> list[tuple[str, sympy.Expr]]:
+    """The assignments the outputs need, each after the ones it uses (iterative
+    depth-first order, so a chain of thousands of lets cannot overflow the stack)."""
+    table = dict(assigns)
+    needs = {name: [s.name for s in e.free_symbols if s.name in table]
+             for name, e in assigns}
+    order: list[tuple[str, sympy.Expr]] = []
+    done: set[str] = set()
+    roots = [s.name for e in outputs for s in e.free_symbols if s.name in table]
+    for root in sorted(set(roots)):
+        stack = [(root, False)]
+        while stack:
+            name, expanded = stack.pop()
+            if name in done:
+                continue
+            if expanded:
+                done.add(name)
+                order.append((name, table[name]))
+                continue
+            stack.append((name, True))
+            stack.extend((dep, False) for dep in needs[name] if dep not in done)
+    return order
+
+
 def _t(x, ref=None):
     if isinstance(x, torch.Tensor):
         return x
@@ -405,16 +430,25 @@ class VectorField(ExactBuffers):
         self._mask_names = []
         for m in system.masks:
             self._build_mask(m, compiler, values)
-        # Lets are inlined before CSE: common subexpressions may then span lets and
-        # equations (a CSE step mentioning a let would otherwise run before the let).
-        inlined: dict[sympy.Symbol, sympy.Expr] = {}
-        for let in self.lets:
-            inlined[sympy.Symbol(let.name)] = let.expr.xreplace(inlined)
-        exprs = [eq.rhs.xreplace(inlined).xreplace(subs) for eq in self.equations]
-        replacements, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("_cse"),
+        # Lets stay named steps (never inlined: a chain of lets that each use the previous
+        # one twice would swell to 2^n terms). One CSE runs over the lets and equations
+        # together, so subexpressions shared across lets are computed once; its steps and
+        # the lets are then ordered by dependency, and only those the outputs need are kept.
+        # The compiled field is linear in the size of the spec.
+        let_exprs = [let.expr.xreplace(subs) for let in self.lets]
+        exprs = [eq.rhs.xreplace(subs) for eq in self.equations]
+        replacements, reduced = sympy.cse(let_exprs + exprs,
+                                          symbols=sympy.numbered_symbols("__cse"),
                                           optimizations=None)
-        self._steps: list[tuple[str, Node]] = [(s.name, compiler(e)) for s, e in replacements]
-        self._outputs: list[Node] = [compiler(e) for e in reduced]
+        assigns = [(sym.name, e) for sym, e in replacements] + \
+            [(let.name, e) for let, e in zip(self.lets, reduced[:len(let_exprs)])]
+        outputs = reduced[len(let_exprs):]
+        self._steps: list[tuple[str, Node]] = [
+            (name, compiler(e)) for name, e in _schedule(assigns, outputs)]
+        self._outputs: list[Node] = [compiler(e) for e in outputs]
+        #: Number of SymPy operations in the compiled steps and outputs (for size tests).
+        self.op_count = sum(sympy.count_ops(e) for _, e in assigns) + \
+            sum(sympy.count_ops(e) for e in outputs)
 
     def _build_mask(self, mask, compiler: _Compiler, values):
         subs = {sympy.Symbol(k): sympy.Float(v) for k, v in values.items()}
