@@ -8,10 +8,9 @@ from ._version import __version__  # noqa: E402
 
 from .errors import SpecError  # noqa: E402
 from .symbolic import compile_dynamics, register_function  # noqa: E402
-from .simulation import simulate  # noqa: E402
 from .data import load_dataset  # noqa: E402
 from .experiment import (Run, check, evaluate, inspect, load_spec, parse_spec,  # noqa: E402
-                         train)
+                         simulate, train)
 
 __all__ = ["SpecError", "load_spec", "parse_spec", "check", "compile_dynamics",
            "register_function", "simulate", "load_dataset", "train", "Run", "evaluate",

@@ -17,6 +17,16 @@ def parse_spec(text: str, path: str = "<string>"):
     return _parse(text, path, vocabulary=vocabulary())
 
 
+def simulate(spec, **kwargs):
+    """The data a spec's ``data:`` block describes (a :class:`Spec` or a path; see
+    :func:`physml.simulation.simulate` for the options)."""
+    from ..lang import load_spec as _load
+    from ..simulation import simulate as _simulate
+    from ..symbolic.spec import Spec
+
+    return _simulate(spec if isinstance(spec, Spec) else _load(spec), **kwargs)
+
+
 def evaluate(run, split: str = "test", dataset=None):
     """Test metrics of a run (a :class:`Run` or its directory)."""
     from ..reporting import evaluate as _evaluate
@@ -45,4 +55,4 @@ def _threads(run):
 
 __all__ = ["Experiment", "build", "build_field", "build_rollout", "check", "config_for",
            "dataset_for", "default_path", "spec_key", "training_data", "Run", "RunError",
-           "load_spec", "parse_spec", "train", "evaluate", "inspect", "vocabulary"]
+           "load_spec", "parse_spec", "simulate", "train", "evaluate", "inspect", "vocabulary"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-SPLITS = ("train", "val", "test")
+from ..symbolic.spec import SPLITS  # noqa: F401  (re-exported for the parser)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,8 @@ import sympy
 import torch
 
 from ..errors import OptionError, SpecError
-from ..lang import load_spec
-from ..lang.schema import SPLITS
 from ..symbolic.compiler import compile_dynamics
-from ..symbolic.spec import Call, Environment, Spec
+from ..symbolic.spec import SPLITS, Call, Environment, Spec
 from . import solvers as S
 from .samplers import draw_initial
 
@@ -57,8 +55,11 @@ class _Plan:
     solver: Call
 
 
-def resolve_spec(spec: Spec | str | os.PathLike) -> Spec:
-    return spec if isinstance(spec, Spec) else load_spec(spec)
+def resolve_spec(spec: Spec) -> Spec:
+    if not isinstance(spec, Spec):
+        raise TypeError("simulate() takes a Spec here; physml.simulate(path) reads the file "
+                        "first (physml.load_spec)")
+    return spec
 
 
 def _sub_seed(seed: int, *keys: str) -> int:

@@ -18,6 +18,10 @@ from ..errors import Pos
 AXES = ("x", "y", "z")
 
 
+#: The data splits a spec may declare, in the order they are simulated.
+SPLITS = ("train", "val", "test")
+
+
 @dataclass(frozen=True)
 class Boundary:
     """Boundary condition of one grid axis: ``periodic``, ``neumann`` (zero flux) or
