@@ -91,6 +91,8 @@ def run_row(system: str, row, minutes: float | None, out_root: Path, device: str
             "aug_norm": ev.get("aug_norm"), "steps": report["steps"],
             "train_seconds": report["train_seconds"], "wall_seconds": wall,
             "parameters": ev["parameters"], "thesis_ln_mse": ln_ref,
+            "parameter_trajectory": report.get("parameter_trajectory", {}),
+            "stop_reason": report.get("selection", {}).get("stop_reason"),
             "thesis_param_error_pct": err_ref, "thesis_aug_norm": fa_ref}
 
 
@@ -107,8 +109,9 @@ def markdown(results: list[dict], quick: bool, collected: bool = False) -> str:
             continue
         lines += [f"## {NAMES[system]}", "",
                   "| row | ln MSE (ours) | ln MSE (thesis) | % err (ours) | % err (thesis) | "
-                  "each parameter (ours) | ‖F_a‖² (ours) | ‖F_a‖² (thesis) | steps | train s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "each parameter (ours) | ‖F_a‖² (ours) | ‖F_a‖² (thesis) | steps | train s | "
+                  "trained |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             each = ", ".join(f"{p['name']} {p['identified']:.4g} ({p['error_pct']:.2g} %)"
                              for p in r["parameters"] if p.get("error_pct") is not None)
@@ -116,7 +119,7 @@ def markdown(results: list[dict], quick: bool, collected: bool = False) -> str:
                 f"| {r['row']} | {_fmt(r['ln_mse'], '.2f')} | {r['thesis_ln_mse']:.2f} | "
                 f"{_fmt(r['param_error_pct'], '.3g')} | {_fmt(r['thesis_param_error_pct'])} | "
                 f"{each or '—'} | {_fmt(r['aug_norm'])} | {_fmt(r['thesis_aug_norm'])} | "
-                f"{r['steps']} | {r['train_seconds']:.0f} |")
+                f"{r['steps']} | {r['train_seconds']:.0f} | {r.get('trained_on', 'earlier')} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -133,6 +136,8 @@ def main() -> None:
     ap.add_argument("--runs", default="runs/table3_4")
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--out", default="benchmarks/results/aphynity_table3_4.md")
+    ap.add_argument("--replace", action="store_true",
+                    help="write only the rows run now (default: merge into the earlier table)")
     args = ap.parse_args()
     results = []
     wanted = set(args.rows.split(",")) if args.rows else None
@@ -152,9 +157,19 @@ def main() -> None:
                   flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(results, args.quick, args.collect))
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float))
-    print(markdown(results, args.quick, args.collect))
+    stamp = time.strftime("%Y-%m-%d")
+    for r in results:
+        r.setdefault("trained_on", stamp)
+    # Rows not re-run this time keep their earlier figures (and say when they were made).
+    earlier = json.loads(out.with_suffix(".json").read_text()) \
+        if out.with_suffix(".json").exists() and not args.replace else []
+    done = {r["spec"] for r in results}
+    order = [row[0] for system in ROWS for row in ROWS[system]]
+    merged = [r for r in earlier if r["spec"] not in done] + results
+    merged.sort(key=lambda r: order.index(r["spec"]) if r["spec"] in order else len(order))
+    out.write_text(markdown(merged, args.quick, args.collect))
+    out.with_suffix(".json").write_text(json.dumps(merged, indent=2, default=float))
+    print(markdown(merged, args.quick, args.collect))
 
 
 if __name__ == "__main__":
