@@ -2,6 +2,7 @@
 
     python benchmarks/simulate_speed.py                      # pendulum (CPU) + small datasets
     python benchmarks/simulate_speed.py --part datasets --device cuda --full
+    python benchmarks/simulate_speed.py --part rd            # RD: adaptive vs rk4(step=1e-3)
 
 Pendulum: 1000 damped-pendulum trajectories, 40 steps of 0.5 (t = 0 … 20), rtol = atol
 = 1e-8. Errors are max |x − x_ref| over all trajectories and frames against torchdiffeq's
@@ -11,6 +12,13 @@ Datasets: the thesis-sized reaction–diffusion set (1920 sequences, 32×32, RK4
 δt = 1e-3, 30 frames δt = 0.1) and the LEADS Gray–Scott / Navier–Stokes sets of
 specs/. Without ``--full`` a fraction of the trajectories is timed and the full time is
 extrapolated linearly (the cost is linear in the batch once it fills the machine).
+
+RD (``--part rd``): the full thesis-sized reaction–diffusion set (1920 trajectories,
+2 × 32 × 32, t = 0 … 2.9 step 0.1) simulated with the adaptive dopri5 line of
+specs/table3_4/rd_*.phy, against the old ``rk4(step=1e-3)`` timed on a subset and
+extrapolated; plus the accuracy that tolerance was chosen by (on ``--rd-check``
+trajectories): max |adaptive − rk4(1e-3)| and the reference's own error, max
+|rk4(1e-3) − rk4(2.5e-4)|.
 """
 from __future__ import annotations
 
@@ -149,9 +157,54 @@ def datasets(device, full: bool) -> dict:
     return out
 
 
+def _rd_solver_line() -> str:
+    """The data solver of the Table 3.4 reaction–diffusion specs."""
+    return str(physml.load_spec(ROOT / "specs" / "table3_4" / "rd_true_pde.phy").data.solver)
+
+
+def _rd_spec(n: int, solver: str):
+    return physml.parse_spec(RD.replace("rk4(step=0.001)", solver).format(n=n))
+
+
+def reaction_diffusion(check: int, rk4_fraction: float) -> dict:
+    adaptive = _rd_solver_line()
+    full = 1920
+    start = time.perf_counter()
+    ds = simulate(_rd_spec(full, adaptive))
+    t_adaptive = time.perf_counter() - start
+    finite = bool(torch.isfinite(ds["train"]).all())
+    n_rk4 = max(1, int(round(full * rk4_fraction)))
+    start = time.perf_counter()
+    simulate(_rd_spec(n_rk4, "rk4(step=0.001)"))
+    t_rk4 = time.perf_counter() - start
+    t_rk4_full = t_rk4 * full / n_rk4
+    # Accuracy (float64 arrays) on the first `check` trajectories of the same seed.
+    x = simulate(_rd_spec(check, adaptive), dtype=torch.float64)["train"]
+    ref = simulate(_rd_spec(check, "rk4(step=0.001)"), dtype=torch.float64)["train"]
+    fine = simulate(_rd_spec(check, "rk4(step=0.00025)"), dtype=torch.float64)["train"]
+    return {
+        "trajectories": full, "state": [2, 32, 32], "frames": int(ds["train"].shape[2]),
+        "adaptive_solver": adaptive,
+        "adaptive_seconds_full": round(t_adaptive, 1), "adaptive_finite": finite,
+        "rk4_dt1e-3_seconds_timed": round(t_rk4, 1), "rk4_dt1e-3_trajectories_timed": n_rk4,
+        "rk4_dt1e-3_seconds_full_estimate": round(t_rk4_full, 1),
+        "rk4_note": f"rk4(step=1e-3) timed on {n_rk4} of {full} trajectories and extrapolated "
+                    "linearly (its cost is linear in the batch once it fills the machine)",
+        "speedup": round(t_rk4_full / t_adaptive, 1),
+        "accuracy_trajectories": check,
+        "max_abs_adaptive_minus_rk4_dt1e-3": float((x - ref).abs().max()),
+        "max_abs_rk4_dt1e-3_minus_rk4_dt2.5e-4": float((ref - fine).abs().max()),
+        "max_abs_adaptive_minus_rk4_dt2.5e-4": float((x - fine).abs().max()),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["all", "pendulum", "datasets"], default="all")
+    ap.add_argument("--part", choices=["all", "pendulum", "datasets", "rd"], default="all")
+    ap.add_argument("--rd-check", type=int, default=32,
+                    help="trajectories of the RD accuracy check (against rk4 at 1e-3, 2.5e-4)")
+    ap.add_argument("--rd-rk4-fraction", type=float, default=0.05,
+                    help="fraction of the RD trajectories timed with rk4(step=1e-3)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--scipy-n", type=int, default=1000,
                     help="trajectories timed in the SciPy loop (the rest extrapolated)")
@@ -163,6 +216,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     report = {"machine": {"cpu": platform.processor() or platform.machine(),
                           "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "load_average_at_start": os.getloadavg()[0],
                           "torch": torch.__version__,
                           "device": args.device or "cpu",
                           "gpu": torch.cuda.get_device_name() if torch.cuda.is_available()
@@ -171,6 +225,9 @@ def main() -> None:
         report["pendulum"] = pendulum(args.repeat, args.scipy_n)
     if args.part in ("all", "datasets"):
         report["datasets"] = datasets(args.device, args.full)
+    if args.part in ("all", "rd"):
+        report["reaction_diffusion_adaptive_vs_rk4"] = reaction_diffusion(
+            args.rd_check, args.rd_rk4_fraction)
     print(json.dumps(report, indent=2))
 
 

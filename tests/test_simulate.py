@@ -11,7 +11,8 @@ import physml
 from physml import parse_spec
 from physml.errors import SpecError
 from physml.simulation import SimulationError, UnstableError, simulate
-from physml.simulation.solvers import DOPRI5, RK4, adaptive_rk, fixed_step
+from physml.solve.batched import adaptive_rk, fixed_step
+from physml.solve.tableau import DOPRI5, RK4
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

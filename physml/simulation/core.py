@@ -23,7 +23,8 @@ import torch
 from ..errors import OptionError, SpecError
 from ..symbolic.compiler import compile_dynamics
 from ..symbolic.spec import SPLITS, Call, Environment, Spec
-from . import solvers as S
+from ..solve import SOLVERS, Outcome, Solver
+from ..solve.spectral import spectral_cn, split_diffusion
 from .samplers import draw_initial
 
 #: ``progress(label, fraction)``: called as each split advances (fraction in [0, 1]).
@@ -52,7 +53,8 @@ class _Plan:
     envs: tuple[Environment, ...]
     env_params: list[dict[str, float]]
     varying: tuple[str, ...]     # parameters that differ between environments
-    solver: Call
+    solver: Call                 # the spec's solver line (name and options)
+    method: Solver               # the registered solver it names
 
 
 def resolve_spec(spec: Spec) -> Spec:
@@ -94,11 +96,19 @@ def plan(spec: Spec) -> _Plan:
     env_params = [{**base, **e.as_dict()} for e in envs]
     varying = tuple(n for n in base if len({p[n] for p in env_params}) > 1)
     solver = data.solver or DEFAULT_SOLVER
-    if solver.name not in S.SOLVERS:
-        raise OptionError(f"unknown solver '{solver.name}'", solver.pos, spec.text,
-                          hint="solvers: " + ", ".join(S.SOLVERS), length=len(solver.name))
+    method = SOLVERS.get(solver.name)
+    if method is None or not method.simulates:
+        usable = [n for n, s in SOLVERS.items() if s.simulates]
+        raise OptionError(f"unknown solver '{solver.name}'" if method is None else
+                          f"solver '{solver.name}' is for training, not for data",
+                          solver.pos, spec.text, hint="solvers: " + ", ".join(usable),
+                          length=len(solver.name))
+    try:
+        method.check_options(solver.options())
+    except ValueError as exc:
+        raise OptionError(str(exc), solver.pos, spec.text, length=len(solver.name)) from None
     return _Plan(spec, times, float(times[0]) - data.warmup, tuple(envs), env_params, varying,
-                 solver)
+                 solver, method)
 
 
 def lean_system(system, values: dict[str, float], keep: tuple[str, ...] = ()):
@@ -132,14 +142,14 @@ def _solver_option(p: _Plan, key: str, default=None):
 
 
 def _integrate(p: _Plan, y0: torch.Tensor, batch_params: dict[str, torch.Tensor],
-               device, bound, progress, out_dtype: torch.dtype = torch.float64) -> S.Outcome:
+               device, bound, progress, out_dtype: torch.dtype = torch.float64) -> Outcome:
     """Integrate ``y0`` (B, *state) from ``p.start`` and return the saved frames."""
-    spec, name = p.spec, p.solver.name
-    kind = S.SOLVERS[name]
+    spec, name, method = p.spec, p.solver.name, p.method
+    spectral = method.kind == "spectral"
     out_times = p.times if p.start == float(p.times[0]) else torch.cat(
         [torch.tensor([p.start], dtype=torch.float64), p.times])
     env0 = p.env_params[0]
-    if kind == "spectral":
+    if spectral:
         domain = spec.system.domain
         if domain is None or not domain.periodic:
             raise OptionError("spectral_cn needs a periodic grid domain", p.solver.pos,
@@ -149,7 +159,7 @@ def _integrate(p: _Plan, y0: torch.Tensor, batch_params: dict[str, torch.Tensor]
             raise OptionError("spectral_cn needs a time step: spectral_cn(step=1e-3)",
                               p.solver.pos, spec.text, length=len(name))
         try:
-            coeffs, rest_system = S.split_diffusion(spec.system)
+            coeffs, rest_system = split_diffusion(spec.system)
         except ValueError as exc:
             raise OptionError(str(exc), p.solver.pos, spec.text, length=len(name)) from None
         f = compile_dynamics(lean_system(rest_system, env0, p.varying), values=env0,
@@ -168,24 +178,18 @@ def _integrate(p: _Plan, y0: torch.Tensor, batch_params: dict[str, torch.Tensor]
         f.set_batch_params({k: v.to(device) for k, v in batch_params.items()})
     y0 = y0.to(device)
     with torch.no_grad():
-        if kind == "adaptive":
-            out = S.adaptive_rk(f, y0, out_times, rtol=float(_solver_option(p, "rtol", 1e-8)),
-                                atol=float(_solver_option(p, "atol", 1e-8)), bound=bound,
-                                progress=progress, out_dtype=out_dtype,
-                                autonomous=_autonomous(spec.system))
-        elif kind == "torchdiffeq":
-            out = S.torchdiffeq_solve(f, y0, out_times, name,
-                                      rtol=float(_solver_option(p, "rtol", 1e-8)),
-                                      atol=float(_solver_option(p, "atol", 1e-8)),
-                                      bound=bound, progress=progress, out_dtype=out_dtype)
-        elif kind == "fixed":
-            out = S.fixed_step(f, y0, out_times, _solver_option(p, "step"),
-                               S.TABLEAUS[name], bound=bound, progress=progress,
-                               out_dtype=out_dtype)
+        if spectral:
+            out = spectral_cn(f, {k: v.to(device) for k, v in diff.items()},
+                              spec.system.domain, y0, out_times, float(step), bound=bound,
+                              progress=progress, out_dtype=out_dtype)
         else:
-            out = S.spectral_cn(f, {k: v.to(device) for k, v in diff.items()},
-                                spec.system.domain, y0, out_times, float(step), bound=bound,
-                                progress=progress, out_dtype=out_dtype)
+            step = _solver_option(p, "step")
+            out = method.simulate(f, y0, out_times,
+                                  rtol=float(_solver_option(p, "rtol", 1e-8)),
+                                  atol=float(_solver_option(p, "atol", 1e-8)),
+                                  step=None if step is None else float(step), bound=bound,
+                                  progress=progress, out_dtype=out_dtype,
+                                  autonomous=_autonomous(spec.system))
     if len(out_times) != len(p.times):
         out.states = out.states[1:]
     return out

@@ -1,20 +1,22 @@
-"""Batched ODE solvers for data generation: one registry, Butcher tables as data.
+"""Batched integrators for data generation (ground-truth simulation, no gradients).
 
-Every solver integrates all trajectories of a split at once, ``y`` of shape ``(B, *state)``,
-and returns the states at the requested output times, ``(T, B, *state)``.
+Every integrator advances all trajectories of a split at once, ``y`` of shape
+``(B, *state)``, and returns the states at the requested output times, ``(T, B, *state)``
+in an :class:`Outcome`. The registry (:mod:`physml.solve.registry`) decides which one a
+``solver NAME(...)`` line runs:
 
-- ``dopri5``: Dormand–Prince 5(4) with one step size shared by the batch. The error of
-  a step is the RMS over each trajectory's state of ``err / (atol + rtol·max(|y|, |y'|))``
-  and the step is accepted when the **worst** trajectory passes (Hairer, Nørsett & Wanner,
-  *Solving ODEs I*, §II.4), so every trajectory meets the tolerance — not just their mean
-  (as a norm over the whole batch would). Steps land exactly on the output times, so the
-  saved states carry the full 5th-order accuracy (no interpolation).
-- ``dopri8``: torchdiffeq's adaptive Dormand–Prince 8(5,3) (for very tight tolerances).
-- ``rk4`` / ``midpoint`` / ``euler``: fixed internal ``step`` (finer than the data step,
-  as the thesis's simulators do), then subsampled to the output grid.
-- ``spectral_cn``: pseudo-spectral Crank–Nicolson for periodic grids (Li et al., 2021,
-  the FNO Navier–Stokes data): the diffusion term is implicit, the rest explicit and
-  2/3-dealiased.
+- :func:`adaptive_rk` (``dopri5``): Dormand–Prince 5(4) with one step size shared by the
+  batch. The error of a step is the RMS over each trajectory's state of
+  ``err / (atol + rtol·max(|y|, |y'|))`` and the step is accepted when the **worst**
+  trajectory passes (Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.4), so every
+  trajectory meets the tolerance — not just their mean (as a norm over the whole batch
+  would). Steps land exactly on the output times, so the saved states carry the full
+  5th-order accuracy (no interpolation).
+- :func:`torchdiffeq_solve` (``dopri8``): torchdiffeq's adaptive methods, landing on the
+  output times.
+- :func:`fixed_step` (``rk4`` / ``midpoint`` / ``euler``): fixed internal ``step`` (finer
+  than the data step, as the thesis's simulators do), then subsampled to the output grid.
+- ``spectral_cn`` lives in :mod:`physml.solve.spectral`.
 
 A trajectory that becomes non-finite, or leaves ``|x| ≤ bound``, is frozen and reported
 (``Outcome.dead_time``) instead of stalling the shared step size of the batch.
@@ -25,48 +27,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import sympy
 import torch
 
+from .tableau import DOPRI5, RK4, ButcherTableau, rk_step
+
 Progress = Callable[[float], None]
-
-
-@dataclass(frozen=True)
-class ButcherTableau:
-    """An explicit Runge–Kutta method: nodes ``c``, matrix ``a`` (rows), weights ``b``,
-    and for embedded pairs the error weights ``e = b - b̂``. ``fsal``: first same as last."""
-
-    name: str
-    order: int
-    c: tuple[float, ...]
-    a: tuple[tuple[float, ...], ...]
-    b: tuple[float, ...]
-    e: tuple[float, ...] | None = None
-    fsal: bool = False
-
-
-EULER = ButcherTableau("euler", 1, (0.0,), ((),), (1.0,))
-MIDPOINT = ButcherTableau("midpoint", 2, (0.0, 0.5), ((), (0.5,)), (0.0, 1.0))
-RK4 = ButcherTableau("rk4", 4, (0.0, 0.5, 0.5, 1.0), ((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
-                     (1 / 6, 1 / 3, 1 / 3, 1 / 6))
-# Dormand & Prince (1980); e = b5 - b4 (Hairer–Wanner, Table II.5.2).
-DOPRI5 = ButcherTableau(
-    "dopri5", 5,
-    c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0),
-    a=((),
-       (1 / 5,),
-       (3 / 40, 9 / 40),
-       (44 / 45, -56 / 15, 32 / 9),
-       (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-       (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-       (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)),
-    b=(35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0),
-    e=(35 / 384 - 5179 / 57600, 0.0, 500 / 1113 - 7571 / 16695, 125 / 192 - 393 / 640,
-       -2187 / 6784 + 92097 / 339200, 11 / 84 - 187 / 2100, -1 / 40),
-    fsal=True,
-)
-
-TABLEAUS = {t.name: t for t in (EULER, MIDPOINT, RK4, DOPRI5)}
 
 
 class SolverFailure(RuntimeError):
@@ -145,8 +110,11 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 def adaptive_rk(f, y0: torch.Tensor, times: torch.Tensor, rtol: float, atol: float,
                 tableau: ButcherTableau = DOPRI5, bound: float | None = None,
                 progress: Progress | None = None, max_steps: int = 1_000_000,
-                out_dtype: torch.dtype | None = None, autonomous: bool = False) -> Outcome:
+                out_dtype: torch.dtype | None = None, autonomous: bool = False,
+                max_step: float | None = None) -> Outcome:
     """Embedded Runge–Kutta with a step shared by the batch; steps land on ``times``.
+
+    ``max_step`` caps the step size (the ``step`` option of an adaptive spec).
 
     Stage sums are one matrix product over the stacked stages (``K`` has shape
     ``(stages, B·n)``), which keeps the per-step overhead to a handful of torch calls.
@@ -183,6 +151,8 @@ def adaptive_rk(f, y0: torch.Tensor, times: torch.Tensor, rtol: float, atol: flo
         y, f0 = guard.scrub(y), guard.scrub(f0)
     span = t_end - t0
     h = _initial_step(f, t0, y, f0, tab.order, rtol, atol, span) if span > 0 else 0.0
+    h_cap = math.inf if max_step is None else float(max_step)
+    h = min(h, h_cap)
     nfe += 1
     K[0] = f0.reshape(-1)
     t = t0
@@ -258,9 +228,9 @@ def adaptive_rk(f, y0: torch.Tensor, times: torch.Tensor, rtol: float, atol: flo
                 if progress is not None:
                     progress((t - t0) / span if span else 1.0)
                 # A step cut short to land on an output time says nothing about h.
-                h = max(h, h_try * factor)
+                h = min(max(h, h_try * factor), h_cap)
             else:
-                h = h_try * factor
+                h = min(h_try * factor, h_cap)
         else:
             h = h_try * factor
     return Outcome(guard.mark_outputs(out, times), guard.dead_time, steps, nfe)
@@ -292,16 +262,7 @@ def fixed_step(f, y0: torch.Tensor, times: torch.Tensor, step: float | None,
         h = (tb - ta) / n
         for m in range(n):
             t = ta + m * h
-            ks = []
-            for i in range(s):
-                yi = y
-                for aij, kj in zip(tab.a[i], ks):
-                    if aij != 0.0:
-                        yi = torch.add(yi, kj, alpha=h * aij)
-                ks.append(f(tt(t + tab.c[i] * h), yi))
-            for bi, ki in zip(tab.b, ks):
-                if bi != 0.0:
-                    y = torch.add(y, ki, alpha=h * bi)
+            y = rk_step(tab, f, tt(t), h, y)
             nfe += s
             steps += 1
             if progress is not None and n >= 100 and m % (n // 50) == 0:
@@ -317,106 +278,23 @@ def fixed_step(f, y0: torch.Tensor, times: torch.Tensor, step: float | None,
 
 
 # ---------------------------------------------------------------------------------------
-# Pseudo-spectral Crank–Nicolson (periodic grids)
-
-def split_diffusion(system) -> tuple[dict[str, sympy.Expr], object]:
-    """Split each ``d(u)/dt = c·lap(u) + R`` into the constant diffusivity ``c`` (a SymPy
-    expression in the parameters) and the rest, a system with ``R`` as its equations."""
-    from dataclasses import replace
-
-    from ..symbolic.functions import lap
-
-    fields = set(system.fields)
-    lets = {sympy.Symbol(l.name): l.expr for l in system.lets}
-    diff, eqs = {}, []
-    for eq in system.equations:
-        rhs = sympy.expand(eq.rhs)
-        target = lap(sympy.Symbol(eq.var))
-        c = rhs.coeff(target)
-        names = {s.name for s in c.free_symbols}
-        if names & (fields | set(system.domain.axes) | {"t"}) or any(
-                sympy.Symbol(n) in lets for n in names):
-            raise ValueError(f"spectral_cn: the diffusion coefficient of {eq.var} ({c}) must "
-                             "be a constant or a parameter")
-        diff[eq.var] = c
-        eqs.append(replace(eq, rhs=sympy.expand(rhs - c * target)))
-    return diff, replace(system, equations=tuple(eqs))
-
-
-def spectral_cn(rest, diffusivity: dict[str, torch.Tensor], domain, y0: torch.Tensor,
-                times: torch.Tensor, step: float, bound: float | None = None,
-                progress: Progress | None = None, out_dtype: torch.dtype | None = None
-                ) -> Outcome:
-    """``û ← ((1 + h/2·c·Λ) û + h·D(R̂(u))) / (1 − h/2·c·Λ)``, Λ = −|k|² (Li et al. 2021).
-
-    ``rest`` computes the explicit part R(u) (advection, reaction, forcing);
-    ``diffusivity[var]`` is ``c`` of shape ``(B,)``, or a scalar; D is the 2/3 dealiasing
-    mask applied to the explicit part.
-    """
-    nd = domain.ndim
-    dims = tuple(range(-nd, 0))
-    device, dtype = y0.device, y0.dtype
-    ks, mask = [], None
-    for k, (n, length) in enumerate(zip(domain.shape, domain.lengths)):
-        last = k == nd - 1
-        freq = (torch.fft.rfftfreq(n, d=1.0 / n) if last else torch.fft.fftfreq(n, d=1.0 / n))
-        freq = freq.to(device=device, dtype=dtype)
-        shp = [1] * nd
-        shp[k] = -1
-        ks.append((2 * math.pi / length * freq).reshape(shp))
-        keep = (freq.abs() <= (2.0 / 3.0) * (n // 2)).reshape(shp)
-        mask = keep if mask is None else mask & keep
-    lam = -sum(k ** 2 for k in ks)                                   # symbol of Δ
-    B, nvar = y0.shape[0], y0.shape[1]
-    c = torch.stack([torch.as_tensor(diffusivity[v], dtype=dtype, device=device).expand(B)
-                     for v in diffusivity], dim=1)                   # (B, nvar)
-    c = c.reshape(B, nvar, *([1] * nd))
-    guard = _Guard(B, bound, device)
-    tlist = [float(x) for x in times]
-    out = torch.empty((len(tlist),) + tuple(y0.shape), dtype=out_dtype or dtype, device=device)
-    out[0] = y0
-    uh = torch.fft.rfftn(y0, dim=dims)
-    grid = tuple(domain.shape)
-    tt = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-    span = tlist[-1] - tlist[0]
-    steps = 0
-    for j in range(1, len(tlist)):
-        ta, tb = tlist[j - 1], tlist[j]
-        n = max(1, math.ceil((tb - ta) / step - 1e-9))
-        h = (tb - ta) / n
-        lhs = 1 - 0.5 * h * c * lam
-        rhs_lin = 1 + 0.5 * h * c * lam
-        for m in range(n):
-            u = torch.fft.irfftn(uh, s=grid, dim=dims)
-            r = torch.fft.rfftn(rest(tt(ta + m * h), u), dim=dims) * mask
-            uh = (rhs_lin * uh + h * r) / lhs
-            steps += 1
-            if progress is not None and n >= 100 and m % (n // 50) == 0:
-                progress((ta + (m + 1) * h - tlist[0]) / span)
-        y = torch.fft.irfftn(uh, s=grid, dim=dims)
-        dead = guard.bad(y)
-        if bool(dead.any()):
-            guard.kill(dead, tb)
-            y = guard.scrub(y)
-            uh = torch.fft.rfftn(y, dim=dims)
-        out[j] = y
-        if progress is not None:
-            progress((tb - tlist[0]) / span if span else 1.0)
-    return Outcome(guard.mark_outputs(out, times), guard.dead_time, steps, steps)
-
-
-# ---------------------------------------------------------------------------------------
-# torchdiffeq (dopri8)
+# torchdiffeq's adaptive methods (dopri8)
 
 def torchdiffeq_solve(f, y0, times, method: str, rtol: float, atol: float,
                       bound: float | None = None, progress: Progress | None = None,
-                      out_dtype: torch.dtype | None = None) -> Outcome:
+                      out_dtype: torch.dtype | None = None, max_step: float | None = None
+                      ) -> Outcome:
+    """An adaptive torchdiffeq method (``method`` is torchdiffeq's name for it) on the
+    whole batch; ``max_step`` caps the step size."""
     from torchdiffeq import odeint
 
+    # step_t: land on the output times (the quartic interpolant would cost accuracy).
+    options = {"step_t": times.to(y0.dtype)}
+    if max_step is not None:
+        options["max_step"] = float(max_step)
     try:
-        # step_t: land on the output times (the quartic interpolant would cost accuracy).
         y = odeint(f, y0, times.to(y0.dtype), method=method, rtol=rtol, atol=atol,
-                   options={"step_t": times.to(y0.dtype)})
+                   options=options)
     except AssertionError as exc:  # torchdiffeq's "underflow in dt"
         raise SolverFailure(str(exc)) from exc
     guard = _Guard(y0.shape[0], bound, y0.device)
@@ -427,14 +305,3 @@ def torchdiffeq_solve(f, y0, times, method: str, rtol: float, atol: float,
     if progress is not None:
         progress(1.0)
     return Outcome(guard.mark_outputs(y.to(out_dtype or y.dtype), times), guard.dead_time)
-
-
-#: ``solver NAME(...)`` in a data block → the kind of integrator (see :func:`integrate`).
-SOLVERS = {
-    "dopri5": "adaptive",
-    "dopri8": "torchdiffeq",
-    "rk4": "fixed",
-    "midpoint": "fixed",
-    "euler": "fixed",
-    "spectral_cn": "spectral",
-}

@@ -1,0 +1,135 @@
+"""Differentiable integration for training and reporting: :func:`odeint`.
+
+Fixed-tableau methods run on physml's own grid loop (one :func:`~physml.solve.tableau.rk_step`
+per interval or sub-step), which is what ``torch.compile`` and gradient checkpointing wrap;
+adaptive methods run on torchdiffeq (Chen et al. 2018), with its adjoint when asked.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+
+import torch
+import torch.utils.checkpoint
+
+from .registry import Solver, get_solver
+from .tableau import ButcherTableau, rk_step
+
+# Compiled steps of callables that are not nn.Modules (modules keep theirs in __dict__).
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def odeint(f, x0: torch.Tensor, t: torch.Tensor, solver: str | Solver, *,
+           step: float | None = None, rtol: float = 1e-6, atol: float = 1e-7,
+           adjoint: bool = False, compiled: bool = False, recompute: bool = False
+           ) -> torch.Tensor:
+    """Solve ``dx/dt = f(t, x)`` from ``x0`` (B, *state) on the times ``t`` (1-D); returns
+    the states at ``t`` as (B, T, *state), differentiable with respect to ``x0`` and the
+    parameters of ``f``.
+
+    Fixed methods (``euler``, ``midpoint``, ``rk4``, ``rk4_38``): one step per interval of
+    ``t``, or ``ceil(Δt/step)`` equal sub-steps when ``step`` is given. ``compiled``:
+    the step is ``torch.compile``-d once per ``f`` and cached on it (on small batches the
+    cost of training is the launch overhead of many tiny operations, which compiling the
+    step fuses away: thesis-sized pendulum ~1.9× faster per Adam step on CPU).
+    ``recompute`` (gradient checkpointing): each step keeps only its input state for the
+    backward pass and runs again there, so memory holds the states along the trajectory
+    instead of every activation of every stage (the damped wave at batch 64 needs ~20 GB
+    without it, a few hundred MB with it), for about one more forward pass of cost.
+    ``adjoint`` with a fixed method runs torchdiffeq's adjoint of the same method.
+
+    Adaptive methods (``dopri5``, ``dopri8``, ``bosh3``, ``adaptive_heun``, ``fehlberg2``):
+    torchdiffeq's ``odeint`` (``odeint_adjoint`` with ``adjoint``, the adjoint parameters
+    being those of ``f``) with ``rtol``/``atol``, landing on the times ``t`` rather than
+    interpolating to them; ``step`` caps the step size.
+    ``compiled``/``recompute`` apply to fixed methods only and are ignored here.
+    """
+    solver = get_solver(solver)
+    if not solver.trainable:
+        from .registry import SOLVERS
+
+        usable = ", ".join(n for n, s in SOLVERS.items() if s.trainable)
+        raise ValueError(f"solver {solver.name} is not differentiable (it only simulates "
+                         f"data); for training choose one of: {usable}")
+    if t.dim() != 1:
+        raise ValueError(f"odeint: t must be 1-D, got shape {tuple(t.shape)}")
+    if step is not None and not step > 0:
+        raise ValueError(f"odeint: step must be positive, got {step}")
+    if solver.kind == "fixed" and not adjoint:
+        return fixed_grid(f, x0, t, solver.tableau, step=step, compiled=compiled,
+                          recompute=recompute)
+    return _torchdiffeq(f, x0, t, solver, step, rtol, atol, adjoint)
+
+
+def _torchdiffeq(f, x0, t, solver: Solver, step, rtol, atol, adjoint) -> torch.Tensor:
+    from torchdiffeq import odeint as tde_odeint, odeint_adjoint
+
+    if solver.torchdiffeq is None:
+        raise ValueError(f"solver {solver.name} has no torchdiffeq counterpart, so no adjoint; "
+                         "use recompute=True to save memory instead, or rk4_38 (torchdiffeq's "
+                         "rk4) with adjoint=True")
+    kwargs = {"method": solver.torchdiffeq}
+    if solver.kind == "adaptive":
+        kwargs.update(rtol=rtol, atol=atol)
+        # Land on the output times, as the simulator does: torchdiffeq's interpolants are
+        # of lower order than its methods (bosh3's and dopri8's visibly so).
+        options = {"step_t": t}
+        if step is not None:
+            options["max_step"] = float(step)
+        kwargs["options"] = options
+    elif step is not None:
+        kwargs["options"] = {"step_size": float(step)}
+    if adjoint:
+        params = tuple(f.parameters()) if isinstance(f, torch.nn.Module) else ()
+        out = odeint_adjoint(f, x0, t, adjoint_params=params, **kwargs)
+    else:
+        out = tde_odeint(f, x0, t, **kwargs)
+    return out.movedim(0, 1)
+
+
+def _compiled_step(f, tab: ButcherTableau):
+    """``torch.compile`` of one step of ``tab`` for ``f``, cached on ``f``."""
+    if isinstance(f, torch.nn.Module):
+        cache = f.__dict__.setdefault("_physml_solve_steps", {})
+    else:
+        try:
+            cache = _COMPILED.setdefault(f, {})
+        except TypeError:  # not weak-referenceable: compile afresh
+            cache = {}
+    fn = cache.get(tab.name)
+    if fn is None:
+        # Variants: first step (state without grad) vs later ones, training vs validation,
+        # batch vs evaluation chunk sizes; allow them all to stay compiled.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        fn = torch.compile(lambda tt, h, y: rk_step(tab, f, tt, h, y), dynamic=False)
+        cache[tab.name] = fn
+    return fn
+
+
+def fixed_grid(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTableau,
+               step: float | None = None, compiled: bool = False, recompute: bool = False
+               ) -> torch.Tensor:
+    """Fixed-step integration of ``tableau`` on the grid ``t``: one step per interval, or
+    ``ceil(Δt/step)`` equal steps per interval; returns (B, T, *state)."""
+    times = t.detach().cpu().tolist()       # one device sync, not one per step
+    if compiled:
+        fn = _compiled_step(f, tableau)
+    else:
+        fn = lambda tt, h, y: rk_step(tableau, f, tt, h, y)  # noqa: E731
+    checkpointed = recompute and torch.is_grad_enabled()
+    ys = [x0]
+    y = x0
+    for i in range(len(times) - 1):
+        n = max(1, math.ceil((times[i + 1] - times[i]) / step - 1e-9)) if step else 1
+        # Eager: h is a float, so each stage coefficient is one fused op. Compiled: a 0-d
+        # tensor, so that a new step size does not recompile.
+        h = (t[i + 1] - t[i]) / n if compiled else (times[i + 1] - times[i]) / n
+        ti = t[i]
+        for j in range(n):
+            tj = ti if j == 0 else ti + j * h
+            if checkpointed:
+                y = torch.utils.checkpoint.checkpoint(fn, tj, h, y, use_reentrant=False)
+            else:
+                y = fn(tj, h, y)
+        ys.append(y)
+    return torch.stack(ys, dim=1)

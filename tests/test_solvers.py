@@ -1,0 +1,289 @@
+"""physml.solve: every registered solver has the order it declares; the differentiable
+integrator agrees with the simulator, has correct gradients, and its compiled and
+checkpointed forms change nothing.
+
+The order test is built from the registry (diffrax's ``test_ode_order``): a new solver is
+tested for free, and must declare step sizes for a new order in ``STEPS``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import physml
+from physml.solve import SOLVERS, ButcherTableau, get_solver, odeint
+from physml.solve.batched import adaptive_rk, fixed_step
+from physml.solve.spectral import spectral_cn
+from physml.solve.tableau import DOPRI5
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# A manufactured smooth, nonlinear, non-autonomous, coupled problem with a known solution
+# Y(t) = (cos t, 1/(1 + t²)): f(t, y) = N(y) − N(Y(t)) + Y'(t), N(y) = (y₀y₁, −y₀²).
+# (Scalar or linear test problems hide order conditions from order 5 on: Butcher, §3.)
+T_END = 2.0
+
+
+def _exact(t):
+    return torch.stack([torch.cos(t), 1 / (1 + t * t)], -1)
+
+
+def _dexact(t):
+    return torch.stack([-torch.sin(t), -2 * t / (1 + t * t) ** 2], -1)
+
+
+def _nonlinear(y):
+    return torch.stack([y[..., 0] * y[..., 1], -y[..., 0] ** 2], -1)
+
+
+def manufactured(t, y):
+    return _nonlinear(y) - _nonlinear(_exact(t)) + _dexact(t)
+
+
+Y0 = _exact(torch.tensor(0.0, dtype=torch.float64))[None]              # (1, 2)
+Y_END = _exact(torch.tensor(T_END, dtype=torch.float64))
+T_SPAN = torch.tensor([0.0, T_END], dtype=torch.float64)
+
+# Steps per unit of T_END, by order: in the asymptotic range and above round-off (1e-13).
+STEPS = {1: (64, 128, 256), 2: (32, 64, 128), 3: (32, 64, 128), 4: (32, 64, 128),
+         5: (64, 128, 256), 8: (4, 8, 16)}
+
+
+def _slope(ns, errs) -> float:
+    """Least-squares slope of log(error) against log(step)."""
+    x = [math.log(T_END / n) for n in ns]
+    y = [math.log(e) for e in errs]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
+
+
+def _error_fixed(solver, n: int) -> float:
+    y = odeint(manufactured, Y0, T_SPAN, solver, step=T_END / n)
+    return float((y[0, -1] - Y_END).abs().max())
+
+
+def _error_torchdiffeq_fixed_step(solver, n: int) -> float:
+    """torchdiffeq's adaptive method forced to a constant step (min_step = max_step, landing
+    on the grid): the order of the solution it propagates, free of step control."""
+    from torchdiffeq import odeint as tde_odeint
+
+    h = T_END / n
+    grid = torch.linspace(0.0, T_END, n + 1, dtype=torch.float64)[1:]
+    y = tde_odeint(manufactured, Y0, T_SPAN, method=solver.torchdiffeq, rtol=1.0, atol=1.0,
+                   options=dict(first_step=h, min_step=h, max_step=h, step_t=grid))
+    return float((y[-1, 0] - Y_END).abs().max())
+
+
+def _error_tableau(tab: ButcherTableau, n: int) -> float:
+    out = fixed_step(manufactured, Y0, T_SPAN, T_END / n, tab)
+    return float((out.states[-1, 0] - Y_END).abs().max())
+
+
+def _spectral_errors(ns, reaction: bool):
+    """Periodic 1-D heat equation u_t = c·u_xx (− u): each Fourier mode decays as
+    exp(−(c·k² + r)·t). CN is exact in space here (two modes, below the 2/3 cut)."""
+    n_grid, c = 16, 0.5
+    domain = SimpleNamespace(ndim=1, shape=(n_grid,), lengths=(2 * math.pi,))
+    x = torch.arange(n_grid, dtype=torch.float64) * (2 * math.pi / n_grid)
+    modes = ((1, 1.0), (3, 0.5))
+    u0 = sum(a * torch.sin(k * x) for k, a in modes)[None, None]       # (1, 1, 16)
+    r = 1.0 if reaction else 0.0
+    exact = sum(a * math.exp(-(c * k * k + r) * T_END) * torch.sin(k * x) for k, a in modes)
+    errs = []
+    for n in ns:
+        out = spectral_cn(lambda t, u: -r * u, {"u": c}, domain, u0, T_SPAN, T_END / n)
+        errs.append(float((out.states[-1, 0, 0] - exact).abs().max()))
+    return errs
+
+
+@pytest.mark.parametrize("solver", list(SOLVERS.values()), ids=list(SOLVERS))
+def test_order(solver):
+    """Fitted log-error/log-step slope = ``solver.order`` (within 0.25)."""
+    if solver.kind == "spectral":
+        ns = (8, 16, 32)
+        errs = _spectral_errors(ns, reaction=True)          # explicit part: forward Euler
+    else:
+        ns = STEPS[solver.order]
+        if solver.kind == "fixed":
+            errs = [_error_fixed(solver, n) for n in ns]
+        else:
+            errs = [_error_torchdiffeq_fixed_step(solver, n) for n in ns]
+    slope = _slope(ns, errs)
+    assert abs(slope - solver.order) < 0.25, (solver.name, slope, errs)
+    if solver.tableau is not None and solver.kind == "adaptive":
+        # physml's own tableau (the batched simulator's dopri5) has the order too.
+        errs = [_error_tableau(solver.tableau, n) for n in ns]
+        assert abs(_slope(ns, errs) - solver.order) < 0.25, (solver.name, errs)
+
+
+def test_spectral_cn_is_second_order_for_pure_diffusion():
+    ns = (8, 16, 32)
+    assert abs(_slope(ns, _spectral_errors(ns, reaction=False)) - 2) < 0.25
+
+
+def test_dopri5_embedded_solution_is_fourth_order():
+    """The error estimate of the batched simulator uses ``e = b − b̂``: b̂ must be order 4."""
+    b_hat = tuple(b - e for b, e in zip(DOPRI5.b, DOPRI5.e))
+    tab = ButcherTableau("dopri5_embedded", 4, DOPRI5.c, DOPRI5.a, b_hat)
+    ns = STEPS[4]
+    assert abs(_slope(ns, [_error_tableau(tab, n) for n in ns]) - 4) < 0.25
+
+
+@pytest.mark.parametrize("name", [n for n, s in SOLVERS.items() if s.kind == "adaptive"])
+def test_adaptive_error_follows_tolerance(name):
+    """With step control on, the global error falls in proportion to the tolerance
+    (error-per-step control: error ∝ tol^(p/(q+1)), p the order, q the estimator's
+    order; ≈ 1 for these pairs) and stays within a bounded multiple of it."""
+    tols = (1e-3, 1e-4, 1e-5, 1e-6)
+    errs = []
+    for tol in tols:
+        y = odeint(manufactured, Y0, T_SPAN, name, rtol=tol, atol=tol)
+        errs.append(float((y[0, -1] - Y_END).abs().max()))
+    slope = math.log(errs[0] / errs[-1]) / math.log(tols[0] / tols[-1])
+    assert 0.7 < slope < 1.6, (name, errs)
+    assert all(e < 1000 * tol for e, tol in zip(errs, tols)), (name, errs)
+
+
+def test_batched_dopri5_error_follows_tolerance():
+    errs = []
+    for tol in (1e-5, 1e-7, 1e-9):
+        out = adaptive_rk(manufactured, Y0, T_SPAN, rtol=tol, atol=tol)
+        errs.append(float((out.states[-1, 0] - Y_END).abs().max()))
+        assert errs[-1] < 10 * tol
+    assert 0.7 < math.log(errs[0] / errs[-1]) / math.log(1e4) < 1.6, errs
+
+
+def test_registry_entries_are_consistent():
+    from physml.experiment import vocabulary
+
+    # `physml check` accepts in a data block exactly what the simulator runs.
+    data_solvers = vocabulary().data_solvers
+    assert {n for n, s in SOLVERS.items() if s.simulates} == set(data_solvers)
+    for name, options in data_solvers.items():
+        assert set(SOLVERS[name].options) == set(options), name
+    for name, s in SOLVERS.items():
+        assert s.name == name and isinstance(s.order, int) and s.kind in ("fixed", "adaptive",
+                                                                           "spectral")
+    # rk4 is the classic method everywhere; torchdiffeq's rk4 (the 3/8 rule) is rk4_38.
+    assert SOLVERS["rk4"].tableau.b == (1 / 6, 1 / 3, 1 / 3, 1 / 6)
+    assert SOLVERS["rk4_38"].torchdiffeq == "rk4"
+
+
+def test_unknown_solver_lists_choices():
+    with pytest.raises(ValueError, match="unknown solver 'rk5'; choose one of") as exc:
+        get_solver("rk5")
+    assert all(name in str(exc.value) for name in SOLVERS)
+    with pytest.raises(ValueError, match="not differentiable.*rk4"):
+        odeint(manufactured, Y0, T_SPAN, "spectral_cn")
+    with pytest.raises(ValueError, match="does not take option.*rtol"):
+        SOLVERS["rk4"].check_options({"rtol": 1e-3})
+
+
+def test_odeint_agrees_with_simulation(float64):
+    from physml.simulation import simulate
+    from physml.symbolic.compiler import compile_dynamics
+
+    spec = physml.parse_spec(
+        "use damped_pendulum\ndata:\n    trajectories 6 train\n    time 0 .. 10 step 0.5\n"
+        "    initial theta, omega ~ ring(1.3, 2.3)\n    solver rk4(step=0.05)\n")
+    field = compile_dynamics(spec).double()
+    ds = simulate(spec, dtype=torch.float64)
+    x = ds["train"][0]                                               # (N, T, 2)
+    with torch.no_grad():
+        y = odeint(field, x[:, 0], ds.times, "rk4", step=0.05)
+        # Same tableau, same steps: the same numbers.
+        assert (y - x).abs().max() < 1e-12
+        # And the adaptive paths (physml's batched dopri5, torchdiffeq's) agree.
+        tight = simulate(replace(spec, data=replace(spec.data, solver=replace(
+            spec.data.solver, name="dopri5", kwargs=(("rtol", 1e-10), ("atol", 1e-10))))),
+            dtype=torch.float64)["train"][0]
+        y5 = odeint(field, x[:, 0], ds.times, "dopri5", rtol=1e-10, atol=1e-10)
+    assert (y5 - tight).abs().max() < 1e-8
+    assert (tight - x).abs().max() < 1e-5                            # rk4 at h = 0.05
+
+
+@pytest.mark.parametrize("name", [n for n, s in SOLVERS.items()
+                                  if s.trainable and s.kind == "fixed"])
+def test_gradcheck_fixed_methods(name):
+    t = torch.tensor([0.0, 0.3, 0.7], dtype=torch.float64)
+
+    def solve(x0, w):
+        return odeint(lambda tt, x: torch.tanh(x @ w) + 0.1 * tt, x0, t, name, step=0.2)
+
+    x0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(solve, (x0, w))
+
+
+def _mlp_problem():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, t, x):
+            return self.net(x)
+
+    return Field(), torch.randn(5, 2), torch.linspace(0, 1, 6)
+
+
+def _values_and_grads(f, x0, t, **kw):
+    f.zero_grad()
+    y = odeint(f, x0, t, "rk4", step=0.1, **kw)
+    y.square().sum().backward()
+    return y.detach(), [p.grad.clone() for p in f.parameters()]
+
+
+def test_recompute_changes_nothing():
+    f, x0, t = _mlp_problem()
+    y, g = _values_and_grads(f, x0, t)
+    y2, g2 = _values_and_grads(f, x0, t, recompute=True)
+    assert torch.equal(y, y2)
+    assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(g, g2))
+
+
+@pytest.mark.slow
+def test_compiled_changes_nothing():
+    f, x0, t = _mlp_problem()
+    y, g = _values_and_grads(f, x0, t)
+    y2, g2 = _values_and_grads(f, x0, t, compiled=True)
+    assert torch.allclose(y, y2, rtol=1e-5, atol=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g, g2))
+    # Cached on the module: a second call compiles nothing new.
+    assert "rk4" in f.__dict__["_physml_solve_steps"]
+
+
+def test_adjoint_gradients_match_backprop():
+    f, x0, t = _mlp_problem()
+    f = f.double()
+    x0, t = x0.double(), t.double()
+    grads = []
+    for adjoint in (False, True):
+        f.zero_grad()
+        odeint(f, x0, t, "dopri5", rtol=1e-9, atol=1e-9, adjoint=adjoint).square().sum().backward()
+        grads.append([p.grad.clone() for p in f.parameters()])
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(*grads))
+
+
+def test_rd_adaptive_dataset_matches_fixed_step_reference():
+    """The Table 3.4 reaction–diffusion specs simulate with adaptive dopri5 at a tolerance
+    chosen so that the data match the old rk4(step=1e-3) within that reference's own error
+    (max |rk4(1e-3) − rk4(2.5e-4)| ≈ 1.5e-11, benchmarks/results/simulate_rd_cpu.json)."""
+    from physml.simulation import simulate
+
+    spec = physml.load_spec("specs/table3_4/rd_true_pde.phy")
+    assert spec.data.solver.name == "dopri5"
+    small = replace(spec, data=replace(spec.data, splits=(("train", 8),)))
+    ref = replace(small, data=replace(small.data, solver=replace(
+        small.data.solver, name="rk4", kwargs=(("step", 1e-3),))))
+    x = simulate(small, dtype=torch.float64)["train"]
+    y = simulate(ref, dtype=torch.float64)["train"]
+    assert x.shape == y.shape == (1, 8, 25, 2, 32, 32)
+    assert (x - y).abs().max() < 2e-11
