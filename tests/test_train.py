@@ -450,3 +450,19 @@ def test_augment_on_restricts_the_network_to_the_named_equations():
     line = bad.splitlines().index("augment mlp(hidden=8, layers=3) on omgea") + 1
     assert str(info.value).startswith(f"p.phy:{line}:36: `augment ... on`: 'omgea' is not a variable")
     assert "did you mean 'omega'?" in str(info.value)
+
+
+@pytest.mark.slow
+def test_compile_with_a_budget_happens_in_the_background(tmp_path, small_data):
+    spec = pendulum_spec(tmp_path, epochs=100000, n=8, hidden=16)
+    text = spec.text.replace("val_every 5", "val_every 5 compile true minutes 1.5")
+    messages = []
+    run = train(physml.parse_spec(text), dataset=small_data, out=tmp_path / "c", report=False,
+                callback=lambda p: p.message and messages.append(p.message))
+    assert messages[0].startswith("compiling the step in the background")
+    switched = [m for m in messages if m.startswith("step compiled in the background")]
+    assert switched, messages
+    steps = [m for m in run.metrics() if "loss" in m]
+    # Training went on while the child compiled: no batch waited for a cold compile.
+    gaps = [b["time"] - a["time"] for a, b in zip(steps, steps[1:])]
+    assert steps[0]["time"] < 10 and max(gaps) < 30, (steps[0]["time"], max(gaps))

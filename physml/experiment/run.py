@@ -219,7 +219,8 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             exp = build(spec_obj, cfg, n_initial=len(data.train))
         fit_scales(exp.rollout, data, float(ds.dt))
         trainer = Trainer(exp.rollout, exp.objective, data, cfg, Path("."), callback,
-                          truth=true_values(ds, exp.rollout.physical_parameters()), dist=dist)
+                          truth=true_values(ds, exp.rollout.physical_parameters()), dist=dist,
+                          compile_in_background=_background_compile(spec_obj, cfg, data))
         path, created = _new_run_dir(spec_obj, out) if dist.is_main else (None, False)
         path = _agree_on_path(trainer, path)
         trainer.dir = path
@@ -252,6 +253,19 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             write_report(run, dataset=ds)
     trainer.dist.close()
     return run
+
+
+def _background_compile(spec: Spec, cfg: TrainConfig, data):
+    """With `compile` and a time budget (`minutes`), compile in a child process while the
+    run starts eagerly (:mod:`physml.experiment.warm`); without a budget, inline."""
+    if not (cfg.compile and cfg.minutes) or spec.text == "":
+        return None
+    from . import warm
+
+    shape = (min(cfg.batch, len(data.train)), data.train.n_frames,
+             *data.train.frames.shape[2:])
+    n_initial = len(data.train) if cfg.fit_initial else 0
+    return lambda: warm.start(spec, cfg, shape, n_initial)
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -144,7 +144,8 @@ class Trainer:
     def __init__(self, rollout: Rollout, objective: Objective, data: TrainingData,
                  config: TrainConfig, run_dir: str | Path,
                  callback: Callable[[Progress], None] | None = None,
-                 truth: dict[str, float] | None = None, dist: Distributed | None = None):
+                 truth: dict[str, float] | None = None, dist: Distributed | None = None,
+                 compile_in_background: Callable[[], Any] | None = None):
         cfg = config
         self.cfg = cfg
         self.dir = Path(run_dir)
@@ -192,6 +193,10 @@ class Trainer:
         self._good: dict[str, Any] | None = None
         self._best: dict[str, Any] | None = None
         self._last_save = -math.inf
+        # With `compile` and a time budget the experiment may compile the step in another
+        # process (:mod:`physml.experiment.warm`); until it is done the run trains eagerly.
+        self._warming = None
+        self._start_warm = compile_in_background if cfg.compile else None
 
     @property
     def stopped_early(self) -> bool:
@@ -367,8 +372,12 @@ class Trainer:
     def fit(self) -> str:
         """Train until the epochs, step or time budget is spent, patience runs out, or
         Ctrl-C; returns why it stopped (one of :data:`STOP_REASONS`)."""
-        with compute_threads(self.cfg.threads, self.device, self.data.train.frames.dim() == 3):
-            self.stop_reason = self._fit()
+        try:
+            with compute_threads(self.cfg.threads, self.device,
+                                 self.data.train.frames.dim() == 3):
+                self.stop_reason = self._fit()
+        finally:
+            self._stop_background_compile()
         return self.stop_reason
 
     def _open_metrics(self):
@@ -390,6 +399,7 @@ class Trainer:
             return self.stop_reason
         n = len(self.data.train)
         nb = self.batches_per_epoch()
+        self._begin_background_compile()
         self._good = self._copy()
         self.rollout.train()
         reason: str | None = None
@@ -415,6 +425,8 @@ class Trainer:
                     if self.step % 10 == 0:
                         # A recent state that gave finite losses, to come back to on NaN.
                         self._good = self._copy()
+                    if self._warming is not None:
+                        self._maybe_switch_to_compiled()
                     result = self._batch_step(batch)
                     if result is None:
                         self._on_nonfinite()
@@ -445,6 +457,40 @@ class Trainer:
         self.stop_reason = reason
         self.save("last")
         return reason
+
+    def _begin_background_compile(self) -> None:
+        if self._start_warm is None or self.dist.active:
+            return
+        self._warming = (self._start_warm(), time.perf_counter())
+        self._set_compiled(False)
+        self._notify(math.nan, {}, None, phase="training", message=(
+            "compiling the step in the background; training eagerly until it is ready"))
+
+    def _set_compiled(self, on: bool) -> None:
+        from dataclasses import replace
+
+        self.rollout.solver = replace(self.rollout.solver, compiled=on)
+
+    def _maybe_switch_to_compiled(self) -> None:
+        proc, started = self._warming
+        code = proc.poll()
+        if code is None:
+            return
+        self._warming = None
+        took = time.perf_counter() - started
+        if code == 0:
+            self._set_compiled(True)
+            message = f"step compiled in the background ({took:.0f} s): switching to it"
+        else:
+            message = (f"compiling the step failed in the background (exit {code}); "
+                       "training goes on without `compile`")
+        self._notify(math.nan, {}, None, message=message)
+
+    def _stop_background_compile(self) -> None:
+        if self._warming is not None:
+            self._warming[0].kill()
+            self._warming[0].wait()
+            self._warming = None
 
     def _validate_and_select(self, log, final: bool = False) -> bool:
         """Validate; keep the best state; on a plateau go back to it and decay the
