@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ class TrainingData:
     validation: str = "val split"
 
 
-def resolve_device(name: str | None) -> torch.device:
+def _named_device(name: str | None) -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -65,6 +66,17 @@ def resolve_device(name: str | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device is available on this machine; "
                          "use --device cpu (or auto)")
+    return dev
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The device of this process: under torchrun, ``cuda`` means this rank's GPU
+    (``cuda:LOCAL_RANK``)."""
+    dev = _named_device(name)
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     return dev
 
 
