@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, replace
@@ -27,7 +26,7 @@ from ..lang import parse_spec as _parse_spec
 from ..models import Rollout
 from ..symbolic.spec import Spec
 from ..errors import SpecError
-from ..training.checkpoint import CheckpointError, StorageError, atomic_write_text, \
+from ..training.checkpoint import CheckpointError, atomic_write_text, describe_misfit, \
     ensure_writable, load_checkpoint, require_keys, storage_error
 from ..training.config import TrainConfig
 from ..training.distributed import Distributed
@@ -161,8 +160,9 @@ class Run:
                 pos = exc.pos
                 if pos is not None and pos.file == origin:
                     pos = replace(pos, file=str(path))
-                raise type(exc)(exc.message, pos, exc.source, hint=exc.hint or ("the run's spec.phy no longer passes the "
-                                                  "checks of this version of physml; " + DAMAGED),
+                hint = exc.hint or ("the run's spec.phy no longer passes the checks of this "
+                                    "version of physml; " + DAMAGED)
+                raise type(exc)(exc.message, pos, exc.source, hint=hint,
                                 length=exc.length) from None
         return self._spec
 
@@ -228,7 +228,7 @@ class Run:
         try:
             rollout.load_state_dict(state["model"])
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            raise RunError(_misfit(path, exc)) from None
+            raise RunError(describe_misfit(path, exc)) from None
         return rollout.to(device).eval()
 
     def __repr__(self) -> str:
@@ -243,32 +243,6 @@ def _n_initial(state: dict, path) -> int:
         raise RunError(f"{path}: the key 'model.x0_offset' does not fit the run's spec "
                        f"(a tensor of shape {tuple(offset.shape)}); {DAMAGED}")
     return offset.shape[0]
-
-
-def _misfit(path, exc: Exception) -> str:
-    """A model state that does not load into the model the run's spec builds."""
-    text = str(exc)
-    keys = re.findall(r'"([^"]+)"', text.split("\n", 1)[-1]) or re.findall(r'"([^"]+)"', text)
-    if "size mismatch" in text:
-        m = re.search(r"size mismatch for ([^:]+): copying a param with shape (\S+ \S+|\S+) "
-                      r"from checkpoint, the shape in current model is (\S+ \S+|\S+)\.", text)
-        if m:
-            return (f"{path}: the key 'model.{m.group(1)}' holds a tensor of shape "
-                    f"{_shape(m.group(2))}, the run's spec builds {_shape(m.group(3))}; the "
-                    f"checkpoint does not fit spec.phy ({DAMAGED})")
-    if "Missing key" in text and keys:
-        return (f"{path}: the key 'model.{keys[0]}' is missing (the run's spec builds it); the "
-                f"checkpoint does not fit spec.phy ({DAMAGED})")
-    if "Unexpected key" in text and keys:
-        return (f"{path}: the key 'model.{keys[0]}' is not in the model the run's spec builds; "
-                f"the checkpoint does not fit spec.phy ({DAMAGED})")
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return f"{path}: the key 'model' does not fit the run's spec ({first[:200]}); {DAMAGED}"
-
-
-def _shape(text: str) -> str:
-    m = re.search(r"\[([^\]]*)\]", text)
-    return f"({m.group(1)})" if m else text
 
 
 #: The lock file a training holds in its run folder.
@@ -288,10 +262,18 @@ class RunLock:
     taken over, with a message; one from a live process, or from another host, is an
     error naming the lock file."""
 
-    def __init__(self, folder: Path, notify: Callable[[str], None] = lambda msg: None):
+    def __init__(self, folder: Path, notify: Callable[[str], None] = lambda msg: None,
+                 other: str | None = "choose another --out"):
         self.path = Path(folder) / LOCK
         self.notify = notify
+        self.other = other
         self.held = False
+
+    def _in_use(self, pid: int | None, host: str | None) -> RunError:
+        who = f"pid {pid}" if pid is not None else "a process"
+        return RunError(f"{self.path}: the run folder is in use by another physml training "
+                        f"({who}{' on ' + host if host else ''}); wait for it to end"
+                        + (f", or {self.other}" if self.other else ""))
 
     def _create(self) -> bool:
         try:
@@ -325,9 +307,7 @@ class RunLock:
             return self
         pid, host = self._owner()
         if pid is not None and _alive(pid, host):
-            raise RunError(f"{self.path}: the run folder is in use by another physml training "
-                           f"(pid {pid}{' on ' + host if host else ''}); wait for it to end, or "
-                           "choose another --out")
+            raise self._in_use(pid, host)
         if pid is None and self.path.exists():
             # Being written right now, or damaged: look again once.
             time.sleep(0.2)
@@ -343,10 +323,7 @@ class RunLock:
             if now == pid and self.path.exists():
                 self.path.unlink()
             if not self._create():
-                other, host = self._owner()
-                raise RunError(f"{self.path}: the run folder is in use by another physml "
-                               f"training (pid {other}); wait for it to end, or choose "
-                               "another --out")
+                raise self._in_use(*self._owner())
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
@@ -471,7 +448,7 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             if _main_process():
                 ensure_writable(run.path, "copy the run folder to a writable place and "
                                 "resume it there")
-                lock = RunLock(run.path, say).acquire()
+                lock = RunLock(run.path, say, other=None).acquire()
             last = run.path / "checkpoints" / "last.pt"
             if not last.is_file():
                 raise RunError(f"{last}: missing, so the run cannot be resumed; {DAMAGED}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,10 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+#: What to do about a damaged checkpoint.
+_RESTORE = "restore the file from a backup, or train a new run"
+
+
 class CheckpointError(ValueError):
     """A checkpoint that loads but does not hold what physml wrote: located by path and
     key."""
@@ -36,7 +41,34 @@ class CheckpointError(ValueError):
 
 def checkpoint_key_error(path: str | os.PathLike, key: str, problem: str) -> CheckpointError:
     return CheckpointError(f"{path}: the key '{key}' {problem}; the checkpoint is damaged or "
-                           "from another program (restore it from a backup, or train again)")
+                           f"from another program ({_RESTORE})")
+
+
+def describe_misfit(path, exc: Exception) -> str:
+    """A model state that does not load into the model the run's spec builds."""
+    text = str(exc)
+    keys = re.findall(r'"([^"]+)"', text.split("\n", 1)[-1]) or re.findall(r'"([^"]+)"', text)
+    if "size mismatch" in text:
+        m = re.search(r"size mismatch for ([^:]+): copying a param with shape (\S+ \S+|\S+) "
+                      r"from checkpoint, the shape in current model is (\S+ \S+|\S+)\.", text)
+        if m:
+            return (f"{path}: the key 'model.{m.group(1)}' holds a tensor of shape "
+                    f"{_shape(m.group(2))}, the run's spec builds {_shape(m.group(3))}; the "
+                    f"checkpoint does not fit spec.phy ({_RESTORE})")
+    if "Missing key" in text and keys:
+        return (f"{path}: the key 'model.{keys[0]}' is missing (the run's spec builds it); the "
+                f"checkpoint does not fit spec.phy ({_RESTORE})")
+    if "Unexpected key" in text and keys:
+        return (f"{path}: the key 'model.{keys[0]}' is not in the model the run's spec builds; "
+                f"the checkpoint does not fit spec.phy ({_RESTORE})")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"{path}: the key 'model' does not fit the run's spec ({first[:200]}); {_RESTORE}"
+
+
+def _shape(text: str) -> str:
+    m = re.search(r"\[([^\]]*)\]", text)
+    return f"({m.group(1)})" if m else text
+
 
 
 def require_keys(state: dict[str, Any], path: str | os.PathLike, keys) -> None:
@@ -67,7 +99,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                          "loads (a file from another tool, or a tampered one); use a "
                          "checkpoint written by physml") from None
     except Exception as exc:  # noqa: BLE001 - a corrupt file must read as one clear error
-        raise ValueError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
+        detail = _first_line(exc)
+        detail = "" if re.match(r"\[Errno \d+\]|\w+Error \(", detail) else f" ({detail})"
+        raise ValueError(f"cannot read checkpoint {path}: the file is damaged, truncated or "
+                         f"not a checkpoint{detail}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"cannot read checkpoint {path}: it holds a "
                               f"{type(state).__name__}, not a physml checkpoint (a dict)")

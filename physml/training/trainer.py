@@ -35,8 +35,8 @@ import torch
 from ..data.batches import Trajectories
 from ..models.rollout import Rollout
 from ..objectives import Objective, aggregate_errors, per_trajectory_errors
-from .checkpoint import atomic_write_text, checkpoint_key_error, \
-    load_checkpoint, require_keys, save_checkpoint, storage_error
+from .checkpoint import CheckpointError, atomic_write_text, checkpoint_key_error, \
+    describe_misfit, load_checkpoint, require_keys, save_checkpoint, storage_error
 from .config import TrainConfig
 from .distributed import Distributed
 
@@ -259,10 +259,10 @@ class Trainer:
                 return fn(state[key]) if key in state else None
             except (KeyError, TypeError, ValueError, RuntimeError, IndexError,
                     AttributeError, json.JSONDecodeError) as exc:
+                if key == "model":
+                    raise CheckpointError(describe_misfit(source, exc)) from None
                 detail = str(exc).strip().splitlines()[0] if str(exc).strip() else \
                     type(exc).__name__
-                if "size mismatch" in str(exc):
-                    detail = "tensors of other shapes than the run's model"
                 raise checkpoint_key_error(source, key, f"does not fit this run ({detail[:200]})") \
                     from None
 
