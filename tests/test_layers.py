@@ -34,6 +34,7 @@ RANKS = {
     "__init__": 12,
     "_version": 0,
     "limits": 0,
+    "storage": 0,
     "equations": 0,
 }
 

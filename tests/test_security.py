@@ -427,3 +427,435 @@ def test_cli_renders_user_text_verbatim(tmp_path):
     r = CliRunner().invoke(app, ["data", "info", str(odd), "--spec", str(tmp_path / "u.phy")])
     assert r.exit_code == 1
     assert f"error: {odd}: cannot read the .npz file" in r.output
+
+
+# ---- damaged run folders (issue 9.10) ----------------------------------------------------
+
+RUN_SPEC = """\
+use damped_pendulum
+data:
+    trajectories 4 train, 2 val, 2 test
+    time 0 .. 2 step 0.5
+    initial theta, omega ~ ring(1.0, 2.0)
+    seed 0
+prior:
+    d(theta)/dt = omega
+    d(omega)/dt = -omega0^2*sin(theta)
+    learn T0 from 3
+augment mlp(hidden=8, layers=2)
+train aphynity(lambda0=1, tau2=1, niter=1) solver rk4 epochs 3 batch 4 val_every 1
+"""
+
+RESTORE = "restore the file from a backup, or train a new run"
+FOREIGN = f"the checkpoint is damaged or from another program ({RESTORE})"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real run of 2 steps (1 batch per epoch, validated every epoch), with its data."""
+    from physml.experiment import train
+
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "tiny.phy").write_text(RUN_SPEC)
+    run = train(physml.load_spec(root / "tiny.phy"), out=root / "run", steps=2, report=False,
+                data_dir=root / "data")
+    return run.path
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(tiny_run, tmp_path / "run"))
+
+
+def _edit_pt(name, fn):
+    def damage(run):
+        import torch
+
+        path = run / "checkpoints" / name
+        state = torch.load(path, weights_only=True)
+        state = fn(state)
+        torch.save(state, path)
+    return damage
+
+
+def _edit_config(fn):
+    def damage(run):
+        import json
+
+        path = run / "config.json"
+        path.write_text(json.dumps(fn(json.loads(path.read_text()))))
+    return damage
+
+
+def _write(name, data: bytes):
+    def damage(run):
+        (run / name).write_bytes(data)
+    return damage
+
+
+def _drop(key):
+    def fn(state):
+        del state[key]
+        return state
+    return fn
+
+
+def _set(key, value):
+    def fn(state):
+        state[key] = value
+        return state
+    return fn
+
+
+def _reshape(state):
+    import torch
+
+    state["model"]["field.augmentation.in_scale"] = torch.zeros(3, 3)
+    return state
+
+
+def _truncate(run):
+    path = run / "checkpoints" / "last.pt"
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _unlink(name):
+    def damage(run):
+        (run / name).unlink()
+    return damage
+
+
+def _spec_typo(run):
+    path = run / "spec.phy"
+    path.write_text(path.read_text().replace("-omega0^2", "-omegaa^2"))
+
+
+def _config_key(key, value):
+    def fn(info):
+        info["config"][key] = value
+        return info
+    return _edit_config(fn)
+
+
+DAMAGED_RUNS = [
+    # (id, damage, command, the error line, with {run} for the folder)
+    ("last.pt without a key", _edit_pt("last.pt", _drop("optimizer")), "resume",
+     f"{{run}}/checkpoints/last.pt: the key 'optimizer' is missing; {FOREIGN}"),
+    ("best.pt without the model", _edit_pt("best.pt", _drop("model")), "evaluate",
+     f"{{run}}/checkpoints/best.pt: the key 'model' is missing; {FOREIGN}"),
+    ("last.pt with a wrong type", _edit_pt("last.pt", _set("step", "two")), "resume",
+     f"{{run}}/checkpoints/last.pt: the key 'step' does not fit this run (a str, not a count); "
+     f"{FOREIGN}"),
+    ("tensors that do not fit the spec", _edit_pt("best.pt", _reshape), "evaluate",
+     "{run}/checkpoints/best.pt: the key 'model.field.augmentation.in_scale' holds a tensor of "
+     f"shape (3, 3), the run's spec builds (2); the checkpoint does not fit spec.phy ({RESTORE})"),
+    ("resumed tensors that do not fit the spec", _edit_pt("last.pt", _reshape), "resume",
+     "{run}/checkpoints/last.pt: the key 'model.field.augmentation.in_scale' holds a tensor of "
+     f"shape (3, 3), the run's spec builds (2); the checkpoint does not fit spec.phy ({RESTORE})"),
+    ("truncated last.pt", _truncate, "resume",
+     "cannot read checkpoint {run}/checkpoints/last.pt: the file is damaged, truncated or not a "
+     f"checkpoint; {RESTORE}"),
+    ("a checkpoint that is no dict", _edit_pt("best.pt", lambda s: [1, 2]), "evaluate",
+     "cannot read checkpoint {run}/checkpoints/best.pt: it holds a list, not a physml checkpoint "
+     f"(a dict); {RESTORE}"),
+    ("config.json with an unknown option", _config_key("colour", "red"), "evaluate",
+     "{run}/config.json: the key 'config.colour' is not a training option of this version of "
+     f"physml {physml.__version__}; remove it, or use the physml version that wrote the run"),
+    ("config.json with a wrong type", _config_key("epochs", "ten"), "resume",
+     f"{{run}}/config.json: the key 'config.epochs' holds \"ten\", expected an integer; {RESTORE}"),
+    ("config.json with a null option", _config_key("lr", None), "evaluate",
+     f"{{run}}/config.json: the key 'config.lr' is null; {RESTORE}"),
+    ("config.json without options", _edit_config(_drop("config")), "resume",
+     f"{{run}}/config.json: the key 'config' is missing; {RESTORE}"),
+    ("config.json that is not JSON", _write("config.json", b'{"config": '), "evaluate",
+     f"{{run}}/config.json: not valid JSON (line 1, column 12: Expecting value); {RESTORE}"),
+    ("config.json that is not UTF-8", _write("config.json", b'{"config": "\xff"}'), "resume",
+     f"{{run}}/config.json: not UTF-8 text (byte 12); {RESTORE}"),
+    ("no config.json", _unlink("config.json"), "evaluate",
+     "{run}/config.json: missing, so {run} is not a physml run directory (or a damaged one); "
+     "give the folder `physml train` wrote"),
+    ("no spec.phy", _unlink("spec.phy"), "inspect", f"{{run}}/spec.phy: missing; {RESTORE}"),
+    ("no last.pt", _unlink("checkpoints/last.pt"), "resume",
+     f"{{run}}/checkpoints/last.pt: missing, so the run cannot be resumed; {RESTORE}"),
+    ("a spec that no longer parses", _spec_typo, "evaluate",
+     "{run}/spec.phy:9:20: unknown symbol 'omegaa'"),
+]
+
+
+@pytest.mark.parametrize("damage, command, expected", [d[1:] for d in DAMAGED_RUNS],
+                         ids=[d[0] for d in DAMAGED_RUNS])
+def test_damaged_run_folders_give_one_located_line(run_copy, damage, command, expected):
+    from typer.testing import CliRunner
+
+    from physml.cli.app import app
+
+    damage(run_copy)
+    before = {p: p.read_bytes() for p in run_copy.rglob("*") if p.is_file()}
+    args = ["train", "--resume", str(run_copy), "-q"] if command == "resume" else \
+        [command, str(run_copy)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and "weights_only" not in r.output
+    lines = [ln for ln in r.output.splitlines() if not ln.endswith("…")]
+    spec_error = expected.startswith("{run}/spec.phy:9:")
+    head = lines[0] if spec_error else lines[-1]
+    assert head == ("" if spec_error else "error: ") + expected.format(run=run_copy)
+    if not spec_error:
+        assert len(lines) == 1, r.output
+    # A failed resume changes nothing in the folder: config.json, metrics, checkpoints.
+    after = {p: p.read_bytes() for p in run_copy.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_damaged_metrics_line_does_not_block_resume(run_copy):
+    import json
+
+    from typer.testing import CliRunner
+
+    from physml.cli.app import app
+
+    metrics = run_copy / "metrics.jsonl"
+    lines = metrics.read_bytes().splitlines(keepends=True)
+    metrics.write_bytes(b"".join(lines[:1] + [b'\xff\xfe{"step": \n', b"[1, 2]\n"] + lines[1:]))
+    r = CliRunner().invoke(app, ["train", "--resume", str(run_copy), "-q"])
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(ln) for ln in metrics.read_text(encoding="utf-8").splitlines()]
+    assert [r["step"] for r in recs if "loss" in r] == [1, 2, 3]
+    assert not (run_copy / ".lock").exists()
+
+
+# ---- full disks and read-only folders (issue 9.9) ----------------------------------------
+# Simulated without root tricks: the writes physml makes (physml.storage) fail as the
+# kernel would fail them.
+
+def _enospc(*args, **kw):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _FullFile:
+    """A file object whose writes fail as on a full disk."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def write(self, data):
+        _enospc()
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+        return False
+
+
+def _disk(monkeypatch, *, probe: bool, files: bool):
+    """Make the write probe (``probe``) and/or atomic writes (``files``) hit a full disk."""
+    import os
+    import types
+
+    from physml import storage
+
+    fake = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
+    if probe:
+        fake.write = _enospc
+    if files:
+        fake.fdopen = lambda *a, **kw: _FullFile(os.fdopen(*a, **kw))
+    monkeypatch.setattr(storage, "os", fake)
+
+
+def _no_simulation(monkeypatch):
+    import physml.cli.simulate as sim_cli
+    import physml.experiment.data as exp_data
+
+    def never(*a, **kw):
+        raise AssertionError("simulated although the result cannot be written")
+
+    monkeypatch.setattr(sim_cli, "_simulate", never)
+    monkeypatch.setattr(exp_data, "simulate", never)
+
+
+def test_simulate_on_a_full_disk_fails_before_simulating(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from physml.cli.app import app
+
+    (tmp_path / "s.phy").write_text(RUN_SPEC)
+    out = tmp_path / "out"
+    out.mkdir()
+    _disk(monkeypatch, probe=True, files=True)
+    _no_simulation(monkeypatch)
+    r = CliRunner().invoke(app, ["simulate", str(tmp_path / "s.phy"), "-o", str(out / "d.h5")])
+    assert r.exit_code == 1
+    assert r.output == (f"error: cannot write in {out}: no space left on the device; free some "
+                        "space or choose another --output\n")
+    assert list(out.iterdir()) == []
+
+
+def test_simulate_on_a_disk_filled_meanwhile_leaves_no_partial_file(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from physml.cli.app import app
+
+    (tmp_path / "s.phy").write_text(RUN_SPEC)
+    data = tmp_path / "data"
+    _disk(monkeypatch, probe=False, files=True)
+    r = CliRunner().invoke(app, ["simulate", str(tmp_path / "s.phy"), "--data-dir", str(data)])
+    assert r.exit_code == 1
+    (line,) = [ln for ln in r.output.splitlines() if ln.startswith("error")]
+    assert re.fullmatch(rf"error: cannot write {re.escape(str(data))}/damped_pendulum-\w+\.h5: "
+                        r"no space left on the device; free some space or choose another "
+                        r"--data-dir", line), line
+    assert "Traceback" not in r.output and "HDF5" not in r.output
+    assert list(data.iterdir()) == []  # no temporary file left behind
+
+
+def test_simulate_checks_the_free_space_first(tmp_path, monkeypatch):
+    import collections
+
+    from typer.testing import CliRunner
+
+    from physml import storage
+    from physml.cli.app import app
+
+    (tmp_path / "s.phy").write_text(RUN_SPEC)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 500, 500))
+    _no_simulation(monkeypatch)
+    r = CliRunner().invoke(app, ["simulate", str(tmp_path / "s.phy"), "-o",
+                                 str(tmp_path / "d.h5")])
+    assert r.exit_code == 1
+    assert r.output == (f"error: cannot write in {tmp_path}: about 1.0 MB are needed and 500 "
+                        "bytes are free; free some space or choose another --output\n")
+
+
+@pytest.mark.parametrize("option, errno_name, reason, hint", [
+    ("--out", "EROFS", "the file system is read-only", "choose another --out"),
+    ("--data-dir", "EACCES", "permission denied", "choose another --data-dir"),
+    ("--out", "ENOSPC", "no space left on the device", "free some space or choose another --out"),
+])
+def test_train_checks_its_folders_before_simulating(tmp_path, monkeypatch, option, errno_name,
+                                                    reason, hint):
+    import errno
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from physml import storage
+    from physml.cli.app import app
+
+    (tmp_path / "s.phy").write_text(RUN_SPEC)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **kw):  # the folder refuses new files
+        if Path(dir) == bad:
+            raise OSError(getattr(errno, errno_name), "refused", str(dir))
+        return real(*a, dir=dir, **kw)
+
+    monkeypatch.setattr(storage.tempfile, "mkstemp", mkstemp)
+    _no_simulation(monkeypatch)
+    other = {"--out": ["--data-dir", str(tmp_path / "data")],
+             "--data-dir": ["--out", str(tmp_path / "run")]}[option]
+    target = bad / "x"
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "s.phy"), option, str(target), *other,
+                                 "-q"])
+    assert r.exit_code == 1
+    assert r.output == f"error: cannot write in {target}: {reason}; {hint}\n"
+    assert not target.exists() and not (tmp_path / "run").exists()
+
+
+def test_a_resume_on_a_full_disk_leaves_the_run_as_it_was(run_copy, monkeypatch):
+    from typer.testing import CliRunner
+
+    from physml.cli.app import app
+
+    before = {p: p.read_bytes() for p in run_copy.rglob("*") if p.is_file()}
+    _disk(monkeypatch, probe=False, files=True)  # the probe passes, the writes fail
+    r = CliRunner().invoke(app, ["train", "--resume", str(run_copy), "-q"])
+    assert r.exit_code == 1
+    assert r.output.splitlines()[-1] == (f"error: cannot write {run_copy}/config.json: no space "
+                                         "left on the device; free some space")
+    after = {p: p.read_bytes() for p in run_copy.rglob("*") if p.is_file()}
+    assert after == before  # config.json unchanged, no temporary files, no lock
+
+
+def test_a_failed_resume_leaves_config_json_unchanged(run_copy):
+    """config.json is written only after the checkpoint has loaded (issue 9.9)."""
+    import torch
+
+    from physml.experiment import RunError, train
+
+    config = (run_copy / "config.json").read_bytes()
+    state = torch.load(run_copy / "checkpoints" / "last.pt", weights_only=True)
+    del state["objective"]
+    torch.save(state, run_copy / "checkpoints" / "last.pt")
+    with pytest.raises(RunError, match="the key 'objective' is missing"):
+        train(resume=run_copy, report=False, epochs=7, lr=0.5)  # overrides: a changed config
+    assert (run_copy / "config.json").read_bytes() == config
+
+
+def test_metrics_on_a_full_disk_is_one_located_error(run_copy, monkeypatch):
+    import physml.training.trainer as trainer_mod
+    from physml.experiment import train
+    from physml.storage import StorageError
+
+    real = open
+    monkeypatch.setattr(trainer_mod, "open",
+                        lambda *a, **kw: _FullFile(real(*a, **kw)), raising=False)
+    with pytest.raises(StorageError) as info:
+        train(resume=run_copy, report=False)
+    assert str(info.value) == (f"cannot write {run_copy}/metrics.jsonl: no space left on the "
+                               "device; free some space")
+    assert not (run_copy / ".lock").exists()
+
+
+@pytest.mark.parametrize("error", [OSError, KeyboardInterrupt])
+def test_atomic_writes_clean_their_temporary_files(tmp_path, monkeypatch, error):
+    import errno
+
+    from physml.storage import StorageError, atomic_write_text
+    from physml.training.checkpoint import save_checkpoint
+
+    target = tmp_path / "f.json"
+    target.write_text("old")
+
+    def boom(*a, **kw):
+        raise error(errno.ENOSPC, "No space left on device") if error is OSError else error()
+
+    monkeypatch.setattr("physml.storage.os.fsync", boom)
+    expected = StorageError if error is OSError else KeyboardInterrupt
+    with pytest.raises(expected) as info:
+        atomic_write_text(target, "new")
+    if error is OSError:
+        assert str(info.value) == f"cannot write {target}: no space left on the device; free " \
+                                  "some space"
+    with pytest.raises(expected):
+        save_checkpoint(tmp_path / "c.pt", {"step": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
+    assert target.read_text() == "old"
+
+
+def test_os_errors_no_command_located_are_one_line(monkeypatch, capsys):
+    import errno
+
+    from physml.cli import app as app_mod
+
+    def boom(*a, **kw):
+        raise PermissionError(errno.EACCES, "Permission denied", "/some/where")
+
+    monkeypatch.setattr(app_mod, "app", boom)
+    with pytest.raises(SystemExit) as info:
+        app_mod.main()
+    assert info.value.code == 1
+    assert capsys.readouterr().err == ("error: /some/where: permission denied; choose a folder "
+                                       "you may write in\n")

@@ -62,6 +62,13 @@ MemoryBudget = typer.Option(
     "$PHYSML_MEMORY_BUDGET).")
 
 
+def fail_os(exc: OSError) -> None:
+    """An OS error (full disk, read-only folder, no permission) as one line and exit 1."""
+    from ..storage import describe_os_error
+
+    fail(describe_os_error(exc))
+
+
 def report_spec_error(exc: SpecError) -> None:
     err_console.print(exc.render(), markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
@@ -90,6 +97,14 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except OSError as exc:  # a full disk, a read-only folder no command located
+        if os.environ.get("PHYSML_DEBUG"):
+            raise
+        from ..storage import describe_os_error
+
+        err_console.print(f"error: {describe_os_error(exc)}", markup=False, highlight=False,
+                          soft_wrap=True)
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - the last line of defence of the CLI
         if os.environ.get("PHYSML_DEBUG"):
             raise

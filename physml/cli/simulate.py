@@ -17,6 +17,8 @@ from ..data import DataError, load_dataset, save_dataset
 from ..errors import SpecError
 from ..experiment import default_path
 from ..lang import load_spec  # the data block only: training names are not needed here
+from ..lang.budget import estimate
+from ..storage import StorageError, ensure_writable
 from ..simulation import SimulationError, SolverFailure, UnstableError, simulate as _simulate
 from .app import AllowPath, MemoryBudget, app, console, fail, report_spec_error, set_limits
 
@@ -106,6 +108,17 @@ def simulate(
             return
         except DataError:
             pass
+    # Before simulating: can the result be written, and is there room for it?
+    where = "choose another --output" if output is not None else "choose another --data-dir"
+    est = estimate(spec.system, spec.data, len(spec.environments))
+    try:
+        if path.is_dir():
+            fail(f"--output {path}: a folder; give a file name (e.g. {path / 'data.h5'})")
+        ensure_writable(path.parent, where,
+                        need_bytes=est.stored_bytes + (1 << 20) if est is not None else 0)
+    except StorageError as exc:
+        fail(str(exc))
+        return
     start = time.perf_counter()
     try:
         with Progress(TextColumn("{task.description:>6}"), BarColumn(), TaskProgressColumn(),
@@ -126,7 +139,11 @@ def simulate(
         fail(str(exc))
         return
     seconds = time.perf_counter() - start
-    save_dataset(ds, path)
+    try:
+        save_dataset(ds, path, where)
+    except StorageError as exc:
+        fail(str(exc))
+        return
     _summary(ds, path, seconds)
 
 

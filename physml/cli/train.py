@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import SpecError
-from .app import app, console, err_console, fail, report_spec_error
+from .app import app, console, err_console, fail, fail_os, report_spec_error
 
 
 def _progress_table(p) -> Table:
@@ -159,6 +159,9 @@ def train(
     except (RunError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
         return
+    except OSError as exc:
+        fail_os(exc)
+        return
     if getattr(run, "stopped_early", False):
         console.print(f"interrupted: saved; continue with `physml train --resume {run.path}`")
         raise typer.Exit(130)
@@ -184,8 +187,14 @@ def evaluate(
 
     try:
         result = evaluate_fn(Run(run_dir), split=split)
+    except SpecError as exc:
+        report_spec_error(exc)
+        return
     except (RunError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+        return
+    except OSError as exc:
+        fail_os(exc)
         return
     if as_json:
         console.print_json(json.dumps(result, default=float))
@@ -220,8 +229,14 @@ def inspect(
 
     try:
         result = inspect_fn(Run(run_dir), latex=latex)
+    except SpecError as exc:
+        report_spec_error(exc)
+        return
     except (RunError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+        return
+    except OSError as exc:
+        fail_os(exc)
         return
     console.print(f"[bold]{result['system']}[/] — {result['method']}")
     console.print("identified:")

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import limits
+from ..storage import atomic_write_bytes, ensure_writable
 from .dataset import FORMAT, FORMAT_VERSION, DataError, Dataset
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -38,50 +39,58 @@ SPLIT_NAMES = ("train", "val", "test")
 # ---------------------------------------------------------------------------------------
 # physml format
 
-def save_dataset(ds: Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` to ``path`` (HDF5) atomically; returns the path."""
+def save_dataset(ds: Dataset, path: str | os.PathLike, hint: str | None = None) -> Path:
+    """Write ``ds`` to ``path`` (HDF5) atomically; returns the path.
+
+    The file is built in memory (HDF5's core driver) and written with one atomic write:
+    HDF5 itself never writes to the disk, so a full disk or a read-only folder is one
+    :class:`~physml.storage.StorageError` naming ``path`` (``hint`` says which option
+    chooses another place) instead of HDF5 driver errors and a crash while closing a
+    half-written file. The folder's free space is checked first.
+    """
     import h5py
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            a = f.attrs
-            a["format"] = FORMAT
-            a["format_version"] = FORMAT_VERSION
-            a["spec_text"] = ds.spec_text
-            a["seed"] = int(ds.seed)
-            a["noise"] = float(ds.noise)
-            a["variables"] = json.dumps(list(ds.variables))
-            a["state_shape"] = np.asarray(ds.state_shape, dtype=np.int64)
-            a["env_names"] = json.dumps(list(ds.env_names))
-            a["env_params"] = json.dumps(ds.env_params)
-            a["dt"] = float(ds.dt)
-            a["history"] = int(ds.history)
-            a["physml_version"] = str(ds.meta.get("physml_version", _version()))
-            a["hash"] = ds.hash
-            a["meta"] = json.dumps(ds.meta, default=str)
-            time = f.create_dataset("time", data=ds.times.numpy(), track_times=False)
-            time.make_scale("time")
-            names = sorted({k for p in ds.env_params for k in p})
-            a["param_names"] = json.dumps(names)
-            f.create_dataset("env_params", track_times=False, data=np.array(
-                [[p.get(k, np.nan) for k in names] for p in ds.env_params], dtype=np.float64
-            ).reshape(len(ds.env_params), len(names)))
-            groups = [(k, v) for k, v in ds.splits.items()]
-            if ds.splits_clean:
-                groups += [(f"{k}_clean", v) for k, v in ds.splits_clean.items()]
-            for name, x in groups:
-                arr = np.ascontiguousarray(x.detach().cpu().numpy())
-                d = f.create_dataset(name, data=arr, track_times=False,
-                                     chunks=_chunks(arr.shape, arr.itemsize))
-                d.dims[2].attach_scale(time)
-                d.attrs["dims"] = json.dumps(["env", "traj", "time", *_state_dims(ds)])
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    arrays = [*ds.splits.values(), *(ds.splits_clean or {}).values()]
+    need = sum(x.numel() * x.element_size() for x in arrays) + ds.times.numel() * 8 + \
+        len(ds.spec_text.encode("utf-8", errors="replace")) + (1 << 20)
+    ensure_writable(path.parent, hint, need_bytes=need)
+    with h5py.File(f"{path.name}.in-memory", "w", driver="core", backing_store=False,
+                   track_order=True) as f:
+        a = f.attrs
+        a["format"] = FORMAT
+        a["format_version"] = FORMAT_VERSION
+        a["spec_text"] = ds.spec_text
+        a["seed"] = int(ds.seed)
+        a["noise"] = float(ds.noise)
+        a["variables"] = json.dumps(list(ds.variables))
+        a["state_shape"] = np.asarray(ds.state_shape, dtype=np.int64)
+        a["env_names"] = json.dumps(list(ds.env_names))
+        a["env_params"] = json.dumps(ds.env_params)
+        a["dt"] = float(ds.dt)
+        a["history"] = int(ds.history)
+        a["physml_version"] = str(ds.meta.get("physml_version", _version()))
+        a["hash"] = ds.hash
+        a["meta"] = json.dumps(ds.meta, default=str)
+        time = f.create_dataset("time", data=ds.times.numpy(), track_times=False)
+        time.make_scale("time")
+        names = sorted({k for p in ds.env_params for k in p})
+        a["param_names"] = json.dumps(names)
+        f.create_dataset("env_params", track_times=False, data=np.array(
+            [[p.get(k, np.nan) for k in names] for p in ds.env_params], dtype=np.float64
+        ).reshape(len(ds.env_params), len(names)))
+        groups = [(k, v) for k, v in ds.splits.items()]
+        if ds.splits_clean:
+            groups += [(f"{k}_clean", v) for k, v in ds.splits_clean.items()]
+        for name, x in groups:
+            arr = np.ascontiguousarray(x.detach().cpu().numpy())
+            d = f.create_dataset(name, data=arr, track_times=False,
+                                 chunks=_chunks(arr.shape, arr.itemsize))
+            d.dims[2].attach_scale(time)
+            d.attrs["dims"] = json.dumps(["env", "traj", "time", *_state_dims(ds)])
+        f.flush()
+        image = f.id.get_file_image()
+    atomic_write_bytes(path, image, hint)
     return path
 
 

@@ -85,7 +85,7 @@ def dataset_for(spec: Spec | str | os.PathLike, cache_dir: str | os.PathLike = "
         except DataError:
             pass  # damaged or stale: simulate again below
     ds = simulate(spec, seed=seed, **simulate_kw)
-    save_dataset(ds, path)
+    save_dataset(ds, path, "choose another --data-dir")
     return ds, path
 
 

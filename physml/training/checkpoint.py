@@ -9,49 +9,18 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..storage import StorageError, atomic_write_bytes, atomic_write_text, ensure_writable, \
+    storage_error
 
-def _umask() -> int:
-    """The process umask (read without a window where it is changed, where Linux allows)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; the final file gets the mode open() would give it.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+__all__ = ["CheckpointError", "StorageError", "atomic_write_bytes", "atomic_write_text",
+           "ensure_writable", "load_checkpoint", "require_keys", "save_checkpoint",
+           "storage_error"]
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -61,13 +30,64 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+#: What to do about a damaged checkpoint.
+_RESTORE = "restore the file from a backup, or train a new run"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that loads but does not hold what physml wrote: located by path and
+    key."""
+
+
+def checkpoint_key_error(path: str | os.PathLike, key: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path}: the key '{key}' {problem}; the checkpoint is damaged or "
+                           f"from another program ({_RESTORE})")
+
+
+def describe_misfit(path, exc: Exception) -> str:
+    """A model state that does not load into the model the run's spec builds."""
+    text = str(exc)
+    keys = re.findall(r'"([^"]+)"', text.split("\n", 1)[-1]) or re.findall(r'"([^"]+)"', text)
+    if "size mismatch" in text:
+        m = re.search(r"size mismatch for ([^:]+): copying a param with shape (\S+ \S+|\S+) "
+                      r"from checkpoint, the shape in current model is (\S+ \S+|\S+)\.", text)
+        if m:
+            return (f"{path}: the key 'model.{m.group(1)}' holds a tensor of shape "
+                    f"{_shape(m.group(2))}, the run's spec builds {_shape(m.group(3))}; the "
+                    f"checkpoint does not fit spec.phy ({_RESTORE})")
+    if "Missing key" in text and keys:
+        return (f"{path}: the key 'model.{keys[0]}' is missing (the run's spec builds it); the "
+                f"checkpoint does not fit spec.phy ({_RESTORE})")
+    if "Unexpected key" in text and keys:
+        return (f"{path}: the key 'model.{keys[0]}' is not in the model the run's spec builds; "
+                f"the checkpoint does not fit spec.phy ({_RESTORE})")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"{path}: the key 'model' does not fit the run's spec ({first[:200]}); {_RESTORE}"
+
+
+def _shape(text: str) -> str:
+    m = re.search(r"\[([^\]]*)\]", text)
+    return f"({m.group(1)})" if m else text
+
+
+
+def require_keys(state: dict[str, Any], path: str | os.PathLike, keys) -> None:
+    """Refuse a checkpoint missing one of ``keys`` with a located message."""
+    for key in keys:
+        if key not in state:
+            raise checkpoint_key_error(path, key, "is missing")
+    if "model" in keys and not (isinstance(state["model"], dict)
+                                and all(torch.is_tensor(v) for v in state["model"].values())):
+        raise checkpoint_key_error(path, "model", "does not hold a dict of tensors")
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: no code runs on load)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "global" not in str(exc).replace("safe_globals", "").lower():
             raise ValueError(f"cannot read checkpoint {path}: the file is damaged or not a "
@@ -79,7 +99,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                          "loads (a file from another tool, or a tampered one); use a "
                          "checkpoint written by physml") from None
     except Exception as exc:  # noqa: BLE001 - a corrupt file must read as one clear error
-        raise ValueError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
+        detail = _first_line(exc)
+        detail = "" if re.match(r"\[Errno \d+\]|\w+Error \(", detail) else f" ({detail})"
+        raise ValueError(f"cannot read checkpoint {path}: the file is damaged, truncated or "
+                         f"not a checkpoint{detail}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"cannot read checkpoint {path}: it holds a "
+                              f"{type(state).__name__}, not a physml checkpoint (a dict)")
+    return state
 
 
 def _first_line(exc: Exception) -> str:

@@ -36,7 +36,8 @@ import torch
 from ..data.batches import Trajectories
 from ..models.rollout import Rollout
 from ..objectives import Objective, aggregate_errors, per_trajectory_errors
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write_text, checkpoint_key_error, \
+    describe_misfit, load_checkpoint, require_keys, save_checkpoint, storage_error
 from .config import TrainConfig
 from .distributed import Distributed
 
@@ -209,6 +210,7 @@ class Trainer:
         # process (:mod:`physml.experiment.warm`); until it is done the run trains eagerly.
         self._warming = None
         self._start_warm = compile_in_background if cfg.compile else None
+        self._validated_step: int | None = None
 
     @property
     def stopped_early(self) -> bool:
@@ -258,22 +260,46 @@ class Trainer:
             "decays": json.dumps(self.decays),
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.rollout.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.objective.load_state_dict(state["objective"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        self.batch_index = int(state["batch_index"])
-        self.perm = state["perm"] if state["perm"].numel() else None
-        self.best_val = float(state["best_val"])
-        self.best_step = int(state.get("best_step", 0))
-        self.lr_lowered = bool(state["lr_lowered"])
-        self.elapsed = float(state["elapsed"])
-        self.bad_validations = int(state["bad_validations"])
-        self.since_improvement = int(state.get("since_improvement", 0))
-        self.decays = json.loads(state.get("decays", "[]"))
+    #: The keys ``last.pt`` must hold (others have defaults, for older checkpoints).
+    STATE_KEYS = ("model", "optimizer", "objective", "generator", "torch_rng", "step",
+                  "epoch", "batch_index", "perm", "best_val", "lr_lowered", "elapsed",
+                  "bad_validations")
+
+    def load_state(self, state: dict[str, Any], source: str | Path = "the checkpoint") -> None:
+        """Restore a state from :meth:`state`. A state that does not hold what this trainer
+        wrote (a missing key, a wrong type, tensors of other shapes) raises
+        :class:`~physml.training.checkpoint.CheckpointError` naming ``source`` and the key."""
+        require_keys(state, source, self.STATE_KEYS)
+
+        def load(key, fn):
+            try:
+                return fn(state[key]) if key in state else None
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError,
+                    AttributeError, json.JSONDecodeError) as exc:
+                if key == "model":
+                    raise CheckpointError(describe_misfit(source, exc)) from None
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else \
+                    type(exc).__name__
+                raise checkpoint_key_error(source, key, f"does not fit this run ({detail[:200]})") \
+                    from None
+
+        load("model", self.rollout.load_state_dict)
+        load("optimizer", self.optimizer.load_state_dict)
+        load("objective", self.objective.load_state_dict)
+        load("generator", self.generator.set_state)
+        load("torch_rng", torch.set_rng_state)
+        self.step = load("step", _count)
+        self.epoch = load("epoch", _count)
+        self.batch_index = load("batch_index", _count)
+        self.perm = load("perm", lambda p: p.long() if p.numel() else None) if \
+            torch.is_tensor(state["perm"]) else load("perm", _tensor)
+        self.best_val = load("best_val", float)
+        self.best_step = load("best_step", _count) or 0
+        self.lr_lowered = load("lr_lowered", bool)
+        self.elapsed = load("elapsed", float)
+        self.bad_validations = load("bad_validations", _count)
+        self.since_improvement = load("since_improvement", _count) or 0
+        self.decays = load("decays", _decays) or []
 
     def save(self, name: str = "last") -> Path:
         path = self.dir / "checkpoints" / f"{name}.pt"
@@ -395,9 +421,9 @@ class Trainer:
     def _open_metrics(self):
         path = self.dir / "metrics.jsonl"
         if not self.dist.is_main:
-            return open(_devnull(), "a", encoding="utf-8")
-        _truncate_metrics(path, self.step)
-        return open(path, "a", encoding="utf-8")
+            return _Log(_devnull())
+        self._validated_step = _truncate_metrics(path, self.step)
+        return _Log(path)
 
     def _fit(self) -> str:
         cfg = self.cfg
@@ -463,7 +489,9 @@ class Trainer:
                     if time.perf_counter() - self._last_save >= cfg.checkpoint_every:
                         self.save("last")
             # Whatever ended the run, its final state is validated and saved.
-            if reason in ("steps", "time budget", "interrupted"):
+            # (Unless the run stops right after a scheduled validation: one line per step.)
+            if reason in ("steps", "time budget", "interrupted") and \
+                    self._validated_step != self.step:
                 self._validate_and_select(log, final=True)
             log.flush()
         self.stop_reason = reason
@@ -518,6 +546,7 @@ class Trainer:
             rec["final"] = True
         log.write(json.dumps(rec) + "\n")
         log.flush()
+        self._validated_step = self.step
         if final:
             if math.isfinite(val) and val < self.best_val:
                 self._new_best(val)
@@ -566,23 +595,94 @@ class Trainer:
             f"learning rate ×{self.cfg.lr_decay:g} → {lr:.3g}"))
 
 
+def _count(value) -> int:
+    """A step or epoch count from a checkpoint: a non-negative integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not (
+            torch.is_tensor(value) and value.numel() == 1):
+        raise TypeError(f"a {type(value).__name__}, not a count")
+    n = int(value)
+    if n < 0 or n != value:
+        raise ValueError(f"{value} is not a count")
+    return n
+
+
+def _tensor(value):
+    raise TypeError(f"a {type(value).__name__}, not a tensor")
+
+
+def _decays(text) -> list:
+    out = json.loads(text)
+    if not isinstance(out, list):
+        raise TypeError("not a JSON list")
+    return out
+
+
 def _devnull() -> str:
     import os
 
     return os.devnull
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric lines written after the checkpoint being resumed."""
+class _Log:
+    """``metrics.jsonl`` opened for appending; a write that fails (full disk) raises a
+    :class:`~physml.training.checkpoint.StorageError` naming the file."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self._fh = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise storage_error(exc, path) from None
+
+    def write(self, text: str) -> None:
+        try:
+            self._fh.write(text)
+        except OSError as exc:
+            raise storage_error(exc, self.path) from None
+
+    def flush(self) -> None:
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            raise storage_error(exc, self.path) from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self._fh.close()
+        except OSError as err:
+            if exc[0] is None:
+                raise storage_error(err, self.path) from None
+        return False
+
+
+def _truncate_metrics(path: Path, step: int) -> int | None:
+    """On resume, drop metric lines written after the checkpoint being resumed, and the
+    ``final`` validation of the step being resumed: a run stopped between scheduled
+    validations validates its last state once more, which a run never stopped does not —
+    dropped, the resumed run's file reads as the uninterrupted run's. Damaged lines (not
+    JSON, not UTF-8) are dropped, never an obstacle to resuming.
+
+    Returns the step of the last validation kept (None if none)."""
     if not path.exists():
-        return
+        return None
     keep = []
+    validated = None
     raw = path.read_bytes().decode("utf-8", errors="replace")
     for line in raw.splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue  # a damaged line is dropped, never an obstacle to resuming
-        if isinstance(rec, dict) and rec.get("step", 0) <= step:
-            keep.append(line)
+        if not isinstance(rec, dict) or not isinstance(rec.get("step", 0), (int, float)):
+            continue
+        s = rec.get("step", 0)
+        if s > step or (s == step and "val" in rec and rec.get("final")):
+            continue
+        if "val" in rec:
+            validated = s
+        keep.append(line)
     atomic_write_text(path, "".join(l + "\n" for l in keep))
+    return validated
