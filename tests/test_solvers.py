@@ -274,8 +274,10 @@ def test_adjoint_gradients_match_backprop():
 
 def test_rd_adaptive_dataset_matches_fixed_step_reference():
     """The Table 3.4 reaction–diffusion specs simulate with adaptive dopri5 at a tolerance
-    chosen so that the data match the old rk4(step=1e-3) within that reference's own error
-    (max |rk4(1e-3) − rk4(2.5e-4)| ≈ 1.5e-11, benchmarks/results/simulate_rd_cpu.json)."""
+    chosen so that the stored data (float32) are those of the old rk4(step=1e-3) reference:
+    the two differ by less than the float32 rounding of the values (one ulp), while
+    dopri5 runs ~30× faster (benchmarks/results/simulate_rd_cpu.json). Tightening to the
+    reference's own float64 error (≈1.5e-11, rtol 1e-11) changes no stored value."""
     from physml.simulation import simulate
 
     spec = physml.load_spec("specs/table3_4/rd_true_pde.phy")
@@ -286,4 +288,6 @@ def test_rd_adaptive_dataset_matches_fixed_step_reference():
     x = simulate(small, dtype=torch.float64)["train"]
     y = simulate(ref, dtype=torch.float64)["train"]
     assert x.shape == y.shape == (1, 8, 25, 2, 32, 32)
-    assert (x - y).abs().max() < 2e-11
+    assert (x - y).abs().max() < 2e-8
+    ulp = torch.finfo(torch.float32).eps * y.abs().max()
+    assert (x.float() - y.float()).abs().max() <= ulp
