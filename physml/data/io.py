@@ -1,18 +1,25 @@
 """Reading and writing datasets.
 
-**The physml format** is one HDF5 file (h5py), readable by any HDF5/netCDF-4 tool
-(``xarray.open_dataset(path, engine="h5netcdf", phony_dims="access")``):
+**The physml format** is one HDF5 file (h5py) laid out as netCDF-4: every axis is a
+dimension with a coordinate variable, so netCDF tools and xarray open it with named
+dimensions (``xarray.open_dataset(path, engine="h5netcdf")``):
 
-===================  =================================================================
-``/time``            (T,) float64, a dimension scale attached to axis 2 of every split
-``/train`` …         (E, N, T, *state) per split (float32 by default)
-``/train_clean`` …   the noiseless arrays, when the data are noisy
-``/env_params``      (E, P) float64, columns named by the attribute ``param_names``
-attributes           ``format``, ``format_version``, ``spec_text``, ``seed``, ``noise``,
-                     ``variables``, ``state_shape``, ``env_names``, ``env_params`` (JSON),
-                     ``dt``, ``history``, ``physml_version``, ``hash``, ``meta`` (JSON)
-===================  =================================================================
+======================  ==============================================================
+``/train`` …            (environment, trajectory_train, time, variable[, x, y, z]) per
+                        split (float32 by default); ``/val``, ``/test`` likewise
+``/train_clean`` …      the noiseless arrays, when the data are noisy
+``/env_params``         (environment, parameter) float64
+coordinates             ``/environment``, ``/parameter``, ``/variable`` (names),
+                        ``/trajectory_<split>`` (indices), ``/time`` and the grid
+                        axes ``/x``, ``/y``, ``/z`` (node coordinates), with ``units``
+                        (``"1"``: the units the spec's equations are written in)
+attributes              ``format``, ``format_version``, ``spec_text``, ``seed``,
+                        ``noise``, ``variables``, ``state_shape``, ``env_names``,
+                        ``env_params`` (JSON), ``dt``, ``history``, ``physml_version``,
+                        ``hash``, ``meta`` (JSON), ``param_names``
+======================  ==============================================================
 
+Format 3 added the dimensions and coordinates; files of formats 1 and 2 still load.
 Files are written to a temporary name in the same folder and renamed (atomic on POSIX),
 so an interrupted run never leaves a half-written dataset under the final name.
 
@@ -62,22 +69,30 @@ def save_dataset(ds: Dataset, path: str | os.PathLike) -> Path:
             a["physml_version"] = str(ds.meta.get("physml_version", _version()))
             a["hash"] = ds.hash
             a["meta"] = json.dumps(ds.meta, default=str)
-            time = f.create_dataset("time", data=ds.times.numpy(), track_times=False)
-            time.make_scale("time")
+            dims = _write_dimensions(f, ds)
             names = sorted({k for p in ds.env_params for k in p})
             a["param_names"] = json.dumps(names)
-            f.create_dataset("env_params", track_times=False, data=np.array(
+            params = f.create_dataset("env_params", track_times=False, data=np.array(
                 [[p.get(k, np.nan) for k in names] for p in ds.env_params], dtype=np.float64
             ).reshape(len(ds.env_params), len(names)))
-            groups = [(k, v) for k, v in ds.splits.items()]
+            _attach(params, [dims["environment"], _coordinate(f, "parameter", names)])
+            params.attrs["long_name"] = "parameter values of each environment"
+            groups = [(k, k, v) for k, v in ds.splits.items()]
             if ds.splits_clean:
-                groups += [(f"{k}_clean", v) for k, v in ds.splits_clean.items()]
-            for name, x in groups:
+                groups += [(f"{k}_clean", k, v) for k, v in ds.splits_clean.items()]
+            for name, split, x in groups:
                 arr = np.ascontiguousarray(x.detach().cpu().numpy())
                 d = f.create_dataset(name, data=arr, track_times=False,
                                      chunks=_chunks(arr.shape, arr.itemsize))
-                d.dims[2].attach_scale(time)
-                d.attrs["dims"] = json.dumps(["env", "traj", "time", *_state_dims(ds)])
+                traj = f"trajectory_{split}"
+                if traj not in f:
+                    _coordinate(f, traj, np.arange(arr.shape[1], dtype=np.int64),
+                                long_name=f"trajectory index in the {split} split")
+                _attach(d, [dims["environment"], f[traj], dims["time"], dims["variable"],
+                            *(dims[k] for k in _state_dims(ds)[1:])])
+                d.attrs["long_name"] = (f"{split} trajectories"
+                                        + (" without noise" if name.endswith("_clean") else ""))
+                d.attrs["units"] = _UNITS
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -89,6 +104,51 @@ def _chunks(shape, itemsize):
     """Chunks of one trajectory (all times), so reading a batch of trajectories is cheap."""
     c = (1, 1) + tuple(shape[2:])
     return c if np.prod(c) * itemsize >= 1024 else None
+
+
+# The spec's equations carry no units: numbers are in whatever units the user wrote them
+# in, which CF's "1" (dimensionless, as given) states without inventing any.
+_UNITS = "1"
+
+
+def _write_dimensions(f, ds: Dataset) -> dict:
+    """The netCDF-4 dimensions of every array, each with a coordinate variable (an HDF5
+    dimension scale of the same name): ``environment``, ``time``, ``variable`` and the grid
+    axes ``x``/``y``/``z`` (a bare dimension when their coordinates are unknown)."""
+    dims = {"environment": _coordinate(f, "environment", list(ds.env_names)),
+            "time": _coordinate(f, "time", ds.times.numpy(), units=_UNITS,
+                                long_name="time", axis="T"),
+            "variable": _coordinate(f, "variable", list(ds.variables))}
+    for axis, n in zip(_state_dims(ds)[1:], ds.state_shape[1:]):
+        if axis in ds.coords:
+            dims[axis] = _coordinate(f, axis, ds.coords[axis], units=_UNITS,
+                                     long_name=f"{axis} coordinate of the grid nodes",
+                                     axis=axis.upper())
+        else:
+            # netCDF-4's own marker of a dimension without a coordinate variable.
+            d = f.create_dataset(axis, shape=(n,), dtype=np.float32, track_times=False)
+            d.make_scale("This is a netCDF dimension but not a netCDF variable."
+                         f"{n:10d}")
+            dims[axis] = d
+    return dims
+
+
+def _coordinate(f, name: str, values, **attrs):
+    """A coordinate variable: a 1-D dataset made a dimension scale named after itself."""
+    import h5py
+
+    if isinstance(values, list):                        # names: variable-length UTF-8
+        values = np.array(values, dtype=h5py.string_dtype()).reshape(len(values))
+    d = f.create_dataset(name, data=values, track_times=False)
+    d.make_scale(name)
+    for k, v in attrs.items():
+        d.attrs[k] = v
+    return d
+
+
+def _attach(d, scales) -> None:
+    for i, scale in enumerate(scales):
+        d.dims[i].attach_scale(scale)
 
 
 def _state_dims(ds: Dataset) -> list[str]:
@@ -212,7 +272,8 @@ def _read_physml(f, path: Path, budget: int | None = None) -> Dataset:
                 clean[name] = torch.from_numpy(_read(path, f"{name}_clean",
                                                      handles[f"{name}_clean"]))
         ds = Dataset(variables, state_shape, times, splits, dt, history, env_names, env_params,
-                     spec_text, seed, noise, clean or None, meta)
+                     spec_text, seed, noise, clean or None, meta,
+                     coords=_read_coords(f, path, state_shape))
     except DataError as exc:
         raise DataError(f"{path}: {exc}; {_RESIMULATE}") from None
     except (OSError, ValueError, TypeError) as exc:
@@ -224,6 +285,22 @@ def _read_physml(f, path: Path, budget: int | None = None) -> Dataset:
                         f"{stored_hash[:12]} (got {got[:12]}): {_RESIMULATE}")
     ds.hash = stored_hash
     return ds
+
+
+def _read_coords(f, path: Path, state_shape) -> dict[str, np.ndarray]:
+    """The grid coordinates of a format-3 file (coordinate variables ``x``, ``y``, ``z``;
+    a bare netCDF dimension or an older file has none)."""
+    out = {}
+    for axis, n in zip(("x", "y", "z"), state_shape[1:]):
+        if axis not in f:
+            continue
+        d = _dataset(f, path, axis)
+        name = d.attrs.get("NAME")
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", errors="replace")
+        if name == axis and d.shape == (n,) and np.issubdtype(d.dtype, np.floating):
+            out[axis] = np.asarray(_read(path, axis, d), dtype=np.float64)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -581,7 +658,9 @@ def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
                    tensors, dt, history, tuple(envs), env_params, spec.text,
                    data.seed if data is not None else 0, 0.0, None,
                    {"source": str(path), "uniform_time": uniform, "mapping": mapping,
-                    "physml_version": _version()})
+                    "physml_version": _version()},
+                   coords=dict(zip(system.domain.axes, system.domain.coordinates()))
+                   if system.domain is not None else {})
 
 
 def _check_array(path: Path, key: str, a, T: int, tail: tuple[int, ...],
