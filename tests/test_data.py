@@ -221,6 +221,22 @@ def test_cli_simulate_and_info(tmp_path):
     assert "(cached)" in r.output
 
 
+def test_data_info_prints_the_key_that_names_the_cache_file(tmp_path):
+    spec_path = tmp_path / "pend.phy"
+    spec_path.write_text(PENDULUM)
+    r = runner.invoke(app, ["simulate", str(spec_path), "--data-dir", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    (cached,) = (tmp_path / "c").glob("damped_pendulum-*.h5")
+    key = cached.stem.removeprefix("damped_pendulum-")
+    ds = load_dataset(cached)
+    assert ds.meta["key"] == key == physml.experiment.spec_key(parse_spec(PENDULUM))
+    r = runner.invoke(app, ["data", "info", str(cached)])
+    assert r.exit_code == 0 and f"seed 2; key {key}; content hash {ds.hash[:16]}" in r.output
+    # dataset_for writes the same file, with the same key and bytes
+    ds2, path = dataset_for(spec_path, cache_dir=tmp_path / "d")
+    assert path.name == cached.name and ds2.hash == ds.hash
+
+
 def test_cli_blow_up_and_drop(tmp_path):
     spec_path = tmp_path / "blow.phy"
     spec_path.write_text("system blow\nstate x\nparam r = 1\ndynamics:\n    d(x)/dt = r*x^2\n"

@@ -15,9 +15,9 @@ from .. import limits
 
 from ..data import DataError, load_dataset, save_dataset
 from ..errors import SpecError
-from ..experiment import default_path
+from ..experiment import default_path, simulate_keyed
 from ..lang import load_spec  # the data block only: training names are not needed here
-from ..simulation import SimulationError, SolverFailure, UnstableError, simulate as _simulate
+from ..simulation import SimulationError, SolverFailure, UnstableError
 from .app import AllowPath, MemoryBudget, app, console, fail, report_spec_error, set_limits
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect dataset files.")
@@ -68,7 +68,11 @@ def _summary(ds, path: Path | None, seconds: float | None, cached: bool = False)
             console.print(Text(f"    {ev['split']} #{ev['trajectory']} ({ev['environment']}) "
                                f"at t = {ev['time']:.4g}; {params}"))
     extra = f"; {seconds:.2f} s" if seconds is not None else ""
-    console.print(f"  seed {ds.seed}; hash {ds.hash[:16]}{extra}")
+    # The key names the cache file (<system>-<key>.h5) and says which spec and seed made
+    # the data; the content hash checks the bytes.
+    key = ds.meta.get("key")
+    ident = f"key {key}; content hash {ds.hash[:16]}" if key else f"hash {ds.hash[:16]}"
+    console.print(Text(f"  seed {ds.seed}; {ident}{extra}"))
 
 
 @app.command()
@@ -117,8 +121,8 @@ def simulate(
                     tasks[split] = bar.add_task(split, total=1.0)
                 bar.update(tasks[split], completed=min(1.0, fraction))
 
-            ds = _simulate(spec, seed=seed, device=device, progress=progress,
-                           drop_unstable=drop_unstable, bound=bound)
+            ds = simulate_keyed(spec, seed, device=device, progress=progress,
+                                drop_unstable=drop_unstable, bound=bound)
     except SpecError as exc:
         report_spec_error(exc)
         return

@@ -50,7 +50,18 @@ def spec_key(spec, seed: int | None = None) -> str:
 
 
 def default_path(spec, cache_dir: str | os.PathLike = "data", seed: int | None = None) -> Path:
+    """``CACHE_DIR/<system>-<key>.h5``: the key is :func:`spec_key`, which the dataset also
+    carries (``meta["key"]``) and ``physml data info`` prints."""
     return Path(cache_dir) / f"{spec.system.name}-{spec_key(spec, seed)}.h5"
+
+
+def simulate_keyed(spec: Spec, seed: int | None = None, **simulate_kw) -> Dataset:
+    """:func:`physml.simulation.simulate`, the dataset stamped with its :func:`spec_key`
+    (in ``meta``, so the content hash covers it) — the identifier of its cache file."""
+    ds = simulate(spec, seed=seed, **simulate_kw)
+    ds.meta["key"] = spec_key(spec, seed)
+    ds.hash = ds.content_hash()
+    return ds
 
 
 def data_file(spec) -> Path | None:
@@ -84,7 +95,7 @@ def dataset_for(spec: Spec | str | os.PathLike, cache_dir: str | os.PathLike = "
             return load_dataset(path), path
         except DataError:
             pass  # damaged or stale: simulate again below
-    ds = simulate(spec, seed=seed, **simulate_kw)
+    ds = simulate_keyed(spec, seed, **simulate_kw)
     save_dataset(ds, path)
     return ds, path
 
