@@ -621,7 +621,7 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def data_solver(self, meta, c):
-        return self._stmt("solver", meta, call=c[0])
+        return self._stmt("solver", meta, call=self._bare_call(c[0]))
 
     @v_args(meta=True)
     def seed(self, meta, c):
@@ -706,6 +706,20 @@ class _ToStatements(Transformer):
 
     def option(self, c):
         return (self._name(c[0]), _value(c[1]))
+
+    @v_args(meta=True)
+    def solver_option(self, meta, c):
+        """``solver NAME(key=value, …)``: the value is the call (a bare name or a string
+        is a call without options)."""
+        key = Name("solver", Pos(self.file, meta.line, meta.column))
+        item = c[0]
+        if isinstance(item, Token) and item.type == "STRING":
+            item = Token("NAME", str(item)[1:-1], line=item.line, column=item.column + 1)
+        return (key, self._bare_call(item))
+
+    @v_args(meta=True)
+    def step_option(self, meta, c):
+        return (Name("step", Pos(self.file, meta.line, meta.column)), _value(c[0]))
 
     @v_args(meta=True)
     def train_decl(self, meta, c):
