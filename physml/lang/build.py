@@ -263,8 +263,9 @@ class _Builder:
             raise self.name_err(DeclarationError, f"'{text}' shadows the function {text}()",
                                 name, hint="choose another name")
         if text in RESERVED:
-            raise self.name_err(DeclarationError, f"'{text}' is reserved", name,
-                                hint="choose another name")
+            raise self.name_err(DeclarationError, f"'{text}' is a word of the language",
+                                name, hint="choose another name (reserved: "
+                                f"{', '.join(RESERVED)}, and the function names)")
         if text in coords:
             raise self.name_err(DeclarationError, f"'{text}' shadows the coordinate {text} of "
                                 "the domain", name, hint="choose another name")
