@@ -13,7 +13,7 @@ from rich.text import Text
 
 from .. import limits
 
-from ..data import DataError, load_dataset, save_dataset
+from ..data import DataError, list_arrays, load_dataset, save_dataset
 from ..errors import SpecError
 from ..experiment import default_path, simulate_keyed
 from ..lang import load_spec  # the data block only: training names are not needed here
@@ -134,6 +134,18 @@ def simulate(
     _summary(ds, path, seconds)
 
 
+def _arrays(path: Path, arrays) -> None:
+    table = Table(title=Text(f"{path} (user data)"), title_justify="left", box=None,
+                  padding=(0, 2))
+    for col in ("array", "shape", "dtype"):
+        table.add_column(col, justify="left" if col == "array" else "right")
+    for name, shape, dtype in arrays:
+        table.add_row(Text(name), "×".join(map(str, shape)) or "scalar", dtype)
+    console.print(table)
+    console.print(Text(f"  not a physml dataset: to read it as data, give the spec that "
+                       f"maps it — physml data info {path} --spec SPEC.phy"))
+
+
 @data_app.command("info")
 def info(
     file: Annotated[Path, typer.Argument(help="A dataset file (.h5, .npz).")],
@@ -142,9 +154,16 @@ def info(
     allow_path: Annotated[Optional[list[Path]], AllowPath] = None,
     memory_budget: Annotated[Optional[str], MemoryBudget] = None,
 ) -> None:
-    """Print a dataset's splits, shapes, parameters and hash."""
+    """Print a dataset's splits, shapes, parameters and hash.
+
+    A user data file (.npz, HDF5/netCDF) is read through the spec that maps it
+    (``--spec``); without one, its arrays are listed."""
     set_limits(allow_path, memory_budget)
     try:
+        arrays = list_arrays(file) if spec_file is None else None
+        if arrays is not None:
+            _arrays(file, arrays)
+            return
         ds = load_dataset(file, spec=load_spec(spec_file) if spec_file else None)
     except SpecError as exc:
         report_spec_error(exc)

@@ -517,6 +517,27 @@ class _Arrays:
         self.close()
 
 
+def list_arrays(path: str | os.PathLike) -> list[tuple[str, tuple[int, ...], str]] | None:
+    """The arrays of a user data file as (name, shape, dtype), read from their headers
+    (nothing loaded); None for a physml dataset. What a spec's ``map`` line can name."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.suffix.lower() != ".npz":
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                fmt = f.attrs.get("format")
+        except OSError as exc:
+            raise DataError(f"{path}: not a readable HDF5/netCDF-4 file ({exc})") from None
+        if (fmt.decode("utf-8", errors="replace") if isinstance(fmt, bytes) else fmt) == FORMAT:
+            return None
+    with _Arrays(path) as arrays:
+        return [(k, tuple(int(n) for n in a.shape), str(np.dtype(a.dtype)))
+                for k, a in sorted(arrays.items())]
+
+
 def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | None = None,
               budget: int | None = None) -> Dataset:
     """User arrays → :class:`Dataset`, checking shapes, dtypes, time and finiteness.
@@ -621,7 +642,15 @@ def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
         raw[prefix or "all"] = np.stack(per_var, axis=axis)
 
     splits = {}
-    if "all" in raw:
+    split_meta = {}
+    if data is not None and data.split_time is not None:
+        if "all" not in raw:
+            raise DataError(f"{path}: the file holds its own splits ({', '.join(raw)}) and the "
+                            f"spec says `split time {data.split_time:g}`; drop one of the two")
+        splits, times, split_meta = _split_by_time(path, raw["all"], times, data.split_time,
+                                                   system)
+        steps = np.diff(times.astype(np.float64))
+    elif "all" in raw:
         x = raw["all"]
         sizes = dict(data.splits) if data is not None and data.splits else {}
         if sizes:
@@ -647,9 +676,10 @@ def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
             raise DataError(f"{path}: the spec declares {len(envs)} environments but the "
                             "arrays have none; give arrays of shape (E, N, T, ...)")
         envs = [f"env{i}" for i in range(E)]
-    base = system.param_values
-    env_params = [{**base, **e.as_dict()} for e in spec.environments] if len(
-        envs) == len(spec.environments) else [dict(base) for _ in envs]
+    # Measured data have no true parameter values: the system's values are the model's
+    # initial guesses, so only what the spec states of each environment is kept.
+    env_params = [e.as_dict() for e in spec.environments] if len(
+        envs) == len(spec.environments) else [{} for _ in envs]
     dt = float(steps[0])
     uniform = bool(np.allclose(steps, dt, rtol=1e-6, atol=0))
     history = data.history if data is not None else 0
@@ -658,9 +688,41 @@ def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
                    tensors, dt, history, tuple(envs), env_params, spec.text,
                    data.seed if data is not None else 0, 0.0, None,
                    {"source": str(path), "uniform_time": uniform, "mapping": mapping,
-                    "physml_version": _version()},
+                    "physml_version": _version(), **split_meta},
                    coords=dict(zip(system.domain.axes, system.domain.coordinates()))
                    if system.domain is not None else {})
+
+
+def _split_by_time(path: Path, x: np.ndarray, times: np.ndarray, at: float, system):
+    """``split time T``: each series ``x`` (E, N, T, …) is cut at ``T``. The test split is
+    the part from ``T`` on (L frames); the train split is every window of L consecutive
+    frames before ``T`` (a dataset's splits share one time axis, so training sees stretches
+    as long as the one it is tested on). The times are the test part's: the train windows
+    lie earlier, which an autonomous system cannot tell apart."""
+    import sympy
+
+    t = sympy.Symbol("t")
+    if any(t in eq.rhs.free_symbols for eq in system.equations) or any(
+            t in let.expr.free_symbols for let in system.lets):
+        raise DataError(f"{path}: `split time` trains on windows taken earlier than the "
+                        f"test part, but {system.name}'s equations depend on the time t; "
+                        "give train and test arrays (train_VAR, test_VAR) instead")
+    cut = int(np.searchsorted(times, at, side="left"))   # first frame with t ≥ at
+    n_test = times.size - cut
+    if n_test < 2:
+        raise DataError(f"{path}: `split time {at:g}` leaves {n_test} frame(s) from {at:g} on "
+                        f"(times end at {times[-1]:g}); the test part needs at least two")
+    if cut < n_test:
+        raise DataError(f"{path}: `split time {at:g}` leaves {cut} frame(s) before {at:g} and "
+                        f"{n_test} from it; training needs at least as many frames as the "
+                        "test part — split later")
+    n_windows = cut - n_test + 1
+    windows = np.stack([x[:, :, i:i + n_test] for i in range(n_windows)], axis=2)
+    train = windows.reshape(x.shape[0], -1, n_test, *x.shape[3:])
+    meta = {"split_time": float(at), "train_times": [float(times[0]), float(times[cut - 1])],
+            "train_windows": n_windows}
+    return ({"train": np.ascontiguousarray(train),
+             "test": np.ascontiguousarray(x[:, :, cut:])}, times[cut:], meta)
 
 
 def _check_array(path: Path, key: str, a, T: int, tail: tuple[int, ...],

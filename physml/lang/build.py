@@ -692,6 +692,9 @@ class _Builder:
                 out["seed"] = b.data["seed"]
             elif b.kind == "file":
                 out["file"] = b.data["path"]
+                out["file_pos"] = b.data["ppos"]
+            elif b.kind == "split":
+                out["split_time"] = self.number(b.data["at"], b.pos, "the split time")
             elif b.kind == "map":
                 mapping = []
                 for name, array in b.data["items"]:
@@ -703,6 +706,16 @@ class _Builder:
             elif b.kind == "warmup":
                 out["warmup"] = self.number(b.data["t"], b.pos, "the warm-up time")
         out["initial"] = tuple(samplers)
+        if "split_time" in out:
+            if "file" not in out:
+                raise self.err(DeclarationError, "`split time` divides the series of a data "
+                               "`file`; this data block simulates", once["split"].pos, length=5,
+                               hint="add `file \"DATA.npz\"`, or split simulated data with "
+                               "`trajectories N train, M test`")
+            if "splits" in out:
+                raise self.err(DeclarationError, "`split time` and `trajectories` both say how "
+                               "to split the data", once["split"].pos, length=5,
+                               hint="keep one: `split time T` cuts each series at T")
         if "file" not in out:
             missing = [v for v in variables if v not in covered]
             if samplers and missing:

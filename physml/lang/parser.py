@@ -629,7 +629,12 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def data_file(self, meta, c):
-        return self._stmt("file", meta, path=str(c[0])[1:-1])
+        return self._stmt("file", meta, path=str(c[0])[1:-1], ppos=self._pos(c[0]),
+                          length=len(c[0]))
+
+    @v_args(meta=True)
+    def data_split(self, meta, c):
+        return self._stmt("split", meta, at=c[0])
 
     def map_item(self, c):
         return (self._name(c[0]), str(c[1])[1:-1])
