@@ -40,6 +40,7 @@ from .. import limits
 from .dataset import FORMAT, FORMAT_VERSION, DataError, Dataset
 
 SPLIT_NAMES = ("train", "val", "test")
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".nc", ".nc4", ".he5")
 
 
 # ---------------------------------------------------------------------------------------
@@ -415,7 +416,7 @@ def load_dataset(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] 
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return load_user(path, spec, mapping)
-    if suffix not in (".h5", ".hdf5", ".nc", ".nc4", ".he5"):
+    if suffix not in _HDF5_SUFFIXES:
         raise DataError(f"{path}: unknown data format {suffix!r}; use .h5 (physml or HDF5/"
                         "netCDF-4 user data) or .npz")
     import h5py
@@ -519,20 +520,24 @@ class _Arrays:
 
 def list_arrays(path: str | os.PathLike) -> list[tuple[str, tuple[int, ...], str]] | None:
     """The arrays of a user data file as (name, shape, dtype), read from their headers
-    (nothing loaded); None for a physml dataset. What a spec's ``map`` line can name."""
+    (nothing loaded); None for a physml dataset (and for what :func:`load_dataset` refuses
+    anyway, which it explains). What a spec's ``map`` line can name."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
-    if path.suffix.lower() != ".npz":
+    suffix = path.suffix.lower()
+    if suffix in _HDF5_SUFFIXES:
         import h5py
 
         try:
             with h5py.File(path, "r") as f:
                 fmt = f.attrs.get("format")
-        except OSError as exc:
-            raise DataError(f"{path}: not a readable HDF5/netCDF-4 file ({exc})") from None
+        except OSError:
+            return None                               # load_dataset says what is wrong
         if (fmt.decode("utf-8", errors="replace") if isinstance(fmt, bytes) else fmt) == FORMAT:
             return None
+    elif suffix != ".npz":
+        return None
     with _Arrays(path) as arrays:
         return [(k, tuple(int(n) for n in a.shape), str(np.dtype(a.dtype)))
                 for k, a in sorted(arrays.items())]
@@ -546,8 +551,10 @@ def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | N
     trajectory) or ``(E, N, T, *grid)``; alternatively ``data``/``states`` holds the whole
     state ``(…, T, *state_shape)``. Times come from ``t`` or ``time`` (or the mapping's
     ``time`` entry); an array per split (``train/u`` or ``train_u``) defines the splits,
-    otherwise the spec's ``trajectories`` line partitions the trajectories in order (all go
-    to ``train`` without one).
+    otherwise the spec's ``trajectories`` line partitions the trajectories in order, or its
+    ``split time T`` cuts each series at ``T`` (see :func:`_split_by_time`); without either
+    all go to ``train``. Measured data carry no parameter values but those the spec's
+    environments state (the system's values are initial guesses, not a reference).
     """
     from ..symbolic.spec import Spec
 

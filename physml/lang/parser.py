@@ -940,7 +940,7 @@ _KEYWORD_GROUPS = [
                      "let", "dynamics", "data", "prior", "augment", "environments", "observe",
                      "encoder", "train"]),
     ("a `data:` entry", ["trajectories", "time", "initial", "noise", "solver", "seed", "file",
-                         "map", "history", "warmup"]),
+                         "map", "history", "warmup", "split"]),
     ("a `prior:` entry", ["d", "let", "learn", "hamiltonian", "stencil"]),
 ]
 
