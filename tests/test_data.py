@@ -221,6 +221,22 @@ def test_cli_simulate_and_info(tmp_path):
     assert "(cached)" in r.output
 
 
+def test_data_info_prints_the_key_that_names_the_cache_file(tmp_path):
+    spec_path = tmp_path / "pend.phy"
+    spec_path.write_text(PENDULUM)
+    r = runner.invoke(app, ["simulate", str(spec_path), "--data-dir", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    (cached,) = (tmp_path / "c").glob("damped_pendulum-*.h5")
+    key = cached.stem.removeprefix("damped_pendulum-")
+    ds = load_dataset(cached)
+    assert ds.meta["key"] == key == physml.experiment.spec_key(parse_spec(PENDULUM))
+    r = runner.invoke(app, ["data", "info", str(cached)])
+    assert r.exit_code == 0 and f"seed 2; key {key}; content hash {ds.hash[:16]}" in r.output
+    # dataset_for writes the same file, with the same key and bytes
+    ds2, path = dataset_for(spec_path, cache_dir=tmp_path / "d")
+    assert path.name == cached.name and ds2.hash == ds.hash
+
+
 def test_cli_blow_up_and_drop(tmp_path):
     spec_path = tmp_path / "blow.phy"
     spec_path.write_text("system blow\nstate x\nparam r = 1\ndynamics:\n    d(x)/dt = r*x^2\n"
@@ -368,3 +384,93 @@ def test_cli_simulate_seed_out_of_range(tmp_path):
                             "-o", str(tmp_path / "x.h5")])
     assert r.exit_code == 1 and "--seed 9223372036854775808: seeds lie in 0 … 2^63 − 1" in r.output
     assert not (tmp_path / "x.h5").exists()
+
+
+# ---- netCDF-4 layout: xarray opens the files (issue 10) ----------------------------------
+
+HEAT = ("system heat\ndomain 8 x 6 over [-1, 1] x [0, 3] neumann\nfield u, v\nparam k = 0.5\n"
+        "dynamics:\n    d(u)/dt = k*lap(u)\n    d(v)/dt = -v\n"
+        "data:\n    trajectories 2 train, 1 test\n    time 0 .. 0.1 step 0.05\n"
+        "    initial u, v ~ uniform(0, 1)\n")
+
+
+def test_xarray_opens_a_simulated_ode_dataset(tmp_path, pend):
+    import xarray as xr
+
+    path = save_dataset(pend, tmp_path / "p.h5")
+    with xr.open_dataset(path, engine="h5netcdf") as x:
+        assert x["train"].dims == ("environment", "trajectory_train", "time", "variable")
+        assert x["test_clean"].dims == ("environment", "trajectory_test", "time", "variable")
+        assert x["env_params"].dims == ("environment", "parameter")
+        assert x["variable"].values.tolist() == ["theta", "omega"]
+        assert x["environment"].values.tolist() == ["default"]
+        assert x["parameter"].values.tolist() == ["T0", "alpha"]
+        assert x["trajectory_val"].values.tolist() == [0, 1]
+        assert x["time"].values.tolist() == pend.times.tolist()
+        assert x["time"].attrs["units"] == "1" and x["train"].attrs["units"] == "1"
+        assert x.attrs["format_version"] == 3 and x.attrs["hash"] == pend.hash
+        np.testing.assert_array_equal(x["train"].sel(variable="omega").values,
+                                      pend["train"][..., 1].numpy())
+        assert x["env_params"].sel(parameter="T0").values.tolist() == [6.0]
+
+
+def test_xarray_opens_a_grid_dataset_with_its_coordinates(tmp_path):
+    ds = simulate(parse_spec(HEAT))
+    spec = parse_spec(HEAT)
+    xs, ys = spec.system.domain.coordinates()
+    assert ds.coords["x"].tolist() == xs.tolist()
+    path = save_dataset(ds, tmp_path / "g.h5")
+    back = load_dataset(path)
+    assert back.hash == ds.hash and back.coords["y"].tolist() == ys.tolist()
+    import xarray as xr
+
+    with xr.open_dataset(path, engine="h5netcdf") as x:
+        assert x["train"].dims == ("environment", "trajectory_train", "time", "variable",
+                                   "x", "y")
+        assert x["x"].values.tolist() == [-0.875, -0.625, -0.375, -0.125, 0.125, 0.375,
+                                          0.625, 0.875]
+        assert x["y"].values.tolist() == [0.25, 0.75, 1.25, 1.75, 2.25, 2.75]
+        assert x["x"].attrs["units"] == "1" and x["x"].attrs["axis"] == "X"
+        np.testing.assert_array_equal(x["test"].values, ds["test"].numpy())
+
+
+def test_xarray_opens_a_saved_user_dataset(tmp_path):
+    t, prey, pred = _lv_arrays()
+    np.savez(tmp_path / "lv.npz", t=t, prey=prey, predator=pred)
+    (tmp_path / "s.phy").write_text(USER_SPEC)
+    ds, _ = dataset_for(tmp_path / "s.phy")
+    path = save_dataset(ds, tmp_path / "lv.h5")
+    assert load_dataset(path).hash == ds.hash
+    import xarray as xr
+
+    with xr.open_dataset(path, engine="h5netcdf") as x:
+        assert x["train"].dims == ("environment", "trajectory_train", "time", "variable")
+        assert x["variable"].values.tolist() == ["u", "v"]
+        assert x["time"].values.tolist() == t.tolist()
+        np.testing.assert_allclose(x["test"].sel(variable="v").values[0, 0], pred[3],
+                                   rtol=1e-6)
+
+
+def test_format_2_files_load_with_the_same_hash(tmp_path, pend):
+    """A file written before the netCDF dimensions (format 2: one time scale, no
+    coordinates) loads, and its hash is the one the same data have today."""
+    path = tmp_path / "old.h5"
+    with h5py.File(path, "w") as f:
+        for k, v in {"format": "physml-dataset", "format_version": 2,
+                     "spec_text": pend.spec_text, "seed": pend.seed, "noise": pend.noise,
+                     "variables": json.dumps(list(pend.variables)),
+                     "state_shape": np.array(pend.state_shape),
+                     "env_names": json.dumps(list(pend.env_names)),
+                     "env_params": json.dumps(pend.env_params), "dt": pend.dt,
+                     "history": pend.history, "hash": pend.hash,
+                     "meta": json.dumps(pend.meta)}.items():
+            f.attrs[k] = v
+        f["time"] = pend.times.numpy()
+        f["time"].make_scale("time")
+        for name, x in [*pend.splits.items(),
+                        *((f"{k}_clean", v) for k, v in pend.splits_clean.items())]:
+            f[name] = x.numpy()
+            f[name].dims[2].attach_scale(f["time"])
+    ds = load_dataset(path)
+    assert ds.hash == pend.hash and ds.coords == {}
+    assert torch.equal(ds["val"], pend["val"])

@@ -66,7 +66,7 @@ def test_syntax_data_entry_suggests_trajectories():
     err = error("use damped_pendulum\ndata:\n    trajectory 25 train\n", SpecSyntaxError)
     assert where(err) == (3, 5)
     assert err.message == ("unexpected 'trajectory'; expected a `data:` entry (trajectories, "
-                           "time, initial, noise, solver, seed, file, map, history, warmup)")
+                           "time, initial, noise, solver, seed, file, map, history, warmup, split)")
     assert err.hint == "did you mean 'trajectories'?"
 
 

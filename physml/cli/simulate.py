@@ -13,13 +13,13 @@ from rich.text import Text
 
 from .. import limits
 
-from ..data import DataError, load_dataset, save_dataset
+from ..data import DataError, list_arrays, load_dataset, save_dataset
 from ..errors import SpecError
-from ..experiment import default_path
+from ..experiment import default_path, simulate_keyed
 from ..lang import load_spec  # the data block only: training names are not needed here
 from ..lang.budget import estimate
 from ..storage import StorageError, ensure_writable
-from ..simulation import SimulationError, SolverFailure, UnstableError, simulate as _simulate
+from ..simulation import SimulationError, SolverFailure, UnstableError
 from .app import AllowPath, MemoryBudget, app, console, fail, report_spec_error, set_limits
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect dataset files.")
@@ -70,7 +70,11 @@ def _summary(ds, path: Path | None, seconds: float | None, cached: bool = False)
             console.print(Text(f"    {ev['split']} #{ev['trajectory']} ({ev['environment']}) "
                                f"at t = {ev['time']:.4g}; {params}"))
     extra = f"; {seconds:.2f} s" if seconds is not None else ""
-    console.print(f"  seed {ds.seed}; hash {ds.hash[:16]}{extra}")
+    # The key names the cache file (<system>-<key>.h5) and says which spec and seed made
+    # the data; the content hash checks the bytes.
+    key = ds.meta.get("key")
+    ident = f"key {key}; content hash {ds.hash[:16]}" if key else f"hash {ds.hash[:16]}"
+    console.print(Text(f"  seed {ds.seed}; {ident}{extra}"))
 
 
 @app.command()
@@ -130,8 +134,8 @@ def simulate(
                     tasks[split] = bar.add_task(split, total=1.0)
                 bar.update(tasks[split], completed=min(1.0, fraction))
 
-            ds = _simulate(spec, seed=seed, device=device, progress=progress,
-                           drop_unstable=drop_unstable, bound=bound)
+            ds = simulate_keyed(spec, seed, device=device, progress=progress,
+                                drop_unstable=drop_unstable, bound=bound)
     except SpecError as exc:
         report_spec_error(exc)
         return
@@ -147,6 +151,18 @@ def simulate(
     _summary(ds, path, seconds)
 
 
+def _arrays(path: Path, arrays) -> None:
+    table = Table(title=Text(f"{path} (user data)"), title_justify="left", box=None,
+                  padding=(0, 2))
+    for col in ("array", "shape", "dtype"):
+        table.add_column(col, justify="left" if col == "array" else "right")
+    for name, shape, dtype in arrays:
+        table.add_row(Text(name), "×".join(map(str, shape)) or "scalar", dtype)
+    console.print(table)
+    console.print(Text(f"  not a physml dataset: to read it as data, give the spec that "
+                       f"maps it — physml data info {path} --spec SPEC.phy"))
+
+
 @data_app.command("info")
 def info(
     file: Annotated[Path, typer.Argument(help="A dataset file (.h5, .npz).")],
@@ -155,9 +171,16 @@ def info(
     allow_path: Annotated[Optional[list[Path]], AllowPath] = None,
     memory_budget: Annotated[Optional[str], MemoryBudget] = None,
 ) -> None:
-    """Print a dataset's splits, shapes, parameters and hash."""
+    """Print a dataset's splits, shapes, parameters and hash.
+
+    A user data file (.npz, HDF5/netCDF) is read through the spec that maps it
+    (``--spec``); without one, its arrays are listed."""
     set_limits(allow_path, memory_budget)
     try:
+        arrays = list_arrays(file) if spec_file is None else None
+        if arrays is not None:
+            _arrays(file, arrays)
+            return
         ds = load_dataset(file, spec=load_spec(spec_file) if spec_file else None)
     except SpecError as exc:
         report_spec_error(exc)

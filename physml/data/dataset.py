@@ -9,9 +9,11 @@ import numpy as np
 import torch
 
 FORMAT = "physml-dataset"
+#: 3: every axis is a netCDF-4 dimension with a coordinate variable (xarray opens the
+#: file); the content and its hash are those of version 2, so one dataset has one hash.
 #: 2: the hash also covers dt, the spec text and the metadata (1: arrays and head only;
 #: version-1 files still load, checked with the version-1 hash).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 class DataError(ValueError):
@@ -26,7 +28,9 @@ class Dataset:
     ``splits[name]`` has shape ``(E, N, T, *state_shape)``: environments, trajectories,
     times, then one state (``(n_states,)`` for ODEs, ``(n_fields, *grid)`` for grids).
     The first ``history`` times lie before ``t0`` (frames kept for encoders). With
-    ``noise > 0``, ``splits_clean`` holds the noiseless truth.
+    ``noise > 0``, ``splits_clean`` holds the noiseless truth. ``coords`` holds the node
+    coordinates of each grid axis (``x``, ``y``, ``z``) when known; they follow from the
+    spec text, so the hash does not cover them again.
     """
 
     variables: tuple[str, ...]
@@ -43,6 +47,7 @@ class Dataset:
     splits_clean: dict[str, torch.Tensor] | None = None
     meta: dict = field(default_factory=dict)
     hash: str = ""
+    coords: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
         self.variables = tuple(self.variables)
@@ -58,6 +63,12 @@ class Dataset:
                 raise DataError(f"split '{name}' has shape {tuple(x.shape)}; expected "
                                 f"(E={expect[0]}, N, T={expect[2]}, "
                                 f"{', '.join(map(str, self.state_shape))})")
+        grid = dict(zip(("x", "y", "z"), self.state_shape[1:]))
+        self.coords = {k: np.asarray(v, dtype=np.float64) for k, v in self.coords.items()}
+        for axis, c in self.coords.items():
+            if axis not in grid or c.shape != (grid[axis],):
+                raise DataError(f"coordinates of axis '{axis}' have shape {c.shape}; the grid "
+                                f"has axes {grid or 'none'}")
         if not self.hash:
             self.hash = self.content_hash()
 
@@ -95,7 +106,7 @@ class Dataset:
         return Dataset(self.variables, self.state_shape, self.times, move(self.splits), self.dt,
                        self.history, self.env_names, self.env_params, self.spec_text,
                        self.seed, self.noise, move(self.splits_clean), dict(self.meta),
-                       self.hash)
+                       self.hash, dict(self.coords))
 
     def summary(self) -> list[dict]:
         """One row per split: name, shape, value range of the finite values, and how many
@@ -122,7 +133,9 @@ class Dataset:
         """SHA-256 of everything that determines the data: the arrays, the time grid and
         step, the variables, parameters, noise and seed, the spec text and the metadata
         (format 1 files, written before the last three were covered, are checked with
-        ``version=1``). Same spec and seed → same hash."""
+        ``version=1``; format 3 changed the file layout only and hashes as format 2).
+        Same spec and seed → same hash."""
+        version = min(version, 2)
         h = hashlib.sha256()
         head = {"format": version, "variables": self.variables,
                 "state_shape": self.state_shape, "history": self.history,

@@ -1,18 +1,25 @@
 """Reading and writing datasets.
 
-**The physml format** is one HDF5 file (h5py), readable by any HDF5/netCDF-4 tool
-(``xarray.open_dataset(path, engine="h5netcdf", phony_dims="access")``):
+**The physml format** is one HDF5 file (h5py) laid out as netCDF-4: every axis is a
+dimension with a coordinate variable, so netCDF tools and xarray open it with named
+dimensions (``xarray.open_dataset(path, engine="h5netcdf")``):
 
-===================  =================================================================
-``/time``            (T,) float64, a dimension scale attached to axis 2 of every split
-``/train`` …         (E, N, T, *state) per split (float32 by default)
-``/train_clean`` …   the noiseless arrays, when the data are noisy
-``/env_params``      (E, P) float64, columns named by the attribute ``param_names``
-attributes           ``format``, ``format_version``, ``spec_text``, ``seed``, ``noise``,
-                     ``variables``, ``state_shape``, ``env_names``, ``env_params`` (JSON),
-                     ``dt``, ``history``, ``physml_version``, ``hash``, ``meta`` (JSON)
-===================  =================================================================
+======================  ==============================================================
+``/train`` …            (environment, trajectory_train, time, variable[, x, y, z]) per
+                        split (float32 by default); ``/val``, ``/test`` likewise
+``/train_clean`` …      the noiseless arrays, when the data are noisy
+``/env_params``         (environment, parameter) float64
+coordinates             ``/environment``, ``/parameter``, ``/variable`` (names),
+                        ``/trajectory_<split>`` (indices), ``/time`` and the grid
+                        axes ``/x``, ``/y``, ``/z`` (node coordinates), with ``units``
+                        (``"1"``: the units the spec's equations are written in)
+attributes              ``format``, ``format_version``, ``spec_text``, ``seed``,
+                        ``noise``, ``variables``, ``state_shape``, ``env_names``,
+                        ``env_params`` (JSON), ``dt``, ``history``, ``physml_version``,
+                        ``hash``, ``meta`` (JSON), ``param_names``
+======================  ==============================================================
 
+Format 3 added the dimensions and coordinates; files of formats 1 and 2 still load.
 Files are written to a temporary name in the same folder and renamed (atomic on POSIX),
 so an interrupted run never leaves a half-written dataset under the final name.
 
@@ -34,6 +41,7 @@ from ..storage import atomic_write_bytes, ensure_writable
 from .dataset import FORMAT, FORMAT_VERSION, DataError, Dataset
 
 SPLIT_NAMES = ("train", "val", "test")
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".nc", ".nc4", ".he5")
 
 
 # ---------------------------------------------------------------------------------------
@@ -72,22 +80,30 @@ def save_dataset(ds: Dataset, path: str | os.PathLike, hint: str | None = None) 
         a["physml_version"] = str(ds.meta.get("physml_version", _version()))
         a["hash"] = ds.hash
         a["meta"] = json.dumps(ds.meta, default=str)
-        time = f.create_dataset("time", data=ds.times.numpy(), track_times=False)
-        time.make_scale("time")
+        dims = _write_dimensions(f, ds)
         names = sorted({k for p in ds.env_params for k in p})
         a["param_names"] = json.dumps(names)
-        f.create_dataset("env_params", track_times=False, data=np.array(
+        params = f.create_dataset("env_params", track_times=False, data=np.array(
             [[p.get(k, np.nan) for k in names] for p in ds.env_params], dtype=np.float64
         ).reshape(len(ds.env_params), len(names)))
-        groups = [(k, v) for k, v in ds.splits.items()]
+        _attach(params, [dims["environment"], _coordinate(f, "parameter", names)])
+        params.attrs["long_name"] = "parameter values of each environment"
+        groups = [(k, k, v) for k, v in ds.splits.items()]
         if ds.splits_clean:
-            groups += [(f"{k}_clean", v) for k, v in ds.splits_clean.items()]
-        for name, x in groups:
+            groups += [(f"{k}_clean", k, v) for k, v in ds.splits_clean.items()]
+        for name, split, x in groups:
             arr = np.ascontiguousarray(x.detach().cpu().numpy())
             d = f.create_dataset(name, data=arr, track_times=False,
                                  chunks=_chunks(arr.shape, arr.itemsize))
-            d.dims[2].attach_scale(time)
-            d.attrs["dims"] = json.dumps(["env", "traj", "time", *_state_dims(ds)])
+            traj = f"trajectory_{split}"
+            if traj not in f:
+                _coordinate(f, traj, np.arange(arr.shape[1], dtype=np.int64),
+                            long_name=f"trajectory index in the {split} split")
+            _attach(d, [dims["environment"], f[traj], dims["time"], dims["variable"],
+                        *(dims[k] for k in _state_dims(ds)[1:])])
+            d.attrs["long_name"] = (f"{split} trajectories"
+                                    + (" without noise" if name.endswith("_clean") else ""))
+            d.attrs["units"] = _UNITS
         f.flush()
         image = f.id.get_file_image()
     atomic_write_bytes(path, image, hint)
@@ -98,6 +114,51 @@ def _chunks(shape, itemsize):
     """Chunks of one trajectory (all times), so reading a batch of trajectories is cheap."""
     c = (1, 1) + tuple(shape[2:])
     return c if np.prod(c) * itemsize >= 1024 else None
+
+
+# The spec's equations carry no units: numbers are in whatever units the user wrote them
+# in, which CF's "1" (dimensionless, as given) states without inventing any.
+_UNITS = "1"
+
+
+def _write_dimensions(f, ds: Dataset) -> dict:
+    """The netCDF-4 dimensions of every array, each with a coordinate variable (an HDF5
+    dimension scale of the same name): ``environment``, ``time``, ``variable`` and the grid
+    axes ``x``/``y``/``z`` (a bare dimension when their coordinates are unknown)."""
+    dims = {"environment": _coordinate(f, "environment", list(ds.env_names)),
+            "time": _coordinate(f, "time", ds.times.numpy(), units=_UNITS,
+                                long_name="time", axis="T"),
+            "variable": _coordinate(f, "variable", list(ds.variables))}
+    for axis, n in zip(_state_dims(ds)[1:], ds.state_shape[1:]):
+        if axis in ds.coords:
+            dims[axis] = _coordinate(f, axis, ds.coords[axis], units=_UNITS,
+                                     long_name=f"{axis} coordinate of the grid nodes",
+                                     axis=axis.upper())
+        else:
+            # netCDF-4's own marker of a dimension without a coordinate variable.
+            d = f.create_dataset(axis, shape=(n,), dtype=np.float32, track_times=False)
+            d.make_scale("This is a netCDF dimension but not a netCDF variable."
+                         f"{n:10d}")
+            dims[axis] = d
+    return dims
+
+
+def _coordinate(f, name: str, values, **attrs):
+    """A coordinate variable: a 1-D dataset made a dimension scale named after itself."""
+    import h5py
+
+    if isinstance(values, list):                        # names: variable-length UTF-8
+        values = np.array(values, dtype=h5py.string_dtype()).reshape(len(values))
+    d = f.create_dataset(name, data=values, track_times=False)
+    d.make_scale(name)
+    for k, v in attrs.items():
+        d.attrs[k] = v
+    return d
+
+
+def _attach(d, scales) -> None:
+    for i, scale in enumerate(scales):
+        d.dims[i].attach_scale(scale)
 
 
 def _state_dims(ds: Dataset) -> list[str]:
@@ -221,7 +282,8 @@ def _read_physml(f, path: Path, budget: int | None = None) -> Dataset:
                 clean[name] = torch.from_numpy(_read(path, f"{name}_clean",
                                                      handles[f"{name}_clean"]))
         ds = Dataset(variables, state_shape, times, splits, dt, history, env_names, env_params,
-                     spec_text, seed, noise, clean or None, meta)
+                     spec_text, seed, noise, clean or None, meta,
+                     coords=_read_coords(f, path, state_shape))
     except DataError as exc:
         raise DataError(f"{path}: {exc}; {_RESIMULATE}") from None
     except (OSError, ValueError, TypeError) as exc:
@@ -233,6 +295,22 @@ def _read_physml(f, path: Path, budget: int | None = None) -> Dataset:
                         f"{stored_hash[:12]} (got {got[:12]}): {_RESIMULATE}")
     ds.hash = stored_hash
     return ds
+
+
+def _read_coords(f, path: Path, state_shape) -> dict[str, np.ndarray]:
+    """The grid coordinates of a format-3 file (coordinate variables ``x``, ``y``, ``z``;
+    a bare netCDF dimension or an older file has none)."""
+    out = {}
+    for axis, n in zip(("x", "y", "z"), state_shape[1:]):
+        if axis not in f:
+            continue
+        d = _dataset(f, path, axis)
+        name = d.attrs.get("NAME")
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", errors="replace")
+        if name == axis and d.shape == (n,) and np.issubdtype(d.dtype, np.floating):
+            out[axis] = np.asarray(_read(path, axis, d), dtype=np.float64)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,7 +425,7 @@ def load_dataset(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] 
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return load_user(path, spec, mapping)
-    if suffix not in (".h5", ".hdf5", ".nc", ".nc4", ".he5"):
+    if suffix not in _HDF5_SUFFIXES:
         raise DataError(f"{path}: unknown data format {suffix!r}; use .h5 (physml or HDF5/"
                         "netCDF-4 user data) or .npz")
     import h5py
@@ -449,6 +527,31 @@ class _Arrays:
         self.close()
 
 
+def list_arrays(path: str | os.PathLike) -> list[tuple[str, tuple[int, ...], str]] | None:
+    """The arrays of a user data file as (name, shape, dtype), read from their headers
+    (nothing loaded); None for a physml dataset (and for what :func:`load_dataset` refuses
+    anyway, which it explains). What a spec's ``map`` line can name."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in _HDF5_SUFFIXES:
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                fmt = f.attrs.get("format")
+        except OSError:
+            return None                               # load_dataset says what is wrong
+        if (fmt.decode("utf-8", errors="replace") if isinstance(fmt, bytes) else fmt) == FORMAT:
+            return None
+    elif suffix != ".npz":
+        return None
+    with _Arrays(path) as arrays:
+        return [(k, tuple(int(n) for n in a.shape), str(np.dtype(a.dtype)))
+                for k, a in sorted(arrays.items())]
+
+
 def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | None = None,
               budget: int | None = None) -> Dataset:
     """User arrays → :class:`Dataset`, checking shapes, dtypes, time and finiteness.
@@ -457,8 +560,10 @@ def load_user(path: str | os.PathLike, spec=None, mapping: Mapping[str, str] | N
     trajectory) or ``(E, N, T, *grid)``; alternatively ``data``/``states`` holds the whole
     state ``(…, T, *state_shape)``. Times come from ``t`` or ``time`` (or the mapping's
     ``time`` entry); an array per split (``train/u`` or ``train_u``) defines the splits,
-    otherwise the spec's ``trajectories`` line partitions the trajectories in order (all go
-    to ``train`` without one).
+    otherwise the spec's ``trajectories`` line partitions the trajectories in order, or its
+    ``split time T`` cuts each series at ``T`` (see :func:`_split_by_time`); without either
+    all go to ``train``. Measured data carry no parameter values but those the spec's
+    environments state (the system's values are initial guesses, not a reference).
     """
     from ..symbolic.spec import Spec
 
@@ -553,7 +658,15 @@ def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
         raw[prefix or "all"] = np.stack(per_var, axis=axis)
 
     splits = {}
-    if "all" in raw:
+    split_meta = {}
+    if data is not None and data.split_time is not None:
+        if "all" not in raw:
+            raise DataError(f"{path}: the file holds its own splits ({', '.join(raw)}) and the "
+                            f"spec says `split time {data.split_time:g}`; drop one of the two")
+        splits, times, split_meta = _split_by_time(path, raw["all"], times, data.split_time,
+                                                   system)
+        steps = np.diff(times.astype(np.float64))
+    elif "all" in raw:
         x = raw["all"]
         sizes = dict(data.splits) if data is not None and data.splits else {}
         if sizes:
@@ -579,9 +692,10 @@ def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
             raise DataError(f"{path}: the spec declares {len(envs)} environments but the "
                             "arrays have none; give arrays of shape (E, N, T, ...)")
         envs = [f"env{i}" for i in range(E)]
-    base = system.param_values
-    env_params = [{**base, **e.as_dict()} for e in spec.environments] if len(
-        envs) == len(spec.environments) else [dict(base) for _ in envs]
+    # Measured data have no true parameter values: the system's values are the model's
+    # initial guesses, so only what the spec states of each environment is kept.
+    env_params = [e.as_dict() for e in spec.environments] if len(
+        envs) == len(spec.environments) else [{} for _ in envs]
     dt = float(steps[0])
     uniform = bool(np.allclose(steps, dt, rtol=1e-6, atol=0))
     history = data.history if data is not None else 0
@@ -590,7 +704,41 @@ def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
                    tensors, dt, history, tuple(envs), env_params, spec.text,
                    data.seed if data is not None else 0, 0.0, None,
                    {"source": str(path), "uniform_time": uniform, "mapping": mapping,
-                    "physml_version": _version()})
+                    "physml_version": _version(), **split_meta},
+                   coords=dict(zip(system.domain.axes, system.domain.coordinates()))
+                   if system.domain is not None else {})
+
+
+def _split_by_time(path: Path, x: np.ndarray, times: np.ndarray, at: float, system):
+    """``split time T``: each series ``x`` (E, N, T, …) is cut at ``T``. The test split is
+    the part from ``T`` on (L frames); the train split is every window of L consecutive
+    frames before ``T`` (a dataset's splits share one time axis, so training sees stretches
+    as long as the one it is tested on). The times are the test part's: the train windows
+    lie earlier, which an autonomous system cannot tell apart."""
+    import sympy
+
+    t = sympy.Symbol("t")
+    if any(t in eq.rhs.free_symbols for eq in system.equations) or any(
+            t in let.expr.free_symbols for let in system.lets):
+        raise DataError(f"{path}: `split time` trains on windows taken earlier than the "
+                        f"test part, but {system.name}'s equations depend on the time t; "
+                        "give train and test arrays (train_VAR, test_VAR) instead")
+    cut = int(np.searchsorted(times, at, side="left"))   # first frame with t ≥ at
+    n_test = times.size - cut
+    if n_test < 2:
+        raise DataError(f"{path}: `split time {at:g}` leaves {n_test} frame(s) from {at:g} on "
+                        f"(times end at {times[-1]:g}); the test part needs at least two")
+    if cut < n_test:
+        raise DataError(f"{path}: `split time {at:g}` leaves {cut} frame(s) before {at:g} and "
+                        f"{n_test} from it; training needs at least as many frames as the "
+                        "test part — split later")
+    n_windows = cut - n_test + 1
+    windows = np.stack([x[:, :, i:i + n_test] for i in range(n_windows)], axis=2)
+    train = windows.reshape(x.shape[0], -1, n_test, *x.shape[3:])
+    meta = {"split_time": float(at), "train_times": [float(times[0]), float(times[cut - 1])],
+            "train_windows": n_windows}
+    return ({"train": np.ascontiguousarray(train),
+             "test": np.ascontiguousarray(x[:, :, cut:])}, times[cut:], meta)
 
 
 def _check_array(path: Path, key: str, a, T: int, tail: tuple[int, ...],

@@ -5,7 +5,7 @@ from them (DESIGN.md, "the data path"): lower layers take :class:`~physml.symbol
 :class:`~physml.data.Dataset` and built modules, never paths.
 """
 from .build import Experiment, build, build_field, build_rollout, check, config_for
-from .data import dataset_for, default_path, spec_key, training_data
+from .data import dataset_for, default_path, simulate_keyed, spec_key, training_data
 from .run import Run, RunError, load_spec, train
 from .vocabulary import vocabulary
 
@@ -54,5 +54,5 @@ def _threads(run):
 
 
 __all__ = ["Experiment", "build", "build_field", "build_rollout", "check", "config_for",
-           "dataset_for", "default_path", "spec_key", "training_data", "Run", "RunError",
+           "dataset_for", "default_path", "simulate_keyed", "spec_key", "training_data", "Run", "RunError",
            "load_spec", "parse_spec", "simulate", "train", "evaluate", "inspect", "vocabulary"]

@@ -15,6 +15,7 @@ from ..models import HybridModel, Rollout, SolverConfig, build_model
 from ..objectives import OBJECTIVES, Objective, build_objective
 from ..symbolic.spec import Spec
 from ..training.config import TrainConfig
+from .data import check_data_file
 
 
 def _train_error(spec: Spec, message: str, hint: str | None = None) -> OptionError:
@@ -86,7 +87,9 @@ def check(spec: Spec) -> TrainConfig | None:
     """Everything ``train`` would refuse about a spec, before data or a run exist: the
     options resolve, and the model and objective build. Returns the resolved options
     (None for a system file without a ``train`` line)."""
+    check_data_file(spec)
     if spec.train is None and spec.prior is None and spec.augment is None:
         return None
     exp = build(spec)
     return exp.config
+

@@ -24,7 +24,7 @@ def _canonical(obj) -> str:
 
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         items = [f"{f.name}={_canonical(getattr(obj, f.name))}" for f in dataclasses.fields(obj)
-                 if f.name not in ("pos", "source", "text", "path")]
+                 if f.name not in ("pos", "file_pos", "source", "text", "path")]
         return f"{type(obj).__name__}({', '.join(items)})"
     if isinstance(obj, (list, tuple)):
         return "(" + ", ".join(_canonical(x) for x in obj) + ")"
@@ -50,7 +50,18 @@ def spec_key(spec, seed: int | None = None) -> str:
 
 
 def default_path(spec, cache_dir: str | os.PathLike = "data", seed: int | None = None) -> Path:
+    """``CACHE_DIR/<system>-<key>.h5``: the key is :func:`spec_key`, which the dataset also
+    carries (``meta["key"]``) and ``physml data info`` prints."""
     return Path(cache_dir) / f"{spec.system.name}-{spec_key(spec, seed)}.h5"
+
+
+def simulate_keyed(spec: Spec, seed: int | None = None, **simulate_kw) -> Dataset:
+    """:func:`physml.simulation.simulate`, the dataset stamped with its :func:`spec_key`
+    (in ``meta``, so the content hash covers it) — the identifier of its cache file."""
+    ds = simulate(spec, seed=seed, **simulate_kw)
+    ds.meta["key"] = spec_key(spec, seed)
+    ds.hash = ds.content_hash()
+    return ds
 
 
 def data_file(spec) -> Path | None:
@@ -61,6 +72,20 @@ def data_file(spec) -> Path | None:
     if not p.is_absolute() and spec.path and spec.path != "<string>":
         p = Path(spec.path).parent / p
     return p
+
+
+def check_data_file(spec: Spec) -> None:
+    """The data file a spec names exists: else a located error at its ``file`` line."""
+    from ..errors import OptionError
+
+    path = data_file(spec)
+    if path is None or path.is_file():
+        return
+    what = "is a folder, not a file" if path.exists() else "does not exist"
+    raise OptionError(f"data file {path} {what}", spec.data.file_pos, spec.text,
+                      length=len(spec.data.file) + 2,
+                      hint="paths are relative to the spec's folder; see README, "
+                      "\"Your own data\", for the layout")
 
 
 def dataset_for(spec: Spec | str | os.PathLike, cache_dir: str | os.PathLike = "data", seed: int | None = None,
@@ -77,6 +102,7 @@ def dataset_for(spec: Spec | str | os.PathLike, cache_dir: str | os.PathLike = "
         spec = load_spec(spec)
     user = data_file(spec)
     if user is not None:
+        check_data_file(spec)
         return load_dataset(user, spec=spec), user
     path = default_path(spec, cache_dir, seed)
     if path.exists() and not force:
@@ -84,7 +110,7 @@ def dataset_for(spec: Spec | str | os.PathLike, cache_dir: str | os.PathLike = "
             return load_dataset(path), path
         except DataError:
             pass  # damaged or stale: simulate again below
-    ds = simulate(spec, seed=seed, **simulate_kw)
+    ds = simulate_keyed(spec, seed, **simulate_kw)
     save_dataset(ds, path, "choose another --data-dir")
     return ds, path
 
@@ -117,8 +143,9 @@ def fit_scales(rollout, data: TrainingData, dt: float) -> None:
 
 def true_values(dataset: Dataset, learned) -> dict[str, float]:
     """The values the data were simulated with, for the learned parameters (one
-    environment only; user data have none)."""
+    environment only). User data (``meta["source"]``, the file they were read from) have
+    none: their spec's parameter values are initial guesses, not a reference."""
     envs = dataset.env_params or []
-    if len(envs) != 1:
+    if len(envs) != 1 or dataset.meta.get("source"):
         return {}
     return {k: float(v) for k, v in envs[0].items() if k in learned}

@@ -18,7 +18,7 @@ def vocabulary() -> Vocabulary:
         # `augment none`: no network (a method that needs one says so).
         networks={"none": (), **{name: k.options for name, k in NETWORKS.items()}},
         data_solvers={name: s.options for name, s in SOLVERS.items() if s.simulates},
-        train_solvers=tuple(name for name, s in SOLVERS.items() if s.trainable),
+        train_solvers={name: s.options for name, s in SOLVERS.items() if s.trainable},
         train_options=dict(TRAIN_OPTIONS),
         unavailable={"observe": "partial observation", "encoder": "partial observation"},
     )

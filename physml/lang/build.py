@@ -263,8 +263,9 @@ class _Builder:
             raise self.name_err(DeclarationError, f"'{text}' shadows the function {text}()",
                                 name, hint="choose another name")
         if text in RESERVED:
-            raise self.name_err(DeclarationError, f"'{text}' is reserved", name,
-                                hint="choose another name")
+            raise self.name_err(DeclarationError, f"'{text}' is a word of the language",
+                                name, hint="choose another name (reserved: "
+                                f"{', '.join(RESERVED)}, and the function names)")
         if text in coords:
             raise self.name_err(DeclarationError, f"'{text}' shadows the coordinate {text} of "
                                 "the domain", name, hint="choose another name")
@@ -691,6 +692,9 @@ class _Builder:
                 out["seed"] = b.data["seed"]
             elif b.kind == "file":
                 out["file"] = b.data["path"]
+                out["file_pos"] = b.data["ppos"]
+            elif b.kind == "split":
+                out["split_time"] = self.number(b.data["at"], b.pos, "the split time")
             elif b.kind == "map":
                 mapping = []
                 for name, array in b.data["items"]:
@@ -702,6 +706,16 @@ class _Builder:
             elif b.kind == "warmup":
                 out["warmup"] = self.number(b.data["t"], b.pos, "the warm-up time")
         out["initial"] = tuple(samplers)
+        if "split_time" in out:
+            if "file" not in out:
+                raise self.err(DeclarationError, "`split time` divides the series of a data "
+                               "`file`; this data block simulates", once["split"].pos, length=5,
+                               hint="add `file \"DATA.npz\"`, or split simulated data with "
+                               "`trajectories N train, M test`")
+            if "splits" in out:
+                raise self.err(DeclarationError, "`split time` and `trajectories` both say how "
+                               "to split the data", once["split"].pos, length=5,
+                               hint="keep one: `split time T` cuts each series at T")
         if "file" not in out:
             missing = [v for v in variables if v not in covered]
             if samplers and missing:
@@ -774,29 +788,68 @@ class _Builder:
 
     def build_train(self, s: Stmt) -> TrainSpec:
         method = self.call(s.data["call"], "methods", "method")
-        options, seen = [], set()
+        options, seen = [], {}
         table = self.vocab.train_options if self.vocab is not None else None
-        for key, value in s.data["options"]:
+        for key, value in self.train_items(s.data["options"]):
             if table is not None and key.text not in table:
                 raise self.name_err(OptionError, f"unknown train option '{key.text}'", key,
                                     hint=suggest(key.text, table) or
                                     "options: " + ", ".join(table))
             if key.text in seen:
-                raise self.name_err(DeclarationError, f"option '{key.text}' given twice", key)
-            seen.add(key.text)
+                raise self.name_err(DeclarationError, f"option '{key.text}' given twice", key,
+                                    hint=f"first given at column {seen[key.text].pos.column}")
+            seen[key.text] = key
             value = _plain(value)
             if table is not None:
                 value = self.typed(key, value, table[key.text])
-                if key.text == "solver" and value not in self.vocab.train_solvers:
-                    solvers = self.vocab.train_solvers
-                    raise self.name_err(OptionError, f"unknown training solver '{value}'",
-                                        key, hint=suggest(value, solvers) or
-                                        f"choices: {', '.join(solvers)}")
             if key.text == "seed" and not 0 <= value <= limits.MAX_SEED:
                 raise self.name_err(BoundsError, f"seed {value} lies outside 0 … 2^63 − 1",
                                     key)
             options.append((key.text, value))
+        self.check_solver_options(options, seen)
         return TrainSpec(method, tuple(options), s.pos)
+
+    def check_solver_options(self, options, keys) -> None:
+        """``solver rk4 rtol 1e-6``: a solver option the named solver does not take is an
+        error wherever it is written (rk4 has no tolerance to set)."""
+        solvers = self.vocab.train_solvers if self.vocab is not None else None
+        given = dict(options)
+        if solvers is None or given.get("solver") not in solvers:
+            return
+        name = given["solver"]
+        for key in {k for opts in solvers.values() for k in opts} & set(given):
+            if key not in solvers[name]:
+                takes = ", ".join(solvers[name]) or "no options"
+                raise self.name_err(OptionError, f"solver {name} does not take '{key}'",
+                                    keys[key], hint=f"{name} takes: {takes}")
+
+    def train_items(self, items):
+        """The train line's options, with ``solver NAME(key=value)`` spread into the
+        options ``solver`` and ``key`` (the training options ``step``, ``rtol``, ``atol``),
+        each checked against what that solver takes."""
+        solvers = self.vocab.train_solvers if self.vocab is not None else None
+        for key, value in items:
+            if not isinstance(value, dict):        # a plain option
+                yield key, value
+                continue
+            name: Name = value["name"]
+            if solvers is not None and name.text not in solvers:
+                raise self.name_err(OptionError, f"unknown training solver '{name.text}'",
+                                    key, hint=suggest(name.text, solvers) or
+                                    f"choices: {', '.join(solvers)}")
+            if value["args"]:
+                raise self.err(OptionError, f"solver {name.text} takes its options by name",
+                               value["pos"], length=len(name.text),
+                               hint=f"e.g. `solver {name.text}(step=0.01)`")
+            yield key, name.text
+            allowed = solvers[name.text] if solvers is not None else None
+            for k, v in value["kwargs"]:
+                if allowed is not None and k.text not in allowed:
+                    raise self.name_err(OptionError, f"unknown option '{k.text}' for "
+                                        f"{name.text}", k, hint=suggest(k.text, allowed) or (
+                                            f"{name.text} takes: {', '.join(allowed)}"
+                                            if allowed else f"{name.text} takes no options"))
+                yield k, v
 
     def typed(self, key: Name, value, kind: type):
         ok = True

@@ -621,7 +621,7 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def data_solver(self, meta, c):
-        return self._stmt("solver", meta, call=c[0])
+        return self._stmt("solver", meta, call=self._bare_call(c[0]))
 
     @v_args(meta=True)
     def seed(self, meta, c):
@@ -629,7 +629,12 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def data_file(self, meta, c):
-        return self._stmt("file", meta, path=str(c[0])[1:-1])
+        return self._stmt("file", meta, path=str(c[0])[1:-1], ppos=self._pos(c[0]),
+                          length=len(c[0]))
+
+    @v_args(meta=True)
+    def data_split(self, meta, c):
+        return self._stmt("split", meta, at=c[0])
 
     def map_item(self, c):
         return (self._name(c[0]), str(c[1])[1:-1])
@@ -706,6 +711,20 @@ class _ToStatements(Transformer):
 
     def option(self, c):
         return (self._name(c[0]), _value(c[1]))
+
+    @v_args(meta=True)
+    def solver_option(self, meta, c):
+        """``solver NAME(key=value, …)``: the value is the call (a bare name or a string
+        is a call without options)."""
+        key = Name("solver", Pos(self.file, meta.line, meta.column))
+        item = c[0]
+        if isinstance(item, Token) and item.type == "STRING":
+            item = Token("NAME", str(item)[1:-1], line=item.line, column=item.column + 1)
+        return (key, self._bare_call(item))
+
+    @v_args(meta=True)
+    def step_option(self, meta, c):
+        return (Name("step", Pos(self.file, meta.line, meta.column)), _value(c[0]))
 
     @v_args(meta=True)
     def train_decl(self, meta, c):
@@ -921,7 +940,7 @@ _KEYWORD_GROUPS = [
                      "let", "dynamics", "data", "prior", "augment", "environments", "observe",
                      "encoder", "train"]),
     ("a `data:` entry", ["trajectories", "time", "initial", "noise", "solver", "seed", "file",
-                         "map", "history", "warmup"]),
+                         "map", "history", "warmup", "split"]),
     ("a `prior:` entry", ["d", "let", "learn", "hamiltonian", "stencil"]),
 ]
 

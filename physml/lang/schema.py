@@ -22,14 +22,15 @@ class Vocabulary:
 
     ``methods``: ``train NAME(...)``; ``networks``: ``augment NAME(...)`` and
     ``hamiltonian NAME(...)``; ``data_solvers``: ``solver NAME(...)`` in a ``data:``
-    block; ``train_solvers``: ``train … solver NAME``; ``train_options``: the options after
-    the method, with their types.
+    block; ``train_solvers``: ``train … solver NAME(...)`` (its options are training
+    options: ``step``, ``rtol``, ``atol``); ``train_options``: the options after the
+    method, with their types.
     """
 
     methods: Mapping[str, tuple[str, ...]]
     networks: Mapping[str, tuple[str, ...]]
     data_solvers: Mapping[str, tuple[str, ...]]
-    train_solvers: tuple[str, ...]
+    train_solvers: Mapping[str, tuple[str, ...]]
     train_options: Mapping[str, type]
     #: experiment blocks the grammar knows but the library does not train yet → what
     #: they are for (each is a located error)

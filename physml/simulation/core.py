@@ -283,7 +283,8 @@ def simulate(spec: Spec | str | os.PathLike, seed: int | None = None, device=Non
         env_names=tuple(e.name for e in p.envs), env_params=p.env_params,
         spec_text=spec.text, seed=seed, noise=float(data.noise),
         splits_clean={k: v.to(dtype) for k, v in clean.items()} if data.noise > 0 else None,
-        meta=meta)
+        meta=meta, coords=dict(zip(system.domain.axes, system.domain.coordinates()))
+        if system.domain is not None else {})
 
 
 def _unstable_message(events: list[dict], bound) -> str:

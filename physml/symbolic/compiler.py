@@ -370,6 +370,37 @@ def _reduce(fn, items):
 
 # ---------------------------------------------------------------------------------------
 
+class _Parameters(nn.Module):
+    """Learnable parameters by the spec's names (``raw.T0`` in a state dict, as with
+    ``nn.ParameterDict``). ParameterDict stores each as a module attribute, so a parameter
+    called ``type``, ``training`` or ``forward`` would clash with ``nn.Module``'s own; a
+    spec's names are the user's, so they are kept as keys only."""
+
+    def __setitem__(self, name: str, value: nn.Parameter) -> None:
+        self._parameters[name] = value
+
+    def __getitem__(self, name: str) -> nn.Parameter:
+        return self._parameters[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._parameters
+
+    def __iter__(self):
+        return iter(self._parameters)
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+    def keys(self):
+        return self._parameters.keys()
+
+    def items(self):
+        return self._parameters.items()
+
+    def values(self):
+        return self._parameters.values()
+
+
 class VectorField(ExactBuffers):
     """A compiled right-hand side ``dX/dt = F(t, X; θ_p)``.
 
@@ -401,7 +432,7 @@ class VectorField(ExactBuffers):
         for name in self.learnable:  # warm the bound cache outside any compiled region
             for dt in (torch.float32, torch.float64):
                 _strict_interior(self.params_spec[name], dt)
-        self.raw = nn.ParameterDict()
+        self.raw = _Parameters()
         self.scales: dict[str, float] = {}
         dtype = torch.get_default_dtype()
         for name in self.learnable:

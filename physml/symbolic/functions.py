@@ -172,5 +172,9 @@ for _name, _op in SPATIAL_OPERATORS.items():
     _arities = tuple(sorted(int(n) for n in _op.nargs))  # SymPy stores nargs as a FiniteSet
     FUNCTIONS[_name] = FunctionDef(_name, _op, _arities, None, spatial=True)
 
-#: Names a declaration may not take.
-RESERVED = {"pi", "t", "inf", "d", "dt", "E", "I", "oo", "nan"}
+#: The words of the expression language, which a declaration may not take (besides the
+#: function names above and ``piecewise``): the constant ``pi``, time ``t``, ``inf`` in
+#: bounds, ``d``/``dt`` of ``d(u)/dt``, and the operators of conditions. Any other
+#: identifier is the user's — SymPy's own names (``I``, ``E``, ``S``, ``N``, ``O``, ``Q``)
+#: included, since spec names only ever become plain ``sympy.Symbol``\ s.
+RESERVED = ("pi", "t", "inf", "d", "dt", "and", "or", "not")

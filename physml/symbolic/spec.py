@@ -230,7 +230,10 @@ class DataSpec:
     file: str | None = None
     mapping: tuple[tuple[str, str], ...] = ()
     warmup: float = 0.0
+    #: ``split time T``: each series of the file is cut at T — train before, test from T
+    split_time: float | None = None
     pos: Pos | None = field(default=None, compare=False)
+    file_pos: Pos | None = field(default=None, compare=False)
 
     @property
     def n_steps(self) -> int | None:

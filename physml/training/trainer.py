@@ -377,12 +377,13 @@ class Trainer:
             self._restore(self._good)
         if self.lr_lowered:
             path = self.save("last")
+            dt = float(self.data.train.times[1] - self.data.train.times[0])
             raise TrainingDiverged(
                 f"the loss became NaN/inf (or the solution blew up) at {where} again after "
                 f"lowering the learning rate; training stopped. The last good state is in "
-                f"{path}. Try a smaller `lr`, a finer solver `step` on the train line "
-                f"(e.g. `step {0.25 * float(self.data.train.times[1]):g}`), an adaptive "
-                "`solver dopri5`, or tighter parameter bounds.")
+                f"{path}. Try a smaller `lr`, a finer solver step on the train line "
+                f"(e.g. `solver rk4(step={0.25 * dt:g})`), an "
+                "adaptive `solver dopri5`, or tighter parameter bounds.")
         self.lr_lowered = True
         for g in self.optimizer.param_groups:
             g["lr"] *= 0.1
