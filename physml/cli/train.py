@@ -127,9 +127,12 @@ def _param_table(rows) -> None:
 
 @app.command()
 def train(
-    spec: Annotated[Optional[Path], typer.Argument(help="Experiment spec (.phy).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder.")] = None,
+    spec: Annotated[Optional[Path], typer.Argument(metavar="SPEC",
+                                                   help="Experiment spec (.phy).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", metavar="RUN",
+                                                help="Run directory (default: runs/…).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(metavar="RUN",
+                                                   help="Continue the run in this folder.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 or auto.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for initialisation and batches.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override the spec's epochs.")] = None,
@@ -174,7 +177,7 @@ _REASONS = {"epochs": "all epochs done", "steps": "step cap reached (--steps)",
 
 @app.command()
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
     split: Annotated[str, typer.Option(help="Which split to evaluate.")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
@@ -187,8 +190,8 @@ def evaluate(
     except (RunError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
         return
-    if as_json:
-        console.print_json(json.dumps(result, default=float))
+    if as_json:  # plain JSON on stdout (no colour codes): for `jq` and scripts
+        print(json.dumps(result, default=float, indent=2))
         return
     table = Table(box=None, padding=(0, 2))
     table.add_column("metric")
@@ -204,14 +207,13 @@ def evaluate(
     steps = result["mse_per_step"]
     if steps:
         marks = sorted({0, len(steps) // 4, len(steps) // 2, 3 * len(steps) // 4, len(steps) - 1})
-        console.print("MSE per step: " + ", ".join(f"[{i}] {steps[i]:.3g}" for i in marks))
-    console.print_json(json.dumps({k: v for k, v in result.items() if k != "mse_per_step"},
-                                  default=float))
+        console.print("MSE per step: " + ", ".join(f"[{i}] {steps[i]:.3g}" for i in marks),
+                      markup=False)
 
 
 @app.command()
 def inspect(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
     latex: Annotated[bool, typer.Option("--latex", help="Equations as LaTeX.")] = False,
 ) -> None:
     """The identified equations with fitted values, against the truth."""

@@ -3,18 +3,27 @@
 This is the one place above the layers that reads spec files and decides what to build
 from them (DESIGN.md, "the data path"): lower layers take :class:`~physml.symbolic.Spec`,
 :class:`~physml.data.Dataset` and built modules, never paths.
+
+Reading and checking a spec (:func:`load_spec`, :func:`parse_spec`, :func:`vocabulary`)
+needs no torch; everything that builds models, data or runs is imported on first use.
 """
-from .build import Experiment, build, build_field, build_rollout, check, config_for
-from .data import dataset_for, default_path, spec_key, training_data
-from .run import Run, RunError, load_spec, train
+from .spec import load_spec, parse_spec
 from .vocabulary import vocabulary
 
+_LAZY = {
+    "Experiment": ".build", "build": ".build", "build_field": ".build",
+    "build_rollout": ".build", "check": ".build", "config_for": ".build",
+    "dataset_for": ".data", "default_path": ".data", "spec_key": ".data",
+    "training_data": ".data", "Run": ".run", "RunError": ".run", "train": ".run",
+}
 
-def parse_spec(text: str, path: str = "<string>"):
-    """Parse spec text and check it against what this version of physml implements."""
-    from ..lang import parse_spec as _parse
 
-    return _parse(text, path, vocabulary=vocabulary())
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def simulate(spec, **kwargs):
@@ -30,6 +39,7 @@ def simulate(spec, **kwargs):
 def evaluate(run, split: str = "test", dataset=None):
     """Test metrics of a run (a :class:`Run` or its directory)."""
     from ..reporting import evaluate as _evaluate
+    from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
     with _threads(run):
@@ -39,6 +49,7 @@ def evaluate(run, split: str = "test", dataset=None):
 def inspect(run, latex: bool = False, dataset=None):
     """The identified equations of a run (a :class:`Run` or its directory)."""
     from ..reporting import inspect as _inspect
+    from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
     with _threads(run):

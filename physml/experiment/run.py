@@ -31,6 +31,7 @@ from ..training.distributed import Distributed
 from ..training.trainer import Progress, Trainer, compute_threads, resolve_device
 from .build import build, build_rollout, config_for
 from .data import dataset_for, fit_scales, training_data, true_values
+from .spec import load_spec  # noqa: F401  (physml.experiment.run.load_spec)
 from .vocabulary import vocabulary
 
 
@@ -266,13 +267,6 @@ def _background_compile(spec: Spec, cfg: TrainConfig, data):
              *data.train.frames.shape[2:])
     n_initial = len(data.train) if cfg.fit_initial else 0
     return lambda: warm.start(spec, cfg, shape, n_initial)
-
-
-def load_spec(path: str | Path) -> Spec:
-    """Read a spec and check it against what this version of physml implements."""
-    from ..lang import load_spec as _load
-
-    return _load(path, vocabulary=vocabulary())
 
 
 def _phase(phase: str, message: str | None) -> Progress:

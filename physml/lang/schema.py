@@ -11,7 +11,7 @@ syntax and system alone (names in those blocks are then not checked).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..symbolic.spec import SPLITS  # noqa: F401  (re-exported for the parser)
 
@@ -29,7 +29,7 @@ class Vocabulary:
     methods: Mapping[str, tuple[str, ...]]
     networks: Mapping[str, tuple[str, ...]]
     data_solvers: Mapping[str, tuple[str, ...]]
-    train_solvers: tuple[str, ...]
+    train_solvers: Sequence[str]
     train_options: Mapping[str, type]
     #: experiment blocks the grammar knows but the library does not train yet → what
     #: they are for (each is a located error)
