@@ -236,15 +236,27 @@ def test_run_directory_and_cli_reports(tmp_path, small_data):
     res = runner.invoke(app, ["evaluate", str(run.path)])
     assert res.exit_code == 0, res.output
     assert "ln_mse" in res.output and "T0" in res.output
+    assert "{" not in res.output  # the table alone: JSON only with --json
     res = runner.invoke(app, ["evaluate", str(run.path), "--json"])
-    ev = json.loads(res.output)
+    ev = json.loads(res.output)  # nothing but JSON
     # The median trajectory is no worse than the worst one, nor than the mean.
     assert ev["ln_mse_median_trajectory"] <= math.log(ev["worst_trajectory"]["mse"])
     assert math.log(ev["worst_trajectory"]["mse"]) >= ev["ln_mse"]
     assert 0 <= ev["worst_trajectory"]["index"] < ev["trajectories"]
     res = runner.invoke(app, ["inspect", str(run.path)])
     assert res.exit_code == 0, res.output
-    assert "dω/dt" in res.output and "identified" in res.output
+    out = " ".join(res.output.split())
+    # one line per equation in the spec's notation, names kept, the network term shown
+    assert "d(omega)/dt = -omega0^2*sin(theta) + F_a(theta, omega)" in out
+    assert "identified" in out and "true system" in out
+    assert "d(omega)/dt = -alpha*omega - omega0^2*sin(theta)" in out
+    t0 = [p for p in ev["parameters"] if p["name"] == "T0"][0]
+    assert f"T0 = {t0['identified']:.5g} (true 6, " in out
+    assert "omega0 = 2*pi/T0 = " in out
+    md = (run.path / "report.md").read_text()
+    assert "d(omega)/dt = -omega0^2*sin(theta) + F_a(theta, omega)" in md
+    assert "best checkpoint" in md and "last (step" in md
+    assert "![training](plots/training.png)" in md
     res = runner.invoke(app, ["inspect", str(run.path), "--latex"])
     assert res.exit_code == 0 and r"\frac{d \omega}{dt}" in res.output
     res = runner.invoke(app, ["evaluate", str(tmp_path / "nowhere")])

@@ -46,14 +46,15 @@ def evaluate(run, split: str = "test", dataset=None):
         return _evaluate(run, split=split, dataset=dataset)
 
 
-def inspect(run, latex: bool = False, dataset=None):
-    """The identified equations of a run (a :class:`Run` or its directory)."""
+def inspect(run, latex: bool = False, dataset=None, which: str = "best"):
+    """The identified equations of a run (a :class:`Run` or its directory), at its best
+    validation checkpoint or (``which="last"``) its last state."""
     from ..reporting import inspect as _inspect
     from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
     with _threads(run):
-        return _inspect(run, latex=latex, dataset=dataset)
+        return _inspect(run, latex=latex, dataset=dataset, which=which)
 
 
 def _threads(run):
