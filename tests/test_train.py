@@ -478,3 +478,59 @@ def test_compile_with_a_budget_happens_in_the_background(tmp_path, small_data):
     # Training went on while the child compiled: no batch waited for a cold compile.
     gaps = [b["time"] - a["time"] for a, b in zip(steps, steps[1:])]
     assert steps[0]["time"] < 10 and max(gaps) < 30, (steps[0]["time"], max(gaps))
+
+
+def test_plots_are_labelled_and_show_what_aphynity_is_for(tmp_path, small_data):
+    """Axes read through matplotlib objects: labels on every axis, Greek letters, the
+    worst test trajectory, a phase portrait, and F_a against the missing −α·ω."""
+    import matplotlib.pyplot as plt
+
+    from physml.reporting.plots import figures, missing_term, pretty
+
+    assert [pretty(n) for n in ("theta", "omega0", "T0", "u", "alpha_2")] == \
+        ["θ", "ω₀", "T₀", "u", "α₂"]
+    run = train(pendulum_spec(tmp_path, epochs=5), dataset=small_data, out=tmp_path / "run",
+                report=False)
+    figs = figures(run, small_data, run.metrics())
+    try:
+        assert {"training", "lambda", "parameters", "predictions", "phase",
+                "augmentation"} <= set(figs)
+        for name, fig in figs.items():
+            for ax in fig.axes:
+                if ax.get_label() == "<colorbar>":
+                    continue
+                assert ax.get_ylabel(), (name, "y")
+        assert figs["training"].axes[0].get_xlabel() == "step (batches)"
+        assert figs["parameters"].axes[0].get_ylabel() == "T₀"
+        assert [ax.get_ylabel() for ax in figs["predictions"].axes] == ["θ", "ω"]
+        assert figs["phase"].axes[0].get_xlabel() == "θ"
+        labels = figs["predictions"].axes[0].get_legend_handles_labels()[1]
+        assert any("(worst)" in lab for lab in labels)
+        # the missing term of a frictionless prior is −α·ω (α = 0.2 in the data)
+        term = missing_term(run.spec, small_data.env_params[0])
+        x = torch.tensor([[0.3, 1.5]])
+        assert torch.allclose(term(x), torch.tensor([[0.0, -0.2 * 1.5]]), atol=1e-6)
+        aug = figs["augmentation"].axes
+        assert "F_a" in aug[0].get_title() and aug[-1].get_xlabel().startswith("t")
+    finally:
+        for fig in figs.values():
+            plt.close(fig)
+
+
+def test_tensorboard_log_writes_the_scalars(tmp_path, small_data):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train(pendulum_spec(tmp_path, epochs=5), dataset=small_data, out=tmp_path / "run",
+                report=False, log="tensorboard")
+    acc = EventAccumulator(str(run.path / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss/objective", "loss/trajectory_mse", "loss/F_a_norm2", "aphynity/lambda",
+            "optimizer/lr", "parameters/T0", "parameters/T0_true", "validation/mse"} <= tags
+    steps = [m for m in run.metrics() if "loss" in m]
+    t0 = acc.Scalars("parameters/T0")
+    assert [e.step for e in t0] == [m["step"] for m in steps]
+    assert t0[-1].value == pytest.approx(steps[-1]["param/T0"], rel=1e-6)
+    with pytest.raises(ValueError, match="only logger is 'tensorboard'"):
+        train(pendulum_spec(tmp_path, epochs=1), dataset=small_data, log="wandb")
