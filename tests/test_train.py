@@ -534,3 +534,26 @@ def test_tensorboard_log_writes_the_scalars(tmp_path, small_data):
     assert t0[-1].value == pytest.approx(steps[-1]["param/T0"], rel=1e-6)
     with pytest.raises(ValueError, match="only logger is 'tensorboard'"):
         train(pendulum_spec(tmp_path, epochs=1), dataset=small_data, log="wandb")
+
+
+def test_ctrl_c_while_compiling_says_so_and_exits_130(monkeypatch, tmp_path):
+    """A compiler wraps the KeyboardInterrupt in its own error: the CLI still sees a
+    user's interrupt, says where it came, and exits 130 (no traceback)."""
+    import physml.experiment as experiment
+    from physml.training import Progress
+
+    def fake_train(spec, callback=None, **kw):
+        callback(Progress(0, 0, 0, math.nan, math.nan, None, None, {}, {}, None, None, 0.0,
+                          None, None, "compiling"))
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("backend compiler failed") from exc
+
+    monkeypatch.setattr(experiment, "train", fake_train)
+    spec = tmp_path / "s.phy"
+    spec.write_text("use damped_pendulum\n")
+    res = CliRunner().invoke(app, ["train", str(spec), "--quiet"])
+    assert res.exit_code == 130, res.output
+    assert "interrupted while compiling" in res.output
+    assert "Traceback" not in res.output
