@@ -124,7 +124,7 @@ def test_experiment_blocks_are_printed_resolved():
     result, out = run(ROOT / "specs" / "aphynity_pendulum.phy")
     assert result.exit_code == 0, out
     flat = " ".join(out.split())
-    assert "data: 25 train, 25 val, 25 test trajectories; time 0 .. 20 step 0.5 (41 frames)" in flat
+    assert "data 25 train, 25 val, 25 test trajectories; time 0 .. 20 step 0.5 (41 frames)" in flat
     assert "solver dopri5(rtol=1e-10, atol=1e-10)" in flat
     # the network's defaults are filled in, and its size given
     assert "augment mlp(hidden=200, layers=3, activation=relu, gain=0.2) on every equation; 41,202 weights" in flat

@@ -68,12 +68,10 @@ def check(
         if spec.prior.learn:
             learned = ", ".join(n if v is None else f"{n} from {v:g}" for n, v in spec.prior.learn)
             console.print(f"  learn {learned}")
-    if "data" in blocks:
-        console.print(Text("data: ", style="bold").append(blocks["data"], style=""))
     est = estimate(s, spec.data, len(spec.environments))
     if est is not None:
-        console.print(Text(f"  size: {est.describe()}"))
-    for name in ("augment", "train"):
+        console.print(Text(f"  data: {est.describe()}"))
+    for name in ("data", "augment", "train"):  # the blocks as `train` will run them
         if name in blocks:
             console.print(Text(f"{name} ", style="bold").append(blocks[name], style=""))
     if info["blocks"]:

@@ -7,6 +7,9 @@ from them (DESIGN.md, "the data path"): lower layers take :class:`~physml.symbol
 Reading and checking a spec (:func:`load_spec`, :func:`parse_spec`, :func:`vocabulary`)
 needs no torch; everything that builds models, data or runs is imported on first use.
 """
+import sys
+import types
+
 from .spec import load_spec, parse_spec
 from .vocabulary import vocabulary
 
@@ -22,8 +25,24 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``build`` sets the package attribute ``build`` to it; the
+    name stays the function :func:`build.build` (as with an eager ``from .build import
+    build``)."""
+
+    def __setattr__(self, name, value):
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def simulate(spec, **kwargs):
