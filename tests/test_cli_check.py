@@ -24,8 +24,8 @@ def test_good_file_prints_equations():
     result, out = run(ROOT / "equations" / "damped_pendulum.phy")
     assert result.exit_code == 0, out
     assert "damped_pendulum" in out
-    assert "dθ/dt = ω" in out
-    assert "sin(θ)" in out
+    assert "d(theta)/dt = omega" in out
+    assert "d(omega)/dt = -alpha*omega - omega0^2*sin(theta)" in out  # spec notation
     assert "ok" in out
 
 
@@ -80,3 +80,52 @@ def test_console_script_broken_spec():
     out = proc.stdout + proc.stderr
     assert "specs/broken.phy:6:19: unknown symbol 'omgea'" in out
     assert "Traceback" not in out
+
+
+def test_check_of_a_system_file_imports_no_torch():
+    """`physml check` of a library system needs the language only (startup well under a
+    second): neither torch nor the registries behind the vocabulary are imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from physml.cli.app import app; from typer.testing import CliRunner;"
+            f"r = CliRunner().invoke(app, ['check', {str(ROOT / 'equations' / 'damped_pendulum.phy')!r}]);"
+            "assert r.exit_code == 0, r.output;"
+            "print(sorted(m for m in ('torch', 'scipy', 'physml.objectives', 'physml.models')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_imports_no_sympy_and_shows_no_bool():
+    import subprocess
+    import sys
+
+    code = ("import sys; from physml.cli.app import app; from typer.testing import CliRunner;"
+            "r = CliRunner().invoke(app, ['train', '--help'], terminal_width=120);"
+            "print('sympy' in sys.modules, 'torch' in sys.modules); print(r.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    assert out.startswith("False False")
+    assert "--quiet" in out and "<bool>" not in out
+    assert "[SPEC]" in out and "--resume" in out
+
+
+def test_version():
+    import physml
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"physml {physml.__version__}"
+
+
+def test_experiment_blocks_are_printed_resolved():
+    result, out = run(ROOT / "specs" / "aphynity_pendulum.phy")
+    assert result.exit_code == 0, out
+    flat = " ".join(out.split())
+    assert "data 25 train, 25 val, 25 test trajectories; time 0 .. 20 step 0.5 (41 frames)" in flat
+    assert "solver dopri5(rtol=1e-10, atol=1e-10)" in flat
+    # the network's defaults are filled in, and its size given
+    assert "augment mlp(hidden=200, layers=3, activation=relu, gain=0.2) on every equation; 41,202 weights" in flat
+    assert "train aphynity(lambda0=1, tau2=1, niter=5) solver rk4" in flat

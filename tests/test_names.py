@@ -42,7 +42,7 @@ def test_sir_checks_simulates_and_trains_with_its_names(tmp_path):
     path.write_text(SIR)
     res = CliRunner().invoke(app, ["check", str(path)])
     assert res.exit_code == 0, res.output
-    assert "ODE in S, I, R" in res.output and "dI/dt" in res.output
+    assert "ODE in S, I, R" in res.output and "d(I)/dt = " in res.output
     spec = physml.load_spec(path)
     assert spec.system.variables == ("S", "I", "R")
     ds = physml.simulate(spec)
@@ -52,10 +52,10 @@ def test_sir_checks_simulates_and_trains_with_its_names(tmp_path):
     assert float((total - total[..., :1]).abs().max()) < 1e-5
     run = physml.train(spec, dataset=ds, steps=3, report=True, out=tmp_path / "run")
     report = (run.path / "report.md").read_text()
-    for lhs in ("dS/dt =", "dI/dt =", "dR/dt ="):
+    for lhs in ("d(S)/dt =", "d(I)/dt =", "d(R)/dt ="):
         assert lhs in report
     equations = report.split("## Identified equations")[1].split("|")[0]
-    assert "⋅I" in equations and "⋅S" in equations and "R + S" in equations
+    assert "*I*S" in equations and "R + S" in equations
     assert "ⅈ" not in equations and "ℯ" not in equations     # not SymPy's I and E
     params = {p["name"] for p in json.loads((run.path / "report.json").read_text())
               ["evaluate"]["parameters"]}

@@ -679,7 +679,7 @@ def _no_simulation(monkeypatch):
     def never(*a, **kw):
         raise AssertionError("simulated although the result cannot be written")
 
-    monkeypatch.setattr(sim_cli, "simulate_keyed", never)
+    monkeypatch.setattr(exp_data, "simulate_keyed", never)
     monkeypatch.setattr(exp_data, "simulate", never)
 
 

@@ -236,15 +236,27 @@ def test_run_directory_and_cli_reports(tmp_path, small_data):
     res = runner.invoke(app, ["evaluate", str(run.path)])
     assert res.exit_code == 0, res.output
     assert "ln_mse" in res.output and "T0" in res.output
+    assert "{" not in res.output  # the table alone: JSON only with --json
     res = runner.invoke(app, ["evaluate", str(run.path), "--json"])
-    ev = json.loads(res.output)
+    ev = json.loads(res.output)  # nothing but JSON
     # The median trajectory is no worse than the worst one, nor than the mean.
     assert ev["ln_mse_median_trajectory"] <= math.log(ev["worst_trajectory"]["mse"])
     assert math.log(ev["worst_trajectory"]["mse"]) >= ev["ln_mse"]
     assert 0 <= ev["worst_trajectory"]["index"] < ev["trajectories"]
     res = runner.invoke(app, ["inspect", str(run.path)])
     assert res.exit_code == 0, res.output
-    assert "dω/dt" in res.output and "identified" in res.output
+    out = " ".join(res.output.split())
+    # one line per equation in the spec's notation, names kept, the network term shown
+    assert "d(omega)/dt = -omega0^2*sin(theta) + F_a(theta, omega)" in out
+    assert "identified" in out and "true system" in out
+    assert "d(omega)/dt = -alpha*omega - omega0^2*sin(theta)" in out
+    t0 = [p for p in ev["parameters"] if p["name"] == "T0"][0]
+    assert f"T0 = {t0['identified']:.5g} (true 6, " in out
+    assert "omega0 = 2*pi/T0 = " in out
+    md = (run.path / "report.md").read_text()
+    assert "d(omega)/dt = -omega0^2*sin(theta) + F_a(theta, omega)" in md
+    assert "best checkpoint" in md and "last (step" in md
+    assert "![training](plots/training.png)" in md
     res = runner.invoke(app, ["inspect", str(run.path), "--latex"])
     assert res.exit_code == 0 and r"\frac{d \omega}{dt}" in res.output
     res = runner.invoke(app, ["evaluate", str(tmp_path / "nowhere")])
@@ -466,3 +478,82 @@ def test_compile_with_a_budget_happens_in_the_background(tmp_path, small_data):
     # Training went on while the child compiled: no batch waited for a cold compile.
     gaps = [b["time"] - a["time"] for a, b in zip(steps, steps[1:])]
     assert steps[0]["time"] < 10 and max(gaps) < 30, (steps[0]["time"], max(gaps))
+
+
+def test_plots_are_labelled_and_show_what_aphynity_is_for(tmp_path, small_data):
+    """Axes read through matplotlib objects: labels on every axis, Greek letters, the
+    worst test trajectory, a phase portrait, and F_a against the missing −α·ω."""
+    import matplotlib.pyplot as plt
+
+    from physml.reporting.plots import figures, missing_term, pretty
+
+    assert [pretty(n) for n in ("theta", "omega0", "T0", "u", "alpha_2")] == \
+        ["θ", "ω₀", "T₀", "u", "α₂"]
+    run = train(pendulum_spec(tmp_path, epochs=5), dataset=small_data, out=tmp_path / "run",
+                report=False)
+    figs = figures(run, small_data, run.metrics())
+    try:
+        assert {"training", "lambda", "parameters", "predictions", "phase",
+                "augmentation"} <= set(figs)
+        for name, fig in figs.items():
+            for ax in fig.axes:
+                if ax.get_label() == "<colorbar>":
+                    continue
+                assert ax.get_ylabel(), (name, "y")
+        assert figs["training"].axes[0].get_xlabel() == "step (batches)"
+        assert figs["parameters"].axes[0].get_ylabel() == "T₀"
+        assert [ax.get_ylabel() for ax in figs["predictions"].axes] == ["θ", "ω"]
+        assert figs["phase"].axes[0].get_xlabel() == "θ"
+        labels = figs["predictions"].axes[0].get_legend_handles_labels()[1]
+        assert any("(worst)" in lab for lab in labels)
+        # the missing term of a frictionless prior is −α·ω (α = 0.2 in the data)
+        term = missing_term(run.spec, small_data.env_params[0])
+        x = torch.tensor([[0.3, 1.5]])
+        assert torch.allclose(term(x), torch.tensor([[0.0, -0.2 * 1.5]]), atol=1e-6)
+        aug = figs["augmentation"].axes
+        assert "F_a" in aug[0].get_title() and aug[-1].get_xlabel().startswith("t")
+    finally:
+        for fig in figs.values():
+            plt.close(fig)
+
+
+def test_tensorboard_log_writes_the_scalars(tmp_path, small_data):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train(pendulum_spec(tmp_path, epochs=5), dataset=small_data, out=tmp_path / "run",
+                report=False, log="tensorboard")
+    acc = EventAccumulator(str(run.path / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss/objective", "loss/trajectory_mse", "loss/F_a_norm2", "aphynity/lambda",
+            "optimizer/lr", "parameters/T0", "parameters/T0_true", "validation/mse"} <= tags
+    steps = [m for m in run.metrics() if "loss" in m]
+    t0 = acc.Scalars("parameters/T0")
+    assert [e.step for e in t0] == [m["step"] for m in steps]
+    assert t0[-1].value == pytest.approx(steps[-1]["param/T0"], rel=1e-6)
+    with pytest.raises(ValueError, match="only logger is 'tensorboard'"):
+        train(pendulum_spec(tmp_path, epochs=1), dataset=small_data, log="wandb")
+
+
+def test_ctrl_c_while_compiling_says_so_and_exits_130(monkeypatch, tmp_path):
+    """A compiler wraps the KeyboardInterrupt in its own error: the CLI still sees a
+    user's interrupt, says where it came, and exits 130 (no traceback)."""
+    import physml.experiment as experiment
+    from physml.training import Progress
+
+    def fake_train(spec, callback=None, **kw):
+        callback(Progress(0, 0, 0, math.nan, math.nan, None, None, {}, {}, None, None, 0.0,
+                          None, None, "compiling"))
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("backend compiler failed") from exc
+
+    monkeypatch.setattr(experiment, "train", fake_train)
+    spec = tmp_path / "s.phy"
+    spec.write_text("use damped_pendulum\n")
+    res = CliRunner().invoke(app, ["train", str(spec), "--quiet"])
+    assert res.exit_code == 130, res.output
+    assert "interrupted while compiling" in res.output
+    assert "Traceback" not in res.output

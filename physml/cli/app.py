@@ -1,20 +1,33 @@
 """The `physml` command: a thin Typer layer over the library, rendered with Rich.
 
 Every command is one library call plus rendering; errors from the library become a short
-message and exit code 1, never a traceback.
+message and exit code 1, never a traceback. Command modules import the library inside the
+commands, so ``physml --help`` loads neither torch nor SymPy.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 
 from .. import limits
-
+from .._version import __version__
 from ..errors import SpecError
+
+_display_type_rich = typer.core.TyperOption.display_type_rich
+
+
+def _no_bool_for_flags(self, ctx):
+    """A flag takes no value: show no ``<bool>`` beside it in ``--help``."""
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_bool_for_flags
 
 app = typer.Typer(
     name="physml", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -25,8 +38,18 @@ console = Console(highlight=False, emoji=False)
 err_console = Console(stderr=True, highlight=False, emoji=False)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"physml {__version__}", markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print the version and exit.")] = False,
+) -> None:
     """Learn dynamical systems from data with neural networks and physics together."""
 
 
@@ -75,14 +98,7 @@ def report_spec_error(exc: SpecError) -> None:
 
 
 # Sub-commands register themselves on `app` when their module is imported.
-from . import check as _check  # noqa: E402,F401
-
-for _module in ("simulate", "train"):
-    try:
-        __import__(f"{__package__}.{_module}")
-    except ModuleNotFoundError as _exc:  # a command module not written yet
-        if _exc.name != f"{__package__}.{_module}":
-            raise
+from . import check as _check, simulate as _simulate, train as _train  # noqa: E402,F401
 
 
 def main() -> None:

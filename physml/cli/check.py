@@ -5,30 +5,34 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from ..errors import SpecError
-from ..reporting.symbolic import describe, render_equations, render_let
-from ..experiment import check as check_experiment, load_spec
-from ..lang.budget import estimate
 from .app import AllowPath, MemoryBudget, app, console, report_spec_error, set_limits
 
 
 @app.command()
 def check(
-    file: Annotated[Path, typer.Argument(help="A .phy spec or system file.")],
+    file: Annotated[Path, typer.Argument(metavar="SPEC", help="A .phy spec or system file.")],
     latex: Annotated[bool, typer.Option("--latex", help="Print equations as LaTeX.")] = False,
     allow_path: Annotated[Optional[list[Path]], AllowPath] = None,
     memory_budget: Annotated[Optional[str], MemoryBudget] = None,
 ) -> None:
     """Check a spec and print its system as equations (exit 1 with file:line:col if bad)."""
+    # Imported here: `physml --help` needs none of it, and a system file needs no torch.
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..errors import SpecError
+    from ..experiment import load_spec
+    from ..experiment.describe import describe_experiment
+    from ..lang.budget import estimate
+    from ..reporting.symbolic import describe, render_equations, render_let
+
     set_limits(allow_path, memory_budget)
     try:
         spec = load_spec(file)
         # What `train` builds before it touches any data: the options resolve, the model
         # and the objective build. A spec that passes here trains.
-        cfg = check_experiment(spec)
+        cfg, blocks = describe_experiment(spec)
     except SpecError as exc:
         report_spec_error(exc)
         return
@@ -67,11 +71,9 @@ def check(
     est = estimate(s, spec.data, len(spec.environments))
     if est is not None:
         console.print(Text(f"  data: {est.describe()}"))
+    for name in ("data", "augment", "train"):  # the blocks as `train` will run them
+        if name in blocks:
+            console.print(Text(f"{name} ", style="bold").append(blocks[name], style=""))
     if info["blocks"]:
         console.print(f"  blocks: {', '.join(info['blocks'])}")
-    if cfg is not None:
-        solver = cfg.solver + (f" step {cfg.step:g}" if cfg.step else "")
-        options = ", ".join(f"{k}={v}" for k, v in cfg.method_options.items())
-        console.print(Text(f"  train {cfg.method}({options}) solver {solver}, batch {cfg.batch}, "
-                           f"lr {cfg.lr:g}" + (f", {cfg.minutes:g} min" if cfg.minutes else "")))
     console.print("[green]ok[/]")

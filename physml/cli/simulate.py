@@ -6,20 +6,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, \
-    TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 from .. import limits
-
-from ..data import DataError, list_arrays, load_dataset, save_dataset
 from ..errors import SpecError
-from ..experiment import default_path, simulate_keyed
-from ..lang import load_spec  # the data block only: training names are not needed here
-from ..lang.budget import estimate
-from ..storage import StorageError, ensure_writable
-from ..simulation import SimulationError, SolverFailure, UnstableError
 from .app import AllowPath, MemoryBudget, app, console, fail, report_spec_error, set_limits
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect dataset files.")
@@ -27,6 +16,9 @@ app.add_typer(data_app, name="data")
 
 
 def _summary(ds, path: Path | None, seconds: float | None, cached: bool = False) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     # Names and paths come from files: Text objects, never parsed as markup.
     title = Text(f"{path}" if path else "dataset")
     if cached:
@@ -96,6 +88,17 @@ def simulate(
     memory_budget: Annotated[Optional[str], MemoryBudget] = None,
 ) -> None:
     """Simulate the data a spec describes and write it as one HDF5 file."""
+    # Imported here so that `physml --help` loads no torch.
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, \
+        TimeElapsedColumn
+
+    from ..data import DataError, load_dataset, save_dataset
+    from ..experiment import default_path, simulate_keyed
+    from ..lang import load_spec  # the data block only: training names are not needed here
+    from ..lang.budget import estimate
+    from ..storage import StorageError, ensure_writable
+    from ..simulation import SimulationError, SolverFailure, UnstableError
+
     set_limits(allow_path, memory_budget)
     if seed is not None and not 0 <= seed <= limits.MAX_SEED:
         fail(f"--seed {seed}: seeds lie in 0 … 2^63 − 1 = {limits.MAX_SEED}")
@@ -152,6 +155,9 @@ def simulate(
 
 
 def _arrays(path: Path, arrays) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=Text(f"{path} (user data)"), title_justify="left", box=None,
                   padding=(0, 2))
     for col in ("array", "shape", "dtype"):
@@ -165,7 +171,7 @@ def _arrays(path: Path, arrays) -> None:
 
 @data_app.command("info")
 def info(
-    file: Annotated[Path, typer.Argument(help="A dataset file (.h5, .npz).")],
+    file: Annotated[Path, typer.Argument(metavar="DATASET", help="A dataset file (.h5, .npz).")],
     spec_file: Annotated[Optional[Path], typer.Option(
         "--spec", help="The spec describing user data (not needed for physml files).")] = None,
     allow_path: Annotated[Optional[list[Path]], AllowPath] = None,
@@ -175,6 +181,11 @@ def info(
 
     A user data file (.npz, HDF5/netCDF) is read through the spec that maps it
     (``--spec``); without one, its arrays are listed."""
+    from rich.text import Text
+
+    from ..data import DataError, list_arrays, load_dataset
+    from ..lang import load_spec
+
     set_limits(allow_path, memory_budget)
     try:
         arrays = list_arrays(file) if spec_file is None else None

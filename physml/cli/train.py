@@ -8,100 +8,187 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from ..errors import SpecError
-from .app import app, console, err_console, fail, fail_os, report_spec_error
+from .app import app, console, fail, fail_os, report_spec_error
 
 
-def _progress_table(p) -> Table:
+_PHASES = {"simulating data": "simulating the data", "reading data": "reading the data",
+           "loading data": "loading the data", "compiling": "compiling the training step "
+           "(torch.compile; the first run on a machine takes longest)",
+           "training": "training", "validation": "training",
+           "writing the report": "writing the report and plots"}
+
+
+def _pct(value: float, true: float | None) -> str:
+    if not true:
+        return ""
+    return f"   (true {true:.6g}, {(value - true) / abs(true) * 100:+.2f} %)".replace("-", "−")
+
+
+def _progress_table(p, notes: list[str]):
+    from rich.table import Table
+
     table = Table(box=None, show_header=False, padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
     eta = f"{p.eta:.0f} s" if p.eta is not None else "—"
+    table.add_row("phase", "training")
     table.add_row("step", f"{p.step}  (epoch {p.epoch}/{p.epochs}, {p.elapsed:.0f} s, ETA {eta})")
-    if not math.isnan(p.loss):
-        table.add_row("loss", f"{p.loss:.4g}   trajectory {p.traj:.4g}")
+    if not math.isnan(p.traj):
+        table.add_row("trajectory MSE", f"{p.traj:.4g}")
+    if p.norm is not None:
+        table.add_row("‖F_a‖²", f"{p.norm:.4g}")
     if p.lam is not None:
-        table.add_row("λ", f"{p.lam:.4g}   ‖F_a‖² {p.norm:.4g}" if p.norm is not None
-                      else f"{p.lam:.4g}")
+        # APHYNITY minimises ‖F_a‖² + λ·L_traj: it grows with λ, so it is shown last.
+        table.add_row("λ", f"{p.lam:.4g}   (objective ‖F_a‖² + λ·MSE = {p.loss:.4g})"
+                      if not math.isnan(p.loss) else f"{p.lam:.4g}")
+    elif not math.isnan(p.loss) and not math.isclose(p.loss, p.traj):
+        table.add_row("loss", f"{p.loss:.4g}")
     if p.best_val is not None:
         table.add_row("best val MSE", f"{p.best_val:.4g}")
     for name, value in p.params.items():
-        true = p.truth.get(name)
-        extra = f"   (true {true:.6g}, {abs(value - true) / abs(true) * 100:.2f} %)" \
-            if true else ""
-        table.add_row(name, f"{value:.6g}{extra}")
-    if p.message:
-        table.add_row("note", p.message)
+        table.add_row(f"{name} (current)", f"{value:.6g}{_pct(value, p.truth.get(name))}")
+    if p.lr is not None:
+        table.add_row("lr", f"{p.lr:.3g}")
+    for note in notes[-3:]:
+        table.add_row("note", note)
     return table
 
 
 class _LiveProgress:
+    """The live display of ``physml train``: the phase (simulating, compiling, training,
+    writing the report), then the trajectory error, ‖F_a‖², λ and the current
+    parameters. While the step compiles, the compiler's own output (warnings, and the
+    traceback flood of an interrupted compile) goes to a log file, not the terminal."""
+
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.last = 0.0
-        self.live: Live | None = None
+        self.live = None
+        self.phase = "preparing"
+        self.steps = 0
+        self.notes: list[str] = []
+        self._saved_fd: int | None = None
+        self.compile_log: str | None = None
 
     def __enter__(self):
-        if not self.quiet:
+        if not self.quiet and console.is_terminal:
+            from rich.live import Live
+            from rich.text import Text
+
             self.live = Live(Text("preparing…"), console=console, refresh_per_second=4,
                              transient=False)
             self.live.__enter__()
         return self
 
     def __exit__(self, *exc):
+        self._release_stderr()
         if self.live is not None:
             self.live.__exit__(*exc)
         return False
 
-    def __call__(self, p) -> None:
-        now = time.monotonic()
-        if p.message:
-            err_console.print(p.message)
-        if p.phase not in ("training", "validation"):
-            if self.live is not None:
-                self.live.update(Text(p.phase + "…"))
-            else:
-                console.print(p.phase + "…")
+    @property
+    def compiling(self) -> bool:
+        return self.phase == "compiling" and self.steps == 0
+
+    def _capture_stderr(self) -> None:
+        import os
+        import sys
+        import tempfile
+
+        if self._saved_fd is not None:
             return
-        if now - self.last < (0.25 if not self.quiet else 10.0) and p.val is None:
+        try:
+            sys.stderr.flush()
+            fd, self.compile_log = tempfile.mkstemp(prefix="physml-compile-", suffix=".log")
+            self._saved_fd = os.dup(2)
+            os.dup2(fd, 2)
+            os.close(fd)
+        except (OSError, ValueError):  # no real stderr (a test runner): leave it be
+            self._saved_fd = None
+
+    def _release_stderr(self) -> None:
+        import os
+        import sys
+
+        if self._saved_fd is None:
+            return
+        try:
+            sys.stderr.flush()
+        except ValueError:
+            pass
+        os.dup2(self._saved_fd, 2)
+        os.close(self._saved_fd)
+        self._saved_fd = None
+
+    def _say(self, text: str) -> None:
+        from rich.text import Text
+
+        if self.live is not None:
+            self.live.console.print(Text(text))
+        else:
+            console.print(Text(text))
+
+    def __call__(self, p) -> None:
+        if p.message:
+            self.notes.append(p.message)
+            self._say(p.message)
+        if p.phase == "training" and p.step == 0 and math.isnan(p.loss) and p.val is None:
+            if self.phase != "compiling":  # the phase note before the first step
+                self.phase = "training"
+                self._say("training…")
+            return
+        if p.phase not in ("training", "validation"):
+            self.phase = p.phase
+            if p.phase == "compiling":
+                self._capture_stderr()
+            label = _PHASES.get(p.phase, p.phase) + "…"
+            if self.live is not None:
+                from rich.text import Text
+
+                self.live.update(Text(label))
+            else:
+                console.print(label)
+            return
+        if p.step > self.steps:
+            self.steps = p.step
+            if self._saved_fd is not None:
+                self._release_stderr()
+        self.phase = "training"
+        now = time.monotonic()
+        if now - self.last < (0.25 if self.live is not None else 10.0) and p.val is None:
             return
         self.last = now
         if self.live is not None:
-            self.live.update(_progress_table(p))
+            self.live.update(_progress_table(p, self.notes))
         else:
             params = " ".join(f"{k}={v:.6g}" for k, v in p.params.items())
             lam = f" λ={p.lam:.4g}" if p.lam is not None else ""
-            loss = f" loss={p.loss:.4g}" if not math.isnan(p.loss) else ""
+            traj = f" mse={p.traj:.4g}" if not math.isnan(p.traj) else ""
+            norm = f" |F_a|^2={p.norm:.4g}" if p.norm is not None else ""
             val = f" val={p.val:.4g}" if p.val is not None else ""
-            console.print(f"step {p.step} epoch {p.epoch}/{p.epochs}{loss}{lam}{val} {params}")
+            console.print(f"step {p.step} epoch {p.epoch}/{p.epochs}{traj}{norm}{lam}{val} "
+                          f"{params}", markup=False)
 
 
-def _print_report(run) -> None:
+def _print_report(run, latex: bool = False) -> None:
+    from rich.text import Text
+
+    from ..reporting.report import parameter_rows
+
     path = run.path / "report.json"
     if not path.exists():
         return
     report = json.loads(path.read_text())
     ev, ins = report["evaluate"], report["inspect"]
-    console.print(f"[bold]{ins['system']}[/] trained with {ins['method']} "
-                  f"({report['steps']} steps, {report['train_seconds']:.0f} s) → {run.path}")
-    for line in ins["equations"]:
-        console.print(Text(line))
-    _param_table(ins["parameters"])
     sel = report.get("selection", {})
-    if "best_step" in sel:
-        note = f"parameters from the best validation checkpoint (step {sel['best_step']}"
-        if "last_val" in sel and sel.get("best_val") is not None and \
-                sel["last_val"] > 1.5 * sel["best_val"]:
-            note += (f"; the last state, step {sel['last_step']}, validates worse: "
-                     f"{sel['last_val']:.4g} vs {sel['best_val']:.4g}")
-        console.print(note + ")")
-    for name, r in (report.get("parameter_trajectory") or {}).items():
-        console.print(f"{name}: average of the last 20 % {r['average']:.6g} (last {r['last']:.6g},"
-                      f" spread {r['spread_pct']:.2g} %, {'settled' if r['settled'] else 'still moving'})")
+    console.print(Text(f"{ins['system']} trained with {ins['method']} ({report['steps']} steps, "
+                       f"{report['train_seconds']:.0f} s) → {run.path}", style="bold"))
+    _equations(ins, sel.get("best_step"))
+    rows = parameter_rows(report)
+    if rows:
+        _parameter_rows(rows, sel)
     console.print(f"test MSE {ev['mse']:.4g}  (ln {ev['ln_mse']:.3f}, log10 {ev['log10_mse']:.3f})")
     if "ln_mse_median_trajectory" in ev:
         w = ev["worst_trajectory"]
@@ -110,9 +197,65 @@ def _print_report(run) -> None:
     if "aug_share" in ev:
         console.print(f"augmentation carries {100 * ev['aug_share']:.2f} % of the dynamics "
                       f"(‖F_a‖² = {ev['aug_norm']:.4g})")
+    console.print(Text(f"report: {run.path / 'report.md'}; plots in {run.path / 'plots'}"))
+
+
+def _equations(ins: dict, best_step=None) -> None:
+    """Identified and true equations side by side, one line each (one block after the
+    other where the terminal is too narrow for both: an equation is never wrapped)."""
+    from ..reporting.report import side_by_side
+
+    where = {None: "", "best": " (best checkpoint)"}.get(
+        best_step, f" (best checkpoint, step {best_step})")
+    rows = side_by_side(ins)
+    left_w = max(len(f"identified{where}"), *(len(a) for a, _ in rows))
+    right_w = max([len(b) for _, b in rows] + [len("true system")])
+    if "true_equations" in ins and left_w + 3 + right_w <= console.width:
+        console.print(f"{'identified' + where:<{left_w}}   true system", markup=False,
+                      style="bold")
+        for a, b in rows:
+            console.print(f"{a:<{left_w}}   {b}".rstrip(), markup=False)
+        return
+    blocks = [(f"identified{where}:", ins["equations"] + [""] + list(ins.get("values", [])))]
+    if "true_equations" in ins:
+        blocks.append(("true system:", ins["true_equations"] + [""]
+                       + list(ins.get("true_values", []))))
+    for title, lines in blocks:
+        console.print(title, markup=False, style="bold")
+        for line in lines:
+            console.print(f"  {line}" if line else "", markup=False, soft_wrap=True)
+
+
+def _parameter_rows(rows, sel: dict) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, padding=(0, 2))
+    best, last = sel.get("best_step"), sel.get("last_step")
+    table.add_column("parameter")
+    table.add_column(f"best (step {best})" if best is not None else "best", justify="right")
+    table.add_column(f"last (step {last})" if last is not None else "last", justify="right")
+    table.add_column("avg. last 20 %", justify="right")
+    table.add_column("true", justify="right")
+    table.add_column("error (best)", justify="right")
+    for r in rows:
+        avg = "—"
+        if "average" in r:
+            avg = f"{r['average']:.6g} ({'settled' if r['settled'] else 'still moving'})"
+        table.add_row(r["name"], f"{r['best']:.6g}",
+                      f"{r['last']:.6g}" if "last" in r else "—", avg,
+                      f"{r['true']:.6g}" if "true" in r else "—",
+                      f"{r['error_pct']:.3f} %" if "error_pct" in r else "—")
+    console.print(table)
+    note = "the reported values are those of the best validation checkpoint"
+    if "last_val" in sel and sel.get("best_val") is not None:
+        note += (f" (val MSE {sel['best_val']:.4g}); the last state validates at "
+                 f"{sel['last_val']:.4g}")
+    console.print(note, markup=False)
 
 
 def _param_table(rows) -> None:
+    from rich.table import Table
+
     if not rows:
         return
     table = Table(box=None, padding=(0, 2))
@@ -125,11 +268,25 @@ def _param_table(rows) -> None:
     console.print(table)
 
 
+def _interrupted_by_user(exc: BaseException) -> bool:
+    """A KeyboardInterrupt, or an error a compiler raised because of one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @app.command()
 def train(
-    spec: Annotated[Optional[Path], typer.Argument(help="Experiment spec (.phy).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder.")] = None,
+    spec: Annotated[Optional[Path], typer.Argument(metavar="SPEC",
+                                                   help="Experiment spec (.phy).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", metavar="RUN",
+                                                help="Run directory (default: runs/…).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(metavar="RUN",
+                                                   help="Continue the run in this folder.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 or auto.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for initialisation and batches.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override the spec's epochs.")] = None,
@@ -137,36 +294,54 @@ def train(
     minutes: Annotated[Optional[float], typer.Option(help="Wall-clock budget.")] = None,
     data_dir: Annotated[Path, typer.Option(help="Where simulated data are cached.")] = Path("data"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log lines, no live display.")] = False,
+    log: Annotated[Optional[str], typer.Option(
+        "--log", metavar="tensorboard", help="Also write TensorBoard scalars to RUN/tensorboard "
+        "(needs `pip install physml[tensorboard]`); metrics.jsonl is always written.")] = None,
 ) -> None:
     """Train the model of SPEC (simulating its data first if needed)."""
-    from ..experiment import RunError
     from ..experiment import train as train_fn
-    from ..training import TrainingDiverged
+
+    if log is not None and log != "tensorboard":
+        fail(f"--log {log}: the only logger is 'tensorboard'")
 
     if spec is None and resume is None:
         fail("give a spec to train, or --resume RUN_DIR")
+    progress = _LiveProgress(quiet)
     try:
-        with _LiveProgress(quiet) as progress:
+        with progress:
             run = train_fn(spec, out=out, resume=resume, device=device, seed=seed,
                            data_dir=data_dir, callback=progress, epochs=epochs, steps=steps,
-                           minutes=minutes)
-    except SpecError as exc:
-        report_spec_error(exc)
-        return
-    except TrainingDiverged as exc:
-        fail(str(exc))
-        return
-    except (RunError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-        return
-    except OSError as exc:
-        fail_os(exc)
+                           minutes=minutes, log=log)
+    except BaseException as exc:  # noqa: BLE001 - sorted below
+        if not _interrupted_by_user(exc) or isinstance(exc, typer.Exit):
+            _train_error(exc)
+            raise
+        if progress.compiling:
+            fail("interrupted while compiling (nothing trained yet"
+                 + ("; the compiler's messages are in " + progress.compile_log
+                    if progress.compile_log else "") + ")", code=130)
+        fail("interrupted", code=130)
         return
     if getattr(run, "stopped_early", False):
-        console.print(f"interrupted: saved; continue with `physml train --resume {run.path}`")
+        reason = "while compiling" if progress.compiling else f"at step {progress.steps}"
+        console.print(f"interrupted {reason}: saved; continue with "
+                      f"`physml train --resume {run.path}`", markup=False)
         raise typer.Exit(130)
-    console.print(f"stopped: {_REASONS.get(run.stop_reason, run.stop_reason)}")
+    console.print(f"stopped: {_REASONS.get(run.stop_reason, run.stop_reason)}", markup=False)
     _print_report(run)
+
+
+def _train_error(exc: BaseException) -> None:
+    """Library errors become a message and exit 1 (anything else propagates)."""
+    from ..experiment import RunError
+    from ..training import TrainingDiverged
+
+    if isinstance(exc, SpecError):
+        report_spec_error(exc)
+    if isinstance(exc, (TrainingDiverged, RunError, ValueError, FileNotFoundError)):
+        fail(str(exc))
+    if isinstance(exc, OSError):
+        fail_os(exc)
 
 
 _REASONS = {"epochs": "all epochs done", "steps": "step cap reached (--steps)",
@@ -177,7 +352,7 @@ _REASONS = {"epochs": "all epochs done", "steps": "step cap reached (--steps)",
 
 @app.command()
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
     split: Annotated[str, typer.Option(help="Which split to evaluate.")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
@@ -196,9 +371,11 @@ def evaluate(
     except OSError as exc:
         fail_os(exc)
         return
-    if as_json:
-        console.print_json(json.dumps(result, default=float))
+    if as_json:  # plain JSON on stdout (no colour codes): for `jq` and scripts
+        print(json.dumps(result, default=float, indent=2))
         return
+    from rich.table import Table
+
     table = Table(box=None, padding=(0, 2))
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -213,22 +390,25 @@ def evaluate(
     steps = result["mse_per_step"]
     if steps:
         marks = sorted({0, len(steps) // 4, len(steps) // 2, 3 * len(steps) // 4, len(steps) - 1})
-        console.print("MSE per step: " + ", ".join(f"[{i}] {steps[i]:.3g}" for i in marks))
-    console.print_json(json.dumps({k: v for k, v in result.items() if k != "mse_per_step"},
-                                  default=float))
+        console.print("MSE per step: " + ", ".join(f"[{i}] {steps[i]:.3g}" for i in marks),
+                      markup=False)
 
 
 @app.command()
 def inspect(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
     latex: Annotated[bool, typer.Option("--latex", help="Equations as LaTeX.")] = False,
+    checkpoint: Annotated[str, typer.Option(
+        metavar="best|last", help="The best validation checkpoint or the last state.")] = "best",
 ) -> None:
-    """The identified equations with fitted values, against the truth."""
+    """The identified equations with fitted values, beside the true system."""
     from ..experiment import Run, RunError
     from ..experiment import inspect as inspect_fn
 
+    if checkpoint not in ("best", "last"):
+        fail(f"--checkpoint {checkpoint}: choose best or last")
     try:
-        result = inspect_fn(Run(run_dir), latex=latex)
+        result = inspect_fn(Run(run_dir), latex=latex, which=checkpoint)
     except SpecError as exc:
         report_spec_error(exc)
         return
@@ -238,14 +418,16 @@ def inspect(
     except OSError as exc:
         fail_os(exc)
         return
-    console.print(f"[bold]{result['system']}[/] — {result['method']}")
-    console.print("identified:")
-    for line in result["equations"]:
-        console.print(Text("\n".join("  " + ln for ln in line.splitlines())))
-    if "true_equations" in result:
-        console.print("true system:")
-        for line in result["true_equations"]:
-            console.print(Text("\n".join("  " + ln for ln in line.splitlines())))
+    console.print(f"{result['system']} — {result['method']}", markup=False)
+    if latex:
+        for title, key in (("identified", "equations"), ("", "values"),
+                           ("true system", "true_equations"), ("", "true_values")):
+            if title and key in result:
+                console.print(f"% {title}", markup=False)
+            for line in result.get(key, []):
+                console.print(line, markup=False, soft_wrap=True)
+    else:
+        _equations(result, None if checkpoint == "last" else "best")
     _param_table(result["parameters"])
     if "aug_share" in result:
         console.print(f"the augmentation carries {100 * result['aug_share']:.2f} % of the "

@@ -3,18 +3,47 @@
 This is the one place above the layers that reads spec files and decides what to build
 from them (DESIGN.md, "the data path"): lower layers take :class:`~physml.symbolic.Spec`,
 :class:`~physml.data.Dataset` and built modules, never paths.
+
+Reading and checking a spec (:func:`load_spec`, :func:`parse_spec`, :func:`vocabulary`)
+needs no torch; everything that builds models, data or runs is imported on first use.
 """
-from .build import Experiment, build, build_field, build_rollout, check, config_for
-from .data import dataset_for, default_path, simulate_keyed, spec_key, training_data
-from .run import Run, RunError, load_spec, train
+import sys
+import types
+
+from .spec import load_spec, parse_spec
 from .vocabulary import vocabulary
 
+_LAZY = {
+    "Experiment": ".build", "build": ".build", "build_field": ".build",
+    "build_rollout": ".build", "check": ".build", "config_for": ".build",
+    "dataset_for": ".data", "default_path": ".data", "spec_key": ".data",
+    "simulate_keyed": ".data",
+    "training_data": ".data", "Run": ".run", "RunError": ".run", "train": ".run",
+}
 
-def parse_spec(text: str, path: str = "<string>"):
-    """Parse spec text and check it against what this version of physml implements."""
-    from ..lang import parse_spec as _parse
 
-    return _parse(text, path, vocabulary=vocabulary())
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``build`` sets the package attribute ``build`` to it; the
+    name stays the function :func:`build.build` (as with an eager ``from .build import
+    build``)."""
+
+    def __setattr__(self, name, value):
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def simulate(spec, **kwargs):
@@ -30,19 +59,22 @@ def simulate(spec, **kwargs):
 def evaluate(run, split: str = "test", dataset=None):
     """Test metrics of a run (a :class:`Run` or its directory)."""
     from ..reporting import evaluate as _evaluate
+    from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
     with _threads(run):
         return _evaluate(run, split=split, dataset=dataset)
 
 
-def inspect(run, latex: bool = False, dataset=None):
-    """The identified equations of a run (a :class:`Run` or its directory)."""
+def inspect(run, latex: bool = False, dataset=None, which: str = "best"):
+    """The identified equations of a run (a :class:`Run` or its directory), at its best
+    validation checkpoint or (``which="last"``) its last state."""
     from ..reporting import inspect as _inspect
+    from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
     with _threads(run):
-        return _inspect(run, latex=latex, dataset=dataset)
+        return _inspect(run, latex=latex, dataset=dataset, which=which)
 
 
 def _threads(run):
@@ -54,5 +86,5 @@ def _threads(run):
 
 
 __all__ = ["Experiment", "build", "build_field", "build_rollout", "check", "config_for",
-           "dataset_for", "default_path", "simulate_keyed", "spec_key", "training_data", "Run", "RunError",
+           "dataset_for", "default_path", "spec_key", "simulate_keyed", "training_data", "Run", "RunError",
            "load_spec", "parse_spec", "simulate", "train", "evaluate", "inspect", "vocabulary"]

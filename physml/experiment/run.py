@@ -33,6 +33,7 @@ from ..training.distributed import Distributed
 from ..training.trainer import Progress, Trainer, compute_threads, resolve_device
 from .build import build, build_rollout, config_for
 from .data import dataset_for, fit_scales, training_data, true_values
+from .spec import load_spec  # noqa: F401  (physml.experiment.run.load_spec)
 from .vocabulary import vocabulary
 
 
@@ -414,13 +415,14 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
           resume: str | Path | None = None, device: str | None = None, seed: int | None = None,
           dataset=None, data_dir: str | Path = "data",
           callback: Callable[[Progress], None] | None = None, report: bool = True,
-          **overrides: Any) -> Run:
+          log: str | None = None, **overrides: Any) -> Run:
     """Train the model a spec describes and return its :class:`Run`.
 
     ``spec`` is a path or a :class:`Spec`; the data come from ``dataset`` if given, else
     from the spec (simulated and cached under ``data_dir``, or read from its data file).
     ``resume`` continues an interrupted run (to the same result on CPU); ``device`` and
     the other keyword arguments (``epochs=…``, ``lr=…``) override the stored options.
+    ``log="tensorboard"`` also writes TensorBoard scalars to ``RUN/tensorboard``.
 
     The order matters for a user: the options resolve and the model and objective are
     built first (a bad spec fails at once), the folders to be written are checked, then
@@ -428,6 +430,10 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
     the first checkpoint leaves nothing behind. A training holds ``RUN/.lock`` (see
     :class:`RunLock`) while it writes into its folder.
     """
+    if log not in (None, "tensorboard"):
+        raise ValueError(f"log={log!r}: the only logger is 'tensorboard'")
+    if log == "tensorboard":
+        from .tensorboard import TensorBoardLogger  # noqa: F401  (fails early if missing)
     notify = (lambda phase, msg=None: callback(_phase(phase, msg))) if callback else \
         (lambda phase, msg=None: None)
     say = lambda msg: notify("training", msg)  # noqa: E731
@@ -458,6 +464,7 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             notify("loading data")
             ds = dataset if dataset is not None else run.dataset()
             data, record = training_data(ds, cfg, resolve_device(cfg.device))
+            warm = None
             trainer = Trainer(exp.rollout, exp.objective, data, cfg, run.path, callback,
                               truth=true_values(ds, exp.rollout.physical_parameters()))
             try:
@@ -499,9 +506,10 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             if cfg.fit_initial:
                 exp = build(spec_obj, cfg, n_initial=len(data.train))
             fit_scales(exp.rollout, data, float(ds.dt))
+            warm = _background_compile(spec_obj, cfg, data)
             trainer = Trainer(exp.rollout, exp.objective, data, cfg, Path("."), callback,
                               truth=true_values(ds, exp.rollout.physical_parameters()), dist=dist,
-                              compile_in_background=_background_compile(spec_obj, cfg, data))
+                              compile_in_background=warm)
             path, created = None, False
             if dist.is_main:
                 path, created, lock = _new_run_dir(spec_obj, out, say)
@@ -521,10 +529,18 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
                 raise
             dist.barrier()
             run = Run(path)
-        notify("training")
+        # Without a background compile the first step compiles inline (tens of seconds on
+        # a CPU with a cold cache): say so, so that a display does not look stuck.
+        board = None
+        if log == "tensorboard" and trainer.dist.is_main:
+            board = TensorBoardLogger(run.path / "tensorboard")
+            trainer.callback = _both(callback, board)
+        notify("compiling" if cfg.compile and warm is None else "training")
         try:
             reason = trainer.fit()
         finally:
+            if board is not None:
+                board.close()
             trainer.dist.barrier()
         run = Run(run.path)
         run._spec = spec_obj
@@ -547,6 +563,14 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             lock.release()
 
 
+def _both(first, second):
+    def callback(p: Progress) -> None:
+        if first is not None:
+            first(p)
+        second(p)
+    return callback
+
+
 def _background_compile(spec: Spec, cfg: TrainConfig, data):
     """With `compile` and a time budget (`minutes`), compile in a child process while the
     run starts eagerly (:mod:`physml.experiment.warm`); without a budget, inline."""
@@ -558,13 +582,6 @@ def _background_compile(spec: Spec, cfg: TrainConfig, data):
              *data.train.frames.shape[2:])
     n_initial = len(data.train) if cfg.fit_initial else 0
     return lambda: warm.start(spec, cfg, shape, n_initial)
-
-
-def load_spec(path: str | Path) -> Spec:
-    """Read a spec and check it against what this version of physml implements."""
-    from ..lang import load_spec as _load
-
-    return _load(path, vocabulary=vocabulary())
 
 
 def _phase(phase: str, message: str | None) -> Progress:

@@ -21,7 +21,6 @@ from ..errors import (BoundsError, DeclarationError, OperatorError, OptionError,
 from ..symbolic.functions import FUNCTIONS, RESERVED, SpatialOperator, div, grad
 from ..symbolic.spec import (AXES, Boundary, Call, DataSpec, Domain, Environment, Equation, Let,
                              Mask, Param, PriorSpec, Sampler, Spec, System, TrainSpec)
-from ..symbolic.stencils import STENCILS
 from . import budget, schema
 from .parser import Name, Stmt, approx, parse_statements
 
@@ -394,6 +393,8 @@ class _Builder:
         return Domain(tuple(n for n, _ in sizes), tuple(bounds), tuple(bcs), stencil)
 
     def stencil_name(self, name: Name) -> str:
+        from ..symbolic.stencils import STENCILS  # torch: only for a spec naming a stencil
+
         if name.text not in STENCILS:
             raise self.name_err(OptionError, f"unknown stencil '{name.text}'", name,
                                 hint=suggest(name.text, STENCILS) or

@@ -11,7 +11,7 @@ syntax and system alone (names in those blocks are then not checked).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..symbolic.spec import SPLITS  # noqa: F401  (re-exported for the parser)
 

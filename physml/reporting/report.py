@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import sympy
@@ -16,7 +17,8 @@ import torch
 from ..data import Trajectories
 from ..symbolic import VectorField
 from ..training.checkpoint import atomic_write_text
-from .symbolic import render_equation
+from ..symbolic.spec import Equation
+from .symbolic import augmented, render_equation, value_lines
 
 
 def _split(dataset, split: str) -> tuple[str, Trajectories, torch.Tensor | None]:
@@ -102,27 +104,54 @@ def augmentation_share(model, data: torch.Tensor, norm: str | None = None) -> di
             "aug_share": share}
 
 
-def inspect(run, latex: bool = False, dataset=None) -> dict[str, Any]:
-    """The identified ``F_p`` with fitted values, as text (Unicode or LaTeX) and SymPy."""
-    model = run.load_model("best")
+def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict[str, Any]:
+    """The identified model in the spec's notation, beside the true system.
+
+    ``equations``: the prior's equations with the spec's parameter names kept and the
+    network term written ``F_a(…)`` where it acts; ``values``: each learned parameter
+    (``T0 = 5.976 (true 6, −0.39 %)``) and the ``let``s computed from it
+    (``omega0 = 2*pi/T0 = 1.0513``); ``numeric``: the equations with the values put in;
+    ``true_equations``/``true_values``: the system the data came from, when known."""
+    model = run.load_model(which)
     spec = run.spec
-    out: dict[str, Any] = {"system": spec.system.name, "method": run.config.method}
-    prior = model.field.prior
-    if isinstance(prior, VectorField):
-        eqs = prior.sympy(substitute=True)
-        out["equations"] = [render_equation(eq.var, r.rhs, latex)
-                            for eq, r in zip(prior.equations, eqs)]
-        out["sympy"] = [sympy.srepr(e) for e in eqs]
-        out["latex"] = [render_equation(eq.var, r.rhs, True) for eq, r in zip(prior.equations, eqs)]
-    elif prior is not None:
-        out["equations"] = ["F_p = (∂H/∂p, −∂H/∂q), H a learned network"]
-    else:
-        out["equations"] = ["F = neural network (no physical prior)"]
-    if spec.system.equations:
-        out["true_equations"] = [render_equation(eq.var, eq.rhs, latex)
-                                 for eq in spec.system.equations]
+    out: dict[str, Any] = {"system": spec.system.name, "method": run.config.method,
+                           "checkpoint": which}
+    field = model.field
+    prior = field.prior
     dataset = dataset if dataset is not None else run.dataset()
     out["parameters"] = parameter_table(model, dataset)
+    truth = {r["name"]: r["true"] for r in out["parameters"] if "true" in r}
+    variables = spec.system.variables
+    on = spec.augment_on if field.augmentation is not None else None
+    if isinstance(prior, VectorField):
+        equations = list(prior.equations)
+        if field.augmentation is not None:
+            equations = augmented(equations, variables, on)
+        out["equations"] = [render_equation(eq.var, eq.rhs, latex) for eq in equations]
+        values = {k: float(v.detach()) for k, v in prior.param_values().items()}
+        learned = [r["name"] for r in out["parameters"]]
+        out["values"] = value_lines(values, truth, prior.lets, latex, names=learned)
+        eqs = prior.sympy(substitute=True)
+        numeric = [Equation(eq.var, r.rhs) for eq, r in zip(prior.equations, eqs)]
+        if field.augmentation is not None:
+            numeric = augmented(numeric, variables, on)
+        out["numeric"] = [render_equation(eq.var, eq.rhs, latex) for eq in numeric]
+        out["sympy"] = [sympy.srepr(e) for e in eqs]
+        out["latex"] = [render_equation(eq.var, eq.rhs, True) for eq in equations]
+    elif prior is not None:
+        out["equations"] = ["F_p = (∂H/∂p, −∂H/∂q), H a learned network"
+                            + (" + F_a" if field.augmentation is not None else "")]
+        out["values"] = []
+    else:
+        out["equations"] = [render_equation(v, sympy.Function("F")(
+            *[sympy.Symbol(u) for u in variables]), latex) for v in variables]
+        out["values"] = ["F: a neural network (no physical prior)"]
+    envs = dataset.env_params
+    if spec.system.equations and len(envs) == 1 and envs[0]:
+        true = {p.name: float(envs[0].get(p.name, p.value)) for p in spec.system.params}
+        out["true_equations"] = [render_equation(eq.var, eq.rhs, latex)
+                                 for eq in spec.system.equations]
+        out["true_values"] = value_lines(true, None, spec.system.lets, latex)
     _, traj, _ = _split(dataset, "test")
     out.update(augmentation_share(model.field, traj.frames,
                                   run.config.method_options.get("norm")))
@@ -183,50 +212,98 @@ def write_report(run, dataset=None) -> dict[str, Any]:
               "train_seconds": train_steps[-1]["time"] if train_steps else 0.0,
               "selection": selection(run),
               "parameter_trajectory": parameter_trajectory(metrics)}
-    atomic_write_text(run.path / "report.json", json.dumps(report, indent=2, default=float))
-    atomic_write_text(run.path / "report.md", markdown(run, report))
     try:
         from .plots import write_plots
-
-        write_plots(run, dataset, metrics)
     except ImportError:  # matplotlib missing: the report stands without pictures
-        pass
+        write_plots = None
+    if write_plots is not None:
+        report["plots"] = [p.name for p in write_plots(run, dataset, metrics)]
+    atomic_write_text(run.path / "report.json", json.dumps(report, indent=2, default=float))
+    atomic_write_text(run.path / "report.md", markdown(run, report))
     return report
+
+
+def side_by_side(ins: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows ``(identified, true)``: the equations, then the parameter values."""
+    left = list(ins["equations"]) + [""] + list(ins.get("values", []))
+    right = list(ins.get("true_equations", [])) + [""] + list(ins.get("true_values", []))
+    if "true_equations" not in ins:
+        right = []
+    n = max(len(left), len(right))
+    return [(left[i] if i < len(left) else "", right[i] if i < len(right) else "")
+            for i in range(n)]
+
+
+def parameter_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each learned parameter at the best checkpoint, at the last step, averaged over the
+    last 20 % of training, and its true value."""
+    traj = report.get("parameter_trajectory") or {}
+    rows = []
+    for p in report["inspect"]["parameters"]:
+        r = {"name": p["name"], "best": p["identified"]}
+        t = traj.get(p["name"])
+        if t is not None:
+            r.update(last=t["last"], average=t["average"], spread_pct=t["spread_pct"],
+                     settled=t["settled"])
+        if "true" in p:
+            r.update(true=p["true"], error_pct=p["error_pct"])
+        rows.append(r)
+    return rows
 
 
 def markdown(run, report: dict[str, Any]) -> str:
     ev, ins = report["evaluate"], report["inspect"]
     sel = report.get("selection", {})
+    best, last = sel.get("best_step", "?"), sel.get("last_step", report["steps"])
     lines = [f"# {ins['system']} — {ins['method']}", "",
              f"Trained {report['steps']} steps in {report['train_seconds']:.1f} s"
-             + (f" (stopped: {sel['stop_reason']})" if sel.get("stop_reason") else "") + ".",
-             "", f"Reported state: the best validation checkpoint (step {sel.get('best_step', '?')}"
-             + (f", val {sel['best_val']:.4g}; last validation {sel['last_val']:.4g} at step "
-                f"{sel.get('last_step', '?')}" if "last_val" in sel and "best_val" in sel else "")
-             + ").", "",
-             "## Test error", "",
-             f"- MSE over {ev['frames']} frames of {ev['trajectories']} trajectories: "
-             f"{ev['mse']:.4g} (ln MSE {ev['ln_mse']:.3f}, log10 MSE {ev['log10_mse']:.3f})"]
+             + (f"; stopped: {sel['stop_reason']}" if sel.get("stop_reason") else "") + ".",
+             "", f"**Reported state: the best validation checkpoint, step {best}**"
+             + (f" (validation MSE {sel['best_val']:.4g})" if "best_val" in sel else "")
+             + f". The last state is step {last}"
+             + (f" (last validation MSE {sel['last_val']:.4g})" if "last_val" in sel else "")
+             + ".", "",
+             "## Identified equations", "",
+             "Identified (best checkpoint):", "", "```"]
+    lines += ins["equations"] + [""] + list(ins.get("values", []))
+    lines += ["```", ""]
+    if "true_equations" in ins:
+        lines += ["True system (the data's):", "", "```"]
+        lines += ins["true_equations"] + [""] + list(ins.get("true_values", []))
+        lines += ["```", ""]
+    if ins.get("numeric"):
+        lines += ["With the identified values:", "", "```"] + ins["numeric"] + ["```", ""]
+    if ins.get("latex"):
+        lines += ["LaTeX:", "", "$$"] + [r" \\ ".join(ins["latex"])] + ["$$", ""]
+    rows = parameter_rows(report)
+    if rows:
+        lines += ["## Parameters", "",
+                  f"| parameter | best checkpoint (step {best}) | last (step {last}) | "
+                  "average of the last 20 % | settled | true | error (best) |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            def f(k, fmt="{:.6g}"):
+                return fmt.format(r[k]) if k in r else "—"
+            settled = ("yes" if r["settled"] else "no") if "settled" in r else "—"
+            lines.append(f"| {r['name']} | {f('best')} | {f('last')} | {f('average')} "
+                         f"(spread {f('spread_pct', '{:.3g}')} %) | {settled} | {f('true')} | "
+                         f"{f('error_pct', '{:.3f} %')} |")
+        lines.append("")
+    lines += ["## Test error", "",
+              f"- MSE over {ev['frames']} frames of {ev['trajectories']} trajectories: "
+              f"{ev['mse']:.4g} (ln MSE {ev['ln_mse']:.3f}, log10 MSE {ev['log10_mse']:.3f})"]
     if "mse_vs_clean" in ev:
         lines.append(f"- against noise-free data: {ev['mse_vs_clean']:.4g} "
                      f"(ln {ev['ln_mse_vs_clean']:.3f})")
+    if "worst_trajectory" in ev:
+        w = ev["worst_trajectory"]
+        lines.append(f"- worst test trajectory: #{w['index']} (MSE {w['mse']:.4g})")
     if "aug_share" in ev:
         lines.append(f"- ‖F_a‖² = {ev['aug_norm']:.4g}; the network carries "
                      f"{100 * ev['aug_share']:.2f} % of the dynamics (‖F_a‖/‖F_p+F_a‖)")
-    lines += ["", "## Identified equations", "", "```"]
-    lines += ins["equations"]
-    lines += ["```", ""]
-    if ins["parameters"]:
-        lines += ["| parameter | identified | true | error |", "|---|---|---|---|"]
-        for p in ins["parameters"]:
-            true = f"{p['true']:.6g}" if "true" in p else "—"
-            err = f"{p['error_pct']:.3f} %" if "error_pct" in p else "—"
-            lines.append(f"| {p['name']} | {p['identified']:.6g} | {true} | {err} |")
-    traj = report.get("parameter_trajectory") or {}
-    if traj:
-        lines += ["", "Over the last 20 % of training (average of the iterates):", "",
-                  "| parameter | average | last | spread | settled |", "|---|---|---|---|---|"]
-        for name, r in traj.items():
-            lines.append(f"| {name} | {r['average']:.6g} | {r['last']:.6g} | "
-                         f"{r['spread_pct']:.3g} % | {'yes' if r['settled'] else 'no'} |")
+    plots = report.get("plots") or []
+    if plots:
+        lines += ["", "## Plots", ""]
+        for name in plots:
+            lines.append(f"![{Path(name).stem}](plots/{Path(name).name})")
     return "\n".join(lines) + "\n"

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import sympy
-import torch
 
 
 class SpatialOperator(sympy.Function):
@@ -125,8 +124,19 @@ class FunctionDef:
     spatial: bool = False
 
 
-def _sign(x):
-    return torch.sign(x)
+def _torch(name: str) -> Callable:
+    """``torch.<name>``, looked up when called: parsing and checking a spec need no torch
+    (``physml check`` of a system file starts in well under a second)."""
+    def fn(*args):
+        import torch
+
+        return getattr(torch, name)(*args)
+
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+_sign = _torch("sign")
 
 
 FUNCTIONS: dict[str, FunctionDef] = {}
@@ -156,17 +166,17 @@ def register_function(name: str, sympy_fn: Callable, torch_fn: Callable,
 TORCH_FUNCTIONS: dict[str, Callable] = {}
 
 for _name, _sym, _tor in [
-    ("sin", sympy.sin, torch.sin), ("cos", sympy.cos, torch.cos),
-    ("tan", sympy.tan, torch.tan), ("exp", sympy.exp, torch.exp),
-    ("log", sympy.log, torch.log), ("sqrt", sympy.sqrt, torch.sqrt),
-    ("tanh", sympy.tanh, torch.tanh), ("sinh", sympy.sinh, torch.sinh),
-    ("cosh", sympy.cosh, torch.cosh), ("abs", sympy.Abs, torch.abs),
-    ("sign", sympy.sign, _sign), ("atan", sympy.atan, torch.atan),
+    ("sin", sympy.sin, _torch("sin")), ("cos", sympy.cos, _torch("cos")),
+    ("tan", sympy.tan, _torch("tan")), ("exp", sympy.exp, _torch("exp")),
+    ("log", sympy.log, _torch("log")), ("sqrt", sympy.sqrt, _torch("sqrt")),
+    ("tanh", sympy.tanh, _torch("tanh")), ("sinh", sympy.sinh, _torch("sinh")),
+    ("cosh", sympy.cosh, _torch("cosh")), ("abs", sympy.Abs, _torch("abs")),
+    ("sign", sympy.sign, _sign), ("atan", sympy.atan, _torch("atan")),
 ]:
     register_function(_name, _sym, _tor)
-register_function("min", sympy.Min, torch.minimum, nargs=2)
-register_function("max", sympy.Max, torch.maximum, nargs=2)
-TORCH_FUNCTIONS["Abs"] = torch.abs
+register_function("min", sympy.Min, _torch("minimum"), nargs=2)
+register_function("max", sympy.Max, _torch("maximum"), nargs=2)
+TORCH_FUNCTIONS["Abs"] = TORCH_FUNCTIONS["abs"]
 
 for _name, _op in SPATIAL_OPERATORS.items():
     _arities = tuple(sorted(int(n) for n in _op.nargs))  # SymPy stores nargs as a FiniteSet

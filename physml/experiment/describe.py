@@ -1,0 +1,108 @@
+"""The experiment blocks of a spec as ``physml check`` prints them: resolved, defaults
+filled in, so what is shown is what ``physml train`` will run."""
+from __future__ import annotations
+
+import inspect as _inspect
+from typing import Any
+
+from ..symbolic.spec import Call, Spec
+
+
+def _value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _call(name: str, options: dict[str, Any]) -> str:
+    return f"{name}({', '.join(f'{k}={_value(v)}' for k, v in options.items())})"
+
+
+def data_line(spec: Spec) -> str | None:
+    """``data:`` resolved: splits, time grid, initial states, noise, solver, seed."""
+    d = spec.data
+    if d is None:
+        return None
+    parts = []
+    if d.splits:
+        parts.append(", ".join(f"{n} {name}" for name, n in d.splits) + " trajectories")
+    if d.file is not None:
+        mapping = ", ".join(f"{k} = \"{v}\"" for k, v in d.mapping)
+        parts.append(f"file \"{d.file}\"" + (f" map {mapping}" if mapping else ""))
+    if d.t0 is not None and d.t1 is not None and d.dt is not None:
+        frames = f" ({d.n_steps} frames)" if d.n_steps is not None else ""
+        parts.append(f"time {_value(d.t0)} .. {_value(d.t1)} step {_value(d.dt)}{frames}")
+    if d.history:
+        parts.append(f"history {d.history}")
+    for s in d.initial:
+        parts.append(f"initial {', '.join(s.variables)} ~ {s.call}")
+    if d.file is None:
+        from ..simulation.core import DEFAULT_SOLVER
+
+        solver = d.solver or DEFAULT_SOLVER
+        parts.append(f"noise {_value(d.noise)}")
+        parts.append(f"solver {_call(solver.name, solver.options())}"
+                     + ("" if d.solver else " (default)"))
+        parts.append(f"seed {d.seed}")
+        if d.warmup:
+            parts.append(f"warmup {_value(d.warmup)}")
+    return "; ".join(parts)
+
+
+def augment_line(spec: Spec, model) -> str | None:
+    """The augmentation network as built: every option with its value (defaults filled
+    in), the equations it acts on and its number of weights."""
+    if model.augmentation is None:
+        return None
+    from ..models.nets import NETWORKS
+
+    inner = model.augmentation.net  # inside the per-channel scaling (models.nets.Scaled)
+    call = spec.augment
+    if call is None or call.name == "none":
+        name, given = type(inner).__name__.lower(), {}
+        note = " (default for this method)"
+    else:
+        name, given, note = call.name, call.options(), ""
+    options = dict(given)
+    kind = NETWORKS.get(name)
+    if kind is not None:
+        signature = _inspect.signature(type(inner).__init__).parameters
+        for opt in kind.options:
+            p = signature.get(opt)
+            if opt not in options and p is not None and p.default is not p.empty:
+                options[opt] = p.default
+    weights = sum(p.numel() for p in inner.parameters())
+    on = ", ".join(spec.augment_on) if spec.augment_on else "every equation"
+    return f"{_call(name, options)}{note} on {on}; {weights:,} weights"
+
+
+def train_line(cfg) -> str:
+    solver = cfg.solver + (f" step {cfg.step:g}" if cfg.step else "")
+    budget = [f"{cfg.epochs} epochs"]
+    if cfg.steps:
+        budget.append(f"{cfg.steps} steps")
+    if cfg.minutes:
+        budget.append(f"{cfg.minutes:g} min")
+    return (f"{_call(cfg.method, cfg.method_options)} solver {solver}, batch {cfg.batch}, "
+            f"lr {cfg.lr:g}" + (f", {', '.join(budget)}" if budget else ""))
+
+
+def describe_experiment(spec: Spec) -> tuple[Any, dict[str, str]]:
+    """Check a spec as ``train`` would (the options resolve, the model and objective
+    build) and describe its experiment blocks: ``(config or None, {block: line})``."""
+    blocks: dict[str, str] = {}
+    if spec.data is not None and spec.data.file is not None:
+        from .data import check_data_file
+
+        check_data_file(spec)
+    line = data_line(spec)
+    if line is not None:
+        blocks["data"] = line
+    if spec.train is None and spec.prior is None and spec.augment is None:
+        return None, blocks
+    from .build import build
+
+    exp = build(spec)
+    line = augment_line(spec, exp.rollout.field)
+    if line is not None:
+        blocks["augment"] = line
+    blocks["train"] = train_line(exp.config)
+    return exp.config, blocks
