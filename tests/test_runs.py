@@ -19,20 +19,10 @@ from physml.experiment import Run, RunError, train
 from physml.experiment.run import RunLock
 from physml.training.trainer import _truncate_metrics
 
-SPEC = """\
-use damped_pendulum
-data:
-    trajectories 4 train, 2 val, 2 test
-    time 0 .. 2 step 0.5
-    initial theta, omega ~ ring(1.0, 2.0)
-    seed 0
-prior:
-    d(theta)/dt = omega
-    d(omega)/dt = -omega0^2*sin(theta)
-    learn T0 from 3
-augment mlp(hidden=8, layers=2)
-train aphynity(lambda0=1, tau2=1, niter=1) solver rk4 epochs 3 batch {batch} val_every 1
-"""
+from test_security import RUN_SPEC
+
+# The tiny run of the damaged-run-folder tests, with the batch size left open.
+SPEC = RUN_SPEC.replace("batch 4", "batch {batch}")
 HOST = socket.gethostname()
 
 
