@@ -23,7 +23,7 @@ def check(
 
     from ..errors import SpecError
     from ..experiment import load_spec
-    from ..experiment.describe import describe_experiment
+    from ..experiment.describe import describe_experiment, unrepresentable_missing
     from ..lang.budget import estimate
     from ..reporting.symbolic import describe, render_equations, render_let
 
@@ -74,6 +74,8 @@ def check(
     for name in ("data", "augment", "train"):  # the blocks as `train` will run them
         if name in blocks:
             console.print(Text(f"{name} ", style="bold").append(blocks[name], style=""))
+    for warning in unrepresentable_missing(spec):
+        console.print(Text(f"warning: {warning}", style="yellow"))
     if info["blocks"]:
         console.print(f"  blocks: {', '.join(info['blocks'])}")
     console.print("[green]ok[/]")

@@ -74,6 +74,52 @@ def augment_line(spec: Spec, model) -> str | None:
     return f"{_call(name, options)}{note} on {on}; {weights:,} weights"
 
 
+def _inline_lets(lets) -> dict:
+    import sympy
+
+    subs: dict = {}
+    for let in lets:
+        subs[sympy.Symbol(let.name)] = let.expr.xreplace(subs)
+    return subs
+
+
+def unrepresentable_missing(spec: Spec) -> list[str]:
+    """Warnings for equations whose missing part (true right-hand side minus the prior's,
+    lets substituted) depends explicitly on a coordinate or on ``t`` that the augmentation
+    network does not take as an input (``augment ... with``): such a term cannot be learned
+    (a ConvNet on a periodic grid is translation-equivariant, a network of the state alone
+    sees no time). The true system is known only when the data are simulated from it."""
+    import sympy
+
+    if spec.prior is None or spec.prior.hamiltonian is not None or not spec.prior.equations:
+        return []
+    if spec.augment is not None and spec.augment.name == "none":
+        return []
+    if spec.data is None or spec.data.file is not None:
+        return []
+    system = spec.system
+    axes = system.domain.axes if system.domain is not None else ()
+    watch = [sympy.Symbol(n) for n in (*axes, "t") if n not in spec.augment_with]
+    if not watch:
+        return []
+    true_subs = _inline_lets(system.lets)
+    prior_subs = _inline_lets((*system.lets, *spec.prior.lets))
+    prior = {eq.var: eq.rhs.xreplace(prior_subs) for eq in spec.prior.equations}
+    out = []
+    for eq in system.equations:
+        if spec.augment_on and eq.var not in spec.augment_on:
+            continue
+        missing = eq.rhs.xreplace(true_subs) - prior.get(eq.var, sympy.Integer(0))
+        missing = sympy.expand(missing)
+        deps = [str(s) for s in watch if s in missing.free_symbols]
+        if deps:
+            names = ", ".join(deps)
+            out.append(f"the missing part of d({eq.var})/dt depends on {names}, which the "
+                       f"augmentation network does not see: it cannot learn it (add "
+                       f"`with {names}` to the `augment` line)")
+    return out
+
+
 def train_line(cfg) -> str:
     solver = cfg.solver + (f" step {cfg.step:g}" if cfg.step else "")
     budget = [f"{cfg.epochs} epochs"]

@@ -199,6 +199,8 @@ class _Builder:
             if "augment" in seen else None,
             augment_on=self.build_augment_on(seen["augment"], system)
             if "augment" in seen else (),
+            augment_with=self.build_augment_with(seen["augment"], system)
+            if "augment" in seen else (),
             environments=self.build_envs(seen["environments"], system)
             if "environments" in seen else (),
             observe=self.build_observe(seen["observe"], system) if "observe" in seen else (),
@@ -784,6 +786,32 @@ class _Builder:
             if n.text in out:
                 raise self.name_err(DeclarationError, f"`augment ... on`: '{n.text}' is listed "
                                     "twice", n)
+            out.append(n.text)
+        return tuple(out)
+
+    def build_augment_with(self, s: Stmt, system: System) -> tuple[str, ...]:
+        """``augment NET with x, y, t``: the coordinates and/or time the network also takes
+        as inputs (a term that depends on position or time cannot be learned without)."""
+        names = s.data.get("with_", [])
+        if not names:
+            return ()
+        call = s.data["call"]
+        if call["name"].text == "none":
+            raise self.name_err(DeclarationError, "`augment none ... with`: there is no "
+                                "network to take the inputs", names[0],
+                                hint="name a network, or drop `with`")
+        allowed = (*(system.domain.axes if system.domain is not None else ()), "t")
+        out: list[str] = []
+        for n in names:
+            if n.text not in allowed:
+                what = "a coordinate of the domain or the time" if system.domain is not None \
+                    else "the time (an ODE has no coordinates)"
+                raise self.name_err(UnknownSymbolError, f"`augment ... with`: '{n.text}' is not "
+                                    f"{what}", n, hint=suggest(n.text, allowed)
+                                    or "allowed: " + ", ".join(allowed))
+            if n.text in out:
+                raise self.name_err(DeclarationError, f"`augment ... with`: '{n.text}' is "
+                                    "listed twice", n)
             out.append(n.text)
         return tuple(out)
 

@@ -680,8 +680,15 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def augment_decl(self, meta, c):
-        return self._stmt("augment", meta, call=self._bare_call(c[0]),
-                          on=[self._name(t) for t in c[1:]])
+        on = next((x[1] for x in c[1:] if x[0] == "on"), [])
+        with_ = next((x[1] for x in c[1:] if x[0] == "with"), [])
+        return self._stmt("augment", meta, call=self._bare_call(c[0]), on=on, with_=with_)
+
+    def augment_on(self, c):
+        return ("on", [self._name(t) for t in c])
+
+    def augment_with(self, c):
+        return ("with", [self._name(t) for t in c])
 
     def assign(self, c):
         return (self._name(c[0]), c[1])

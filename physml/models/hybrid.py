@@ -45,13 +45,16 @@ class HybridModel(nn.Module):
             raise ValueError("a model needs a prior, an augmentation network, or both")
         self.prior = prior
         self.augmentation = augmentation
+        # `augment ... with x, y, t`: the network takes extra inputs (and t)
+        self.aug_inputs = bool(getattr(augmentation, "inputs", ()))
+        self.aug_takes_time = bool(getattr(augmentation, "takes_time", False))
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.prior is None:
-            return self.augmentation(x)
+            return self.augmentation(x, t) if self.aug_inputs else self.augmentation(x)
         out = self.prior(t, x)
         if self.augmentation is not None:
-            out = out + self.augmentation(x)
+            out = out + (self.augmentation(x, t) if self.aug_inputs else self.augmentation(x))
         return out
 
     def solving(self):
@@ -79,9 +82,12 @@ class HybridModel(nn.Module):
             return list(self.prior.raw.parameters())
         return []
 
-    def augmentation_norm(self, states: torch.Tensor, relative: bool) -> torch.Tensor:
+    def augmentation_norm(self, states: torch.Tensor, relative: bool,
+                          times: torch.Tensor | None = None) -> torch.Tensor:
         """Thesis Eq. (3.6) estimate of ``‖F_a‖²`` on a batch of states ``(M, *state)``:
         mean of ``‖F_a(x)‖²``, or of ``(‖F_a(x)‖/‖x‖)²`` when ``relative`` (pendulum).
+        ``times`` ``(M,)``: the time of each state, for a network that takes ``t``
+        (``augment ... with t``; None: t = 0). Coordinates need nothing here.
 
         For fields ``(M, C, *grid)`` the norm is the L² norm per unit area,
         ``(1/|Ω|)∫ Σ_c F_a,c(x)² dx``: summed over channels, averaged over grid points (the
@@ -90,7 +96,7 @@ class HybridModel(nn.Module):
         """
         if self.augmentation is None:
             return states.new_zeros(())
-        fa = self.augmentation(states)
+        fa = self.augmentation(states, times) if self.aug_inputs else self.augmentation(states)
         if fa.dim() > 2:
             sq = fa.pow(2).sum(dim=1).flatten(1).mean(dim=1)
             ref = states.pow(2).sum(dim=1).flatten(1).mean(dim=1)
@@ -131,5 +137,7 @@ def build_model(spec: Spec, use_prior: bool = True, use_network: bool = True) ->
             call = Call("mlp", kwargs=(("hidden", 200), ("layers", 3))) if domain is None \
                 else Call("convnet", kwargs=(("channels", 16), ("layers", 3)))
         outputs = [system.variables.index(v) for v in spec.augment_on] or None
-        augmentation = Scaled(build_network(call, shape, domain), shape[0], outputs=outputs)
+        inputs = spec.augment_with if spec.augment is not None else ()
+        augmentation = Scaled(build_network(call, shape, domain, extra=len(inputs)), shape[0],
+                              outputs=outputs, inputs=inputs, domain=domain)
     return HybridModel(prior, augmentation)

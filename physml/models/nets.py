@@ -65,13 +65,14 @@ class ConvNet(nn.Module):
 
     def __init__(self, n_fields: int, ndim: int, channels: int = 16, layers: int = 3,
                  kernel: int = 3, activation: str = "relu", batchnorm: bool = True,
-                 domain: Domain | None = None):
+                 domain: Domain | None = None, n_in: int | None = None):
         super().__init__()
         conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[ndim - 1]
         norm = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[ndim - 1]
         act = _activation(activation)
         pad = _padding_mode(domain)
-        sizes = [n_fields] + [channels] * (layers - 1) + [n_fields]
+        # n_in > n_fields: extra input channels (coordinates, time: `augment ... with`)
+        sizes = [n_in or n_fields] + [channels] * (layers - 1) + [n_fields]
         mods: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             mods.append(conv(a, b, kernel, padding=kernel // 2, padding_mode=pad))
@@ -101,12 +102,13 @@ class ResNet(nn.Module):
     """A residual ConvNet: lift to ``channels``, ``blocks`` residual blocks, project back."""
 
     def __init__(self, n_fields: int, ndim: int, channels: int = 32, blocks: int = 2,
-                 kernel: int = 3, activation: str = "relu", domain: Domain | None = None):
+                 kernel: int = 3, activation: str = "relu", domain: Domain | None = None,
+                 n_in: int | None = None):
         super().__init__()
         conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[ndim - 1]
         pad = _padding_mode(domain)
         act = _activation(activation)
-        self.lift = conv(n_fields, channels, kernel, padding=kernel // 2, padding_mode=pad)
+        self.lift = conv(n_in or n_fields, channels, kernel, padding=kernel // 2, padding_mode=pad)
         self.blocks = nn.Sequential(*[_ResBlock(conv, channels, kernel, pad, act)
                                       for _ in range(blocks)])
         self.project = conv(channels, n_fields, kernel, padding=kernel // 2, padding_mode=pad)
@@ -119,10 +121,10 @@ class ResMLP(nn.Module):
     """ResNet for ODE states: an MLP with residual hidden blocks."""
 
     def __init__(self, n: int, channels: int = 64, blocks: int = 2, activation: str = "relu",
-                 **_):
+                 n_in: int | None = None, **_):
         super().__init__()
         act = _activation(activation)
-        self.lift = nn.Linear(n, channels)
+        self.lift = nn.Linear(n_in or n, channels)
         self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(channels, channels), act(),
                                                    nn.Linear(channels, channels))
                                      for _ in range(blocks)])
@@ -147,19 +149,25 @@ class NetworkKind:
     doc: str = ""
 
 
-def _mlp(shape, domain, **opts):
+def _mlp(shape, domain, extra=0, **opts):
     if domain is not None:
         raise ValueError("mlp() works on ODE states; use convnet() or resnet() on a grid")
+    if extra:
+        return MLP(shape[0] + extra, n_out=shape[0], **opts)
     return MLP(shape[0], **opts)
 
 
-def _convnet(shape, domain, **opts):
+def _convnet(shape, domain, extra=0, **opts):
     if domain is None:
         raise ValueError("convnet() needs a grid system; use mlp() for ODEs")
+    if extra:
+        opts["n_in"] = shape[0] + extra
     return ConvNet(shape[0], domain.ndim, domain=domain, **opts)
 
 
-def _resnet(shape, domain, **opts):
+def _resnet(shape, domain, extra=0, **opts):
+    if extra:
+        opts["n_in"] = shape[0] + extra
     if domain is None:
         return ResMLP(shape[0], **opts)
     return ResNet(shape[0], domain.ndim, domain=domain, **opts)
@@ -177,12 +185,16 @@ NETWORKS: dict[str, NetworkKind] = {k.name: k for k in (
 )}
 
 
-def build_network(call: Call, state_shape: tuple[int, ...], domain: Domain | None) -> nn.Module:
-    """A network from a spec line such as ``augment mlp(hidden=200, layers=3)``."""
+def build_network(call: Call, state_shape: tuple[int, ...], domain: Domain | None,
+                  extra: int = 0) -> nn.Module:
+    """A network from a spec line such as ``augment mlp(hidden=200, layers=3)``; ``extra``
+    more input channels (``augment ... with x, y, t``) than the state has."""
     kind = NETWORKS.get(call.name)
     if kind is None:
         raise ValueError(f"network {call.name!r} is not available for augmentation; "
                          f"choices: {', '.join(NETWORKS)}")
+    if extra:
+        return kind.build(state_shape, domain, extra=extra, **call.options())
     return kind.build(state_shape, domain, **call.options())
 
 
@@ -196,9 +208,29 @@ class Scaled(nn.Module):
     """
 
     def __init__(self, net: nn.Module, channels: int, zero_init: bool = True,
-                 outputs: list[int] | None = None):
+                 outputs: list[int] | None = None, inputs: tuple[str, ...] = (),
+                 domain: Domain | None = None):
         super().__init__()
         self.net = net
+        # `augment NET with x, y, t`: extra inputs after the state's channels, in the order
+        # coordinates (the domain's axes, as written) then time. Coordinates are the grid's
+        # nodes as the compiler uses them, divided by the domain's length along the axis
+        # (O(1) whatever the units); time is the time the prior sees (since the first frame
+        # of a trajectory) divided by the training data's time span (`t_scale`, set by
+        # fit_scales, saved with the model).
+        self.inputs = tuple(inputs)
+        self.coord_names = tuple(a for a in self.inputs if a != "t")
+        self.takes_time = "t" in self.inputs
+        if self.coord_names:
+            if domain is None:
+                raise ValueError("coordinates as network inputs need a grid system")
+            mesh = dict(zip(domain.axes, domain.mesh()))
+            lengths = dict(zip(domain.axes, domain.lengths))
+            coords = torch.stack([torch.as_tensor(mesh[a] / lengths[a]) for a in self.coord_names])
+            self.register_buffer("coords", coords.to(torch.get_default_dtype()),
+                                 persistent=False)  # from the spec
+        if self.takes_time:
+            self.register_buffer("t_scale", torch.ones(()))
         # `augment NET on u`: the other channels' outputs are held at zero by a zero output
         # scale (the mask is folded in, so a forward pass costs nothing more).
         mask = torch.ones(channels)
@@ -222,9 +254,26 @@ class Scaled(nn.Module):
     def _shape(self, x: torch.Tensor) -> tuple[int, ...]:
         return (1, -1) + (1,) * (x.dim() - 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float | None = None) -> torch.Tensor:
+        """``x`` ``(B, *state)``; ``t`` (used with ``with t`` only): a scalar, or one time
+        per state ``(B,)``; None is t = 0."""
         shape = self._shape(x)
-        return self.net(x / self.in_scale.view(shape)) * self.out_scale.view(shape)
+        if not self.inputs:
+            return self.net(x / self.in_scale.view(shape)) * self.out_scale.view(shape)
+        return self.net(self._with_inputs(x / self.in_scale.view(shape), t)) \
+            * self.out_scale.view(shape)
+
+    def _with_inputs(self, x: torch.Tensor, t) -> torch.Tensor:
+        parts = [x]
+        if self.coord_names:
+            parts.append(self.coords.to(x.dtype).unsqueeze(0).expand(
+                x.shape[0], *self.coords.shape))
+        if self.takes_time:
+            tt = torch.zeros((), dtype=x.dtype, device=x.device) if t is None else \
+                torch.as_tensor(t, dtype=x.dtype, device=x.device)
+            tt = (tt / self.t_scale.to(x.dtype)).reshape(-1, *(1,) * (x.dim() - 1))
+            parts.append(tt.expand(x.shape[0], 1, *x.shape[2:]))
+        return torch.cat(parts, dim=1)
 
     @torch.no_grad()
     def fit_scales(self, frames: torch.Tensor, dt: float) -> None:
@@ -238,3 +287,6 @@ class Scaled(nn.Module):
             ok = torch.isfinite(rms) & (rms > 0)
             rms = torch.where(ok, rms, torch.ones_like(rms)).to(buf.dtype)
             buf.copy_(rms if mask is None else rms * mask)
+        if self.takes_time:
+            span = dt * (frames.shape[1] - 1)
+            self.t_scale.fill_(span if span > 0 else 1.0)

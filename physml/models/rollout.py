@@ -66,8 +66,10 @@ class Rollout(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if regulariser is not None:
             # Eq. 3.6: the mean over training states of ‖F_a(x)‖² (or (‖F_a‖/‖x‖)²).
+            # A network that takes t (`augment ... with t`) sees each frame's time.
+            times = batch.t.repeat(len(batch)) if self.field.aug_takes_time else None
             terms["aug_norm"] = self.field.augmentation_norm(
-                batch.target.flatten(0, 1), relative=regulariser == "relative")
+                batch.target.flatten(0, 1), relative=regulariser == "relative", times=times)
         return RolloutOutput(pred, terms)
 
     def integrate(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -296,6 +296,8 @@ class Spec:
     prior: PriorSpec | None = None
     augment: Call | None = None
     augment_on: tuple[str, ...] = ()   # empty: every equation
+    #: ``augment NET with x, y, t``: extra network inputs (the domain's axes, ``t``)
+    augment_with: tuple[str, ...] = ()
     environments: tuple[Environment, ...] = ()
     observe: tuple[str, ...] = ()
     encoder: Call | None = None
