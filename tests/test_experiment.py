@@ -116,3 +116,13 @@ def test_without_a_val_split_validation_is_held_out_of_train(tmp_path):
     err = float((model.predict(batch) - batch.target).pow(2).mean())
     best = torch.load(run.path / "checkpoints" / "best.pt", weights_only=True)
     assert best["val"] == pytest.approx(err, rel=1e-5)
+
+
+def test_check_refuses_an_adjoint_the_solver_does_not_have(tmp_path):
+    spec = tmp_path / "s.phy"
+    spec.write_text(SPEC.format(splits="4 train", train="physics solver rk4 adjoint true"))
+    res = CliRunner().invoke(app, ["check", str(spec)])
+    assert res.exit_code == 1
+    assert "physics: `solver rk4` has no adjoint" in res.output.splitlines()[0]
+    spec.write_text(SPEC.format(splits="4 train", train="physics solver rk4_38 adjoint true"))
+    assert CliRunner().invoke(app, ["check", str(spec)]).exit_code == 0

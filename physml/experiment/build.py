@@ -48,6 +48,14 @@ def build_field(spec: Spec, method: str) -> HybridModel:
 
 
 def build_rollout(spec: Spec, cfg: TrainConfig, n_initial: int = 0) -> Rollout:
+    from ..solve import get_solver
+
+    solver = get_solver(cfg.solver)
+    if cfg.adjoint and solver.torchdiffeq is None:
+        # Refused here, not at the first step: `physml check` must refuse it too.
+        raise ValueError(f"`solver {cfg.solver}` has no adjoint (torchdiffeq has no such "
+                         "method); use `recompute true` to save memory instead, or "
+                         "`solver rk4_38` with `adjoint true`")
     field = build_field(spec, cfg.method)
     solver = SolverConfig(cfg.solver, cfg.step, cfg.rtol, cfg.atol, cfg.adjoint, cfg.compile,
                           cfg.recompute)
