@@ -126,3 +126,11 @@ def test_check_refuses_an_adjoint_the_solver_does_not_have(tmp_path):
     assert "physics: `solver rk4` has no adjoint" in res.output.splitlines()[0]
     spec.write_text(SPEC.format(splits="4 train", train="physics solver rk4_38 adjoint true"))
     assert CliRunner().invoke(app, ["check", str(spec)]).exit_code == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_check_refuses_a_device_this_machine_does_not_have(tmp_path):
+    spec = tmp_path / "s.phy"
+    spec.write_text(SPEC.format(splits="4 train", train="physics epochs 1 device cuda"))
+    res = CliRunner().invoke(app, ["check", str(spec)])
+    assert res.exit_code == 1 and "no CUDA device is available" in res.output

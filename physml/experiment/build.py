@@ -88,6 +88,14 @@ def build(spec: Spec, cfg: TrainConfig | None = None, n_initial: int = 0,
         rollout = build_rollout(spec, cfg, n_initial)
     except ValueError as exc:
         raise _train_error(spec, f"{cfg.method}: {exc}") from None
+    if spec.train is not None and "device" in spec.train.option_dict():
+        # A device the spec names must exist here: `check` refuses what `train` would.
+        from ..training.trainer import resolve_device
+
+        try:
+            resolve_device(cfg.device)
+        except ValueError as exc:
+            raise _train_error(spec, str(exc)) from None
     return Experiment(spec, cfg, rollout, objective)
 
 
