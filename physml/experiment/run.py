@@ -507,8 +507,8 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
                     dataset, ds_path = dataset_for(spec_obj, cache_dir=data_dir)
             ds = dataset
             data, record = training_data(ds, cfg, dev)
-            if cfg.fit_initial:
-                exp = build(spec_obj, cfg, n_initial=len(data.train))
+            if cfg.fit_initial:  # one offset per training trajectory, known only now
+                exp.rollout.fit_initial_states(len(data.train), spec_obj.system.state_shape())
             fit_scales(exp.rollout, data, float(ds.dt))
             warm = _background_compile(spec_obj, cfg, data)
             trainer = Trainer(exp.rollout, exp.objective, data, cfg, Path("."), callback,

@@ -55,8 +55,13 @@ class Rollout(nn.Module):
         super().__init__()
         self.field = field
         self.solver = solver
-        self.x0_offset = nn.Parameter(torch.zeros(n_initial, *state_shape)) \
-            if n_initial else None
+        self.x0_offset: nn.Parameter | None = None
+        self.fit_initial_states(n_initial, state_shape)
+
+    def fit_initial_states(self, n: int, state_shape: tuple[int, ...]) -> None:
+        """Learn an offset to the observed first frame of each of ``n`` training
+        trajectories (none when ``n`` is 0)."""
+        self.x0_offset = nn.Parameter(torch.zeros(n, *state_shape)) if n else None
 
     def forward(self, batch: Batch, regulariser: str | None = None) -> RolloutOutput:
         x0 = batch.x0
