@@ -59,8 +59,14 @@ def build_rollout(spec: Spec, cfg: TrainConfig, n_initial: int = 0) -> Rollout:
     field = build_field(spec, cfg.method)
     solver = SolverConfig(cfg.solver, cfg.step, cfg.rtol, cfg.atol, cfg.adjoint, cfg.compile,
                           cfg.recompute)
-    return Rollout(field, solver, n_initial=n_initial if cfg.fit_initial else 0,
-                   state_shape=spec.system.state_shape())
+    rollout = Rollout(field, solver, n_initial=n_initial if cfg.fit_initial else 0,
+                      state_shape=spec.system.state_shape())
+    if spec.observe or spec.encoder is not None or cfg.substeps > 1 or \
+            cfg.scheduled_sampling is not None:
+        from .partial import attach_observation
+
+        attach_observation(rollout, spec, cfg)
+    return rollout
 
 
 def build_objective_for(spec: Spec, cfg: TrainConfig) -> Objective:

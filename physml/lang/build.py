@@ -204,12 +204,14 @@ class _Builder:
             environments=self.build_envs(seen["environments"], system)
             if "environments" in seen else (),
             observe=self.build_observe(seen["observe"], system) if "observe" in seen else (),
-            encoder=self.network(seen["encoder"].data["call"], "encoder")
+            encoder=self.call(seen["encoder"].data["call"], "encoders", "encoder")
             if "encoder" in seen else None,
             train=self.build_train(seen["train"]) if "train" in seen else None,
             path=self.path, text=self.text,
             uses=uses.data["target"].strip('"') if uses else None,
         )
+        if spec.encoder is not None:
+            self.check_encoder(seen["encoder"], spec)
         try:
             budget.check_budget(system, spec.data, len(spec.environments), self.text)
         except ValueError as exc:  # a malformed $PHYSML_MEMORY_BUDGET
@@ -768,13 +770,31 @@ class _Builder:
         return tuple(envs)
 
     def build_observe(self, s: Stmt, system: System) -> tuple[str, ...]:
+        """``observe u, v``: the variables measured (the others are hidden)."""
         out = []
         for n in s.data["names"]:
             if n.text not in system.variables:
                 raise self.name_err(UnknownSymbolError, f"`observe`: '{n.text}' is not a variable",
-                                    n, hint=suggest(n.text, system.variables))
+                                    n, hint=suggest(n.text, system.variables) or
+                                    "variables: " + ", ".join(system.variables))
+            if n.text in out:
+                raise self.name_err(DeclarationError, f"`observe`: '{n.text}' is listed twice", n)
             out.append(n.text)
         return tuple(out)
+
+    def check_encoder(self, s: Stmt, spec: Spec) -> None:
+        """An encoder estimates what the observations at ``t0`` do not give: hidden
+        variables, or (with ``history K``) a better initial state from past frames. With
+        everything observed and no history it has nothing to do."""
+        hidden = [v for v in spec.system.variables if spec.observe and v not in spec.observe]
+        history = spec.data.history if spec.data is not None else 0
+        if not hidden and not history:
+            name = s.data["call"]["name"]
+            raise self.name_err(DeclarationError, "`encoder`: every variable is observed and "
+                                "the data keep no past frames, so there is nothing to encode",
+                                name, hint="declare the measured variables with `observe u` "
+                                "(the others are hidden), or keep past frames with `history K` "
+                                "in the data block; or drop the encoder")
 
     def build_augment_on(self, s: Stmt, system: System) -> tuple[str, ...]:
         """``augment NET on u, v``: the variables whose equations the network augments."""

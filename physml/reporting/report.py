@@ -21,12 +21,15 @@ from ..symbolic.spec import Equation
 from .symbolic import augmented, render_equation, value_lines
 
 
-def _split(dataset, split: str) -> tuple[str, Trajectories, torch.Tensor | None]:
+def _split(dataset, split: str, observed: list[int] | None = None
+           ) -> tuple[str, Trajectories, torch.Tensor | None]:
     """The trajectories of ``split`` (falling back to val, then train, when the data have
-    no such split) and their noiseless truth, if known."""
+    no such split; ``observed``: the measured channels, the others hidden) and their
+    noiseless truth, if known (all channels)."""
     if split not in dataset.splits or dataset.splits[split].numel() == 0:
         split = "val" if "val" in dataset.splits and dataset.splits["val"].numel() else "train"
-    traj = Trajectories(dataset.splits[split], dataset.times, dataset.history)
+    traj = Trajectories(dataset.splits[split], dataset.times, dataset.history,
+                        observed=observed)
     clean = (getattr(dataset, "splits_clean", None) or {}).get(split)
     if clean is not None:
         clean = Trajectories(clean, dataset.times, dataset.history).frames
@@ -38,14 +41,24 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     and the size of the augmentation (of the best checkpoint)."""
     dataset = dataset if dataset is not None else run.dataset()
     model = run.load_model("best")
-    split, traj, clean = _split(dataset, split)
+    observed = run.spec.observed_channels()
+    split, traj, clean = _split(dataset, split, observed)
     batch = traj.batch()
     data = batch.target
     pred = model.predict(batch)
     err = (pred - data).pow(2)
-    mse = float(err.mean())
-    per_step = err.flatten(2).mean(dim=(0, 2)).tolist() if err.dim() > 2 else \
-        err.mean(dim=0).tolist()
+    if batch.mask is not None:
+        # Observed entries only (hidden channels, gaps): a mean over what was measured.
+        m = batch.mask.expand_as(err)
+        mse = float((err * m).sum() / m.sum().clamp_min(1))
+        per_step = ((err * m).flatten(2).sum(dim=(0, 2)) /
+                    m.flatten(2).sum(dim=(0, 2)).clamp_min(1)).tolist()
+        per_traj = (err * m).flatten(1).sum(dim=1) / m.flatten(1).sum(dim=1).clamp_min(1)
+    else:
+        mse = float(err.mean())
+        per_step = err.flatten(2).mean(dim=(0, 2)).tolist() if err.dim() > 2 else \
+            err.mean(dim=0).tolist()
+        per_traj = err.flatten(1).mean(dim=1)
     out: dict[str, Any] = {
         "split": split,
         "trajectories": int(data.shape[0]),
@@ -57,15 +70,21 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     }
     # One trajectory can dominate the mean (a pendulum forecast that crosses the
     # separatrix the data do not): the median over trajectories says how typical ones fare.
-    per_traj = err.flatten(1).mean(dim=1)
     med = float(per_traj.median())
     out["ln_mse_median_trajectory"] = math.log(med) if med > 0 else -math.inf
     out["worst_trajectory"] = {"index": int(per_traj.argmax()), "mse": float(per_traj.max())}
     if clean is not None:
-        c = float((pred - clean).pow(2).mean())
+        obs = slice(None) if observed is None else observed
+        c = float((pred[:, :, obs] - clean[:, :, obs]).pow(2).mean())
         out["mse_vs_clean"] = c
         out["ln_mse_vs_clean"] = math.log(c) if c > 0 else -math.inf
     out["parameters"] = parameter_table(model, dataset)
+    if observed is not None:
+        from .partial import partial_metrics
+
+        truth = clean if clean is not None else Trajectories(
+            dataset.splits[split], dataset.times, dataset.history).frames
+        out["partial"] = partial_metrics(run, model, pred, data, truth, out["parameters"])
     errors = [p["error_pct"] for p in out["parameters"] if p.get("error_pct") is not None]
     if errors:
         out["param_error_pct"] = sum(errors) / len(errors)
@@ -120,7 +139,18 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict
     prior = field.prior
     dataset = dataset if dataset is not None else run.dataset()
     out["parameters"] = parameter_table(model, dataset)
-    truth = {r["name"]: r["true"] for r in out["parameters"] if "true" in r}
+    if spec.hidden_variables():
+        from .partial import annotate_parameters, symmetries
+
+        syms = symmetries(run, model)
+        annotate_parameters(out["parameters"], syms)
+        if syms:
+            out["identifiability"] = [
+                f"{s.describe()} leaves the observations unchanged: "
+                + ", ".join(f"{p} is not identifiable (only {s.invariant(p)} is)"
+                            for p, k in s.params.items() if k != 0) for s in syms]
+    truth = {r["name"]: r["true"] for r in out["parameters"]
+             if "true" in r and r.get("identifiable", True)}
     variables = spec.system.variables
     on = spec.augment_on if field.augmentation is not None else None
     if isinstance(prior, VectorField):
@@ -131,6 +161,9 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict
         values = {k: float(v.detach()) for k, v in prior.param_values().items()}
         learned = [r["name"] for r in out["parameters"]]
         out["values"] = value_lines(values, truth, prior.lets, latex, names=learned)
+        out["values"] += [f"{r['name']}: not identifiable from the observations "
+                          f"({r['symmetry']}); only {r['identifiable_combination']} is"
+                          for r in out["parameters"] if r.get("identifiable") is False]
         eqs = prior.sympy(substitute=True)
         numeric = [Equation(eq.var, r.rhs) for eq, r in zip(prior.equations, eqs)]
         if field.augmentation is not None:
@@ -246,7 +279,12 @@ def parameter_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             r.update(last=t["last"], average=t["average"], spread_pct=t["spread_pct"],
                      settled=t["settled"])
         if "true" in p:
-            r.update(true=p["true"], error_pct=p["error_pct"])
+            r.update(true=p["true"])
+            if "error_pct" in p:
+                r["error_pct"] = p["error_pct"]
+            elif "error_up_to_symmetry_pct" in p:
+                r["error_pct"] = p["error_up_to_symmetry_pct"]
+                r["note"] = f"up to {p['symmetry']}"
         rows.append(r)
     return rows
 

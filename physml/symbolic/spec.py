@@ -305,3 +305,17 @@ class Spec:
     path: str = "<string>"
     text: str = field(default="", compare=False, repr=False)
     uses: str | None = None
+
+    def observed_channels(self) -> list[int] | None:
+        """The state channels ``observe`` lists, in the state's order (None: all are
+        observed)."""
+        variables = self.system.variables
+        if not self.observe or set(self.observe) == set(variables):
+            return None
+        return [i for i, v in enumerate(variables) if v in self.observe]
+
+    def hidden_variables(self) -> tuple[str, ...]:
+        """The variables ``observe`` leaves out."""
+        chans = self.observed_channels()
+        return () if chans is None else tuple(
+            v for i, v in enumerate(self.system.variables) if i not in chans)

@@ -1,0 +1,59 @@
+"""Partial observation in an experiment: which channels are measured, the encoder, and a
+check that every forecast has an initial state to start from (thesis ch. 2)."""
+from __future__ import annotations
+
+from ..models.encoders import build_encoder
+from ..symbolic.spec import Spec
+from ..training.config import TrainConfig
+
+
+def observed_channels(spec: Spec) -> list[int] | None:
+    """The state channels ``observe`` lists, in the state's order (None: all observed)."""
+    return spec.observed_channels()
+
+
+def encoder_frames(spec: Spec) -> int:
+    """``K``: the frames an encoder sees, the data's ``history`` past frames and ``t0``."""
+    return (spec.data.history if spec.data is not None else 0) + 1
+
+
+def attach_observation(rollout, spec: Spec, cfg: TrainConfig) -> None:
+    """Set up the rollout for the spec's observation, encoder and the chapter's training
+    details (``substeps``, ``scheduled_sampling``); ValueError for what cannot run."""
+    observed = observed_channels(spec)
+    encoder = None
+    if spec.encoder is not None:
+        if cfg.fit_initial:
+            raise ValueError("`fit_initial true` and an `encoder` both estimate the initial "
+                             "states; keep one")
+        n = spec.system.state_shape()[0]
+        encoder = build_encoder(spec.encoder, observed if observed is not None else
+                                list(range(n)), n, encoder_frames(spec), spec.system.domain)
+    rollout.observe(observed, encoder, substeps=cfg.substeps,
+                    scheduled_sampling=cfg.scheduled_sampling)
+
+
+def check_initial_states(spec: Spec, cfg: TrainConfig, data) -> None:
+    """Without an encoder, forecasts start from the data's initial states (Setting 2):
+    a hidden variable needs its value at ``t0`` in the data, or ``fit_initial`` (training
+    trajectories only) must estimate it. ValueError saying what to add otherwise."""
+    if spec.encoder is not None:
+        return
+    hidden = spec.hidden_variables()
+    if not hidden:
+        return
+    variables = spec.system.variables
+    for name, traj in (("train", data.train), ("validation", data.val)):
+        if traj is None or len(traj) == 0:
+            continue
+        known = traj.x0_known.flatten(2).all(dim=2).all(dim=0) if traj.x0_known.dim() > 2 \
+            else traj.x0_known.all(dim=0)
+        missing = [v for i, v in enumerate(variables) if v in hidden and not bool(known[i])]
+        if missing and not (cfg.fit_initial and name == "train"):
+            raise ValueError(
+                f"the hidden variable{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(repr(m) for m in missing)} {'have' if len(missing) > 1 else 'has'} "
+                f"no value at t0 in the {name} data, so forecasts have no initial state; "
+                "estimate it from the observed frames with `encoder mlp(...)` (ODE) or "
+                "`encoder unet(...)` (grid), or give the initial values in the data file "
+                "(the hidden variable's array, NaN after t0)")
