@@ -88,6 +88,10 @@ def build(spec: Spec, cfg: TrainConfig | None = None, n_initial: int = 0,
     """Build and validate the model and objective of a spec; a located error if the spec
     asks for something the method cannot do (no prior for ``physics``, no network …)."""
     cfg = cfg if cfg is not None else config_for(spec, **overrides)
+    if spec.encoder is not None:
+        from .partial import check_encoder
+
+        check_encoder(spec)
     torch.manual_seed(cfg.seed)
     try:
         objective = build_objective_for(spec, cfg)

@@ -2,6 +2,7 @@
 check that every forecast has an initial state to start from (thesis ch. 2)."""
 from __future__ import annotations
 
+from ..errors import OptionError
 from ..models.encoders import build_encoder
 from ..symbolic.spec import Spec
 from ..training.config import TrainConfig
@@ -23,9 +24,6 @@ def attach_observation(rollout, spec: Spec, cfg: TrainConfig) -> None:
     observed = observed_channels(spec)
     encoder = None
     if spec.encoder is not None:
-        if cfg.fit_initial:
-            raise ValueError("`fit_initial true` and an `encoder` both estimate the initial "
-                             "states; keep one")
         n = spec.system.state_shape()[0]
         encoder = build_encoder(spec.encoder, observed if observed is not None else
                                 list(range(n)), n, encoder_frames(spec), spec.system.domain)
@@ -57,3 +55,18 @@ def check_initial_states(spec: Spec, cfg: TrainConfig, data) -> None:
                 "estimate it from the observed frames with `encoder mlp(...)` (ODE) or "
                 "`encoder unet(...)` (grid), or give the initial values in the data file "
                 "(the hidden variable's array, NaN after t0)")
+
+
+def check_encoder(spec: Spec) -> None:
+    """The spec's encoder builds for its system: else an error at the ``encoder`` line
+    (``unet`` on ODE states, a grid ``depth`` halves too often, a bad option value)."""
+    if spec.encoder is None:
+        return
+    n = spec.system.state_shape()[0]
+    chans = observed_channels(spec)
+    try:
+        build_encoder(spec.encoder, chans if chans is not None else list(range(n)), n,
+                      encoder_frames(spec), spec.system.domain)
+    except (ValueError, TypeError) as exc:
+        raise OptionError(f"`encoder {spec.encoder.name}`: {exc}", spec.encoder.pos, spec.text,
+                          length=len(spec.encoder.name)) from None

@@ -165,6 +165,14 @@ class Encoder(nn.Module):
                              persistent=False)
         self.register_buffer("in_scale", torch.ones(len(observed)))
         self.register_buffer("out_scale", torch.ones(n_state))
+        # The estimate starts at zero (the rollout then starts from the observation, hidden
+        # channels at 0): a random first estimate of a hidden variable can make the first
+        # forecasts explode (Lotka–Volterra with a negative predator).
+        last = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d,
+                                                           nn.Conv3d))][-1]
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         y = frames.index_select(2, self.observed)

@@ -84,16 +84,17 @@ class Rollout(nn.Module):
 
     def initial_state(self, batch: Batch) -> torch.Tensor:
         """The state each forecast starts from: the encoder's estimate from the observed
-        frames, else the batch's ``x0`` (plus the learned offset of a training trajectory
-        with ``fit_initial``)."""
+        frames, else the batch's ``x0``; plus, in training, the learned offset of each
+        training trajectory with ``fit_initial`` (with an encoder: a per-trajectory
+        refinement of its estimate, as in output-error identification)."""
         if self.encoder is not None:
             frames = batch.target[:, :1]
             if batch.context is not None:
                 frames = torch.cat([batch.context, frames], dim=1)
-            x0 = self.encoder(frames[:, -self.encoder.frames:])
             # + Hᵀ Y₀: the target's hidden channels are zero (Trajectories masks them).
-            return x0 + batch.target[:, 0]
-        x0 = batch.x0
+            x0 = self.encoder(frames[:, -self.encoder.frames:]) + batch.target[:, 0]
+        else:
+            x0 = batch.x0
         if self.training and self.x0_offset is not None:
             x0 = x0 + self.x0_offset[batch.traj]
         return x0

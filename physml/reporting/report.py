@@ -82,8 +82,9 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     if observed is not None:
         from .partial import partial_metrics
 
-        truth = clean if clean is not None else Trajectories(
-            dataset.splits[split], dataset.times, dataset.history).frames
+        # The truth of the hidden channels where known (NaN where the data lack it).
+        truth = clean if clean is not None else dataset.splits[split].flatten(0, 1)[
+            :, dataset.history:].to(pred.dtype)
         out["partial"] = partial_metrics(run, model, pred, data, truth, out["parameters"])
     errors = [p["error_pct"] for p in out["parameters"] if p.get("error_pct") is not None]
     if errors:
