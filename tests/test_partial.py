@@ -271,3 +271,26 @@ def test_scheduled_sampling_teacher_forces_observed_channels(tmp_path, lv_data):
     # evaluation never teacher-forces
     exp.rollout.eval()
     torch.testing.assert_close(exp.rollout(batch).pred, plain)
+
+
+def test_conjugacy_recovers_an_affine_transform_of_the_hidden_state(tmp_path):
+    from types import SimpleNamespace
+
+    from physml.reporting.partial import conjugacy
+
+    spec = lv_spec(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(8, 6, 2, generator=g, dtype=torch.float64) + 0.5
+    learned = truth.clone()
+    learned[:, :, 1] = -2 * truth[:, :, 1] + 0.3 * truth[:, :, 0] + 0.5   # JT states
+    model = SimpleNamespace(predict=lambda batch: learned)
+    traj = Trajectories(truth[None], torch.arange(6.0), observed=[0])
+    out = conjugacy(SimpleNamespace(spec=spec), model, traj, truth, labelled=3)
+    assert (out["labelled_trajectories"], out["tested_trajectories"]) == (3, 5)
+    assert out["hidden_relative_mse_after"] < 1e-12
+    assert out["cosine_after"]["T=5"] == pytest.approx(1.0)
+    assert out["cosine_before"]["T=5"] < 0          # the learned v runs the other way
+    # v = (v̂ − 0.3 u − 0.5) / (−2)
+    assert out["map"]["v"]["v"] == pytest.approx(-0.5)
+    assert out["map"]["v"]["u"] == pytest.approx(0.15)
+    assert out["map"]["v"]["1"] == pytest.approx(0.25)

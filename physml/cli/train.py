@@ -426,6 +426,12 @@ def inspect(
     latex: Annotated[bool, typer.Option("--latex", help="Equations as LaTeX.")] = False,
     checkpoint: Annotated[str, typer.Option(
         metavar="best|last", help="The best validation checkpoint or the last state.")] = "best",
+    conjugacy: Annotated[bool, typer.Option(
+        "--conjugacy", help="Hidden variables: fit the map from learned to true states on a "
+        "few labelled test trajectories and report how well they are recovered (thesis "
+        "§2.5.4).")] = False,
+    labelled: Annotated[int, typer.Option(
+        min=1, help="Labelled trajectories for --conjugacy.")] = 10,
 ) -> None:
     """The identified equations with fitted values, beside the true system."""
     from ..experiment import Run, RunError
@@ -434,7 +440,8 @@ def inspect(
     if checkpoint not in ("best", "last"):
         fail(f"--checkpoint {checkpoint}: choose best or last")
     try:
-        result = inspect_fn(Run(run_dir), latex=latex, which=checkpoint)
+        result = inspect_fn(Run(run_dir), latex=latex, which=checkpoint,
+                            conjugacy=labelled if conjugacy else 0)
     except SpecError as exc:
         report_spec_error(exc)
         return
@@ -457,6 +464,16 @@ def inspect(
     _param_table(result["parameters"])
     for line in result.get("identifiability", []):
         console.print(line, markup=False)
+    conj = result.get("conjugacy")
+    if conj:
+        console.print(f"conjugacy (§2.5.4), fitted on {conj['labelled_trajectories']} labelled "
+                      f"trajectories, tested on {conj['tested_trajectories']}:", markup=False)
+        for key, title in (("cosine_before", "hidden-state cosine, learned"),
+                           ("cosine_after", "hidden-state cosine, mapped")):
+            console.print(f"  {title}: " + ", ".join(f"{h} {v:.4g}" for h, v in
+                                                     conj[key].items()), markup=False)
+        console.print(f"  relative squared error of the mapped hidden states: "
+                      f"{conj['hidden_relative_mse_after']:.4g}", markup=False)
     if "aug_share" in result:
         console.print(f"the augmentation carries {100 * result['aug_share']:.2f} % of the "
                       f"dynamics on the test data (‖F_a‖/‖F_p + F_a‖)")

@@ -101,3 +101,58 @@ def partial_metrics(run, model, pred: torch.Tensor, target: torch.Tensor,
     if errs and syms:
         out["param_error_up_to_symmetry_pct"] = sum(errs) / len(errs)
     return out
+
+
+@torch.no_grad()
+def conjugacy(run, model, traj, truth: torch.Tensor, labelled: int = 10) -> dict[str, Any]:
+    """Thesis §2.5.4: the states a model learned from observations alone (Setting 1) may
+    be any invertible transform of the true ones. Fit an affine map, shared by all grid
+    points, from the learned state to the true full state on the first ``labelled``
+    trajectories (the few labelled states), and report on the others how well the hidden
+    variables are recovered up to that map: the cosine (eq. 2.7) before and after, and the
+    relative squared error of the mapped hidden states.
+
+    ``traj``: the split's :class:`~physml.data.Trajectories` (hidden channels masked);
+    ``truth`` ``(B, T, C, …)``: its full states (noise-free where known)."""
+    spec = run.spec
+    obs = spec.observed_channels()
+    if obs is None:
+        raise ValueError("--conjugacy: every variable of this run is observed; there are no "
+                         "hidden states to map")
+    hid = [i for i in range(truth.shape[2]) if i not in obs]
+    if not bool(torch.isfinite(truth[:, :, hid]).all()):
+        raise ValueError("--conjugacy needs the true hidden states, which these data do not "
+                         "hold (measured data); use simulated data")
+    B = truth.shape[0]
+    if B < 2:
+        raise ValueError("--conjugacy needs at least two trajectories (labelled and tested)")
+    n = min(max(1, labelled), B - 1)
+    pred = model.predict(traj.batch())
+    C = pred.shape[2]
+
+    def points(x):  # (B, T, C, *grid) → (B·T·grid, C)
+        return x.movedim(2, -1).reshape(-1, C).to(torch.float64)
+
+    X = points(pred[:n])
+    Y = points(truth[:n])
+    A = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)
+    # Least squares with a little ridge (a learned channel may be constant).
+    reg = 1e-8 * A.pow(2).sum(dim=0).max() * torch.eye(C + 1, dtype=A.dtype)
+    W = torch.linalg.solve(A.T @ A + reg, A.T @ Y)
+    rest = pred[n:]
+    flat = points(rest)
+    mapped = (torch.cat([flat, torch.ones(len(flat), 1, dtype=flat.dtype)], 1) @ W)
+    mapped = mapped.reshape(*rest.movedim(2, -1).shape).movedim(-1, 2).to(pred.dtype)
+    th = truth[n:, :, hid]
+    err = float((mapped[:, :, hid] - th).pow(2).mean() / th.pow(2).mean().clamp_min(1e-30))
+    before = per_horizon(hidden_cosine, rest[:, :, hid], th)
+    after = per_horizon(hidden_cosine, mapped[:, :, hid], th)
+    before["all"] = hidden_cosine(rest[:, :, hid], th)
+    after["all"] = hidden_cosine(mapped[:, :, hid], th)
+    names = spec.system.variables
+    return {"labelled_trajectories": n, "tested_trajectories": B - n,
+            "hidden": [names[i] for i in hid],
+            "cosine_before": before, "cosine_after": after,
+            "hidden_relative_mse_after": err,
+            "map": {names[j]: {**{names[i]: float(W[i, j]) for i in range(C)},
+                               "1": float(W[C, j])} for j in hid}}

@@ -124,14 +124,17 @@ def augmentation_share(model, data: torch.Tensor, norm: str | None = None) -> di
             "aug_share": share}
 
 
-def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict[str, Any]:
+def inspect(run, latex: bool = False, dataset=None, which: str = "best",
+            conjugacy: int = 0) -> dict[str, Any]:
     """The identified model in the spec's notation, beside the true system.
 
     ``equations``: the prior's equations with the spec's parameter names kept and the
     network term written ``F_a(…)`` where it acts; ``values``: each learned parameter
     (``T0 = 5.976 (true 6, −0.39 %)``) and the ``let``s computed from it
     (``omega0 = 2*pi/T0 = 1.0513``); ``numeric``: the equations with the values put in;
-    ``true_equations``/``true_values``: the system the data came from, when known."""
+    ``true_equations``/``true_values``: the system the data came from, when known.
+    ``conjugacy`` > 0: with hidden variables, the map from learned to true states fitted
+    on that many labelled test trajectories (thesis §2.5.4, :func:`.partial.conjugacy`)."""
     model = run.load_model(which)
     spec = run.spec
     out: dict[str, Any] = {"system": spec.system.name, "method": run.config.method,
@@ -189,6 +192,13 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict
     _, traj, _ = _split(dataset, "test")
     out.update(augmentation_share(model.field, traj.frames,
                                   run.config.method_options.get("norm")))
+    if conjugacy:
+        from .partial import conjugacy as fit_conjugacy
+
+        split, traj, clean = _split(dataset, "test", spec.observed_channels())
+        truth = clean if clean is not None else dataset.splits[split].flatten(0, 1)[
+            :, dataset.history:].to(traj.frames.dtype)
+        out["conjugacy"] = fit_conjugacy(run, model, traj, truth, conjugacy)
     return out
 
 
