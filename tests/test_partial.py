@@ -65,7 +65,10 @@ def _quiet(exp):
 
 def _loss(spec, frames, times, history):
     exp = _quiet(build(spec))
-    traj = Trajectories(frames, times, history, observed=spec.observed_channels())
+    from physml.experiment.partial import readout_of
+
+    traj = Trajectories(frames, times, history, observed=spec.observed_channels(),
+                        readout=readout_of(spec))
     torch.manual_seed(0)
     loss, _ = exp.objective.loss(exp.rollout, traj.batch())
     return float(loss.detach())
@@ -294,3 +297,36 @@ def test_conjugacy_recovers_an_affine_transform_of_the_hidden_state(tmp_path):
     assert out["map"]["v"]["v"] == pytest.approx(-0.5)
     assert out["map"]["v"]["u"] == pytest.approx(0.15)
     assert out["map"]["v"]["1"] == pytest.approx(0.25)
+
+
+def test_linear_observation_u_plus_v(tmp_path, lv_data):
+    spec = lv_spec(tmp_path, observe="observe u + 2*v", encoder="")
+    assert spec.observe == ("u + 2*v",) and spec.observe_matrix == ((1.0, 2.0),)
+    assert spec.hidden_variables() == ("u", "v")
+    frames = lv_data["train"]
+    base = _loss(spec, frames, lv_data.times, lv_data.history)
+    # Only u + 2v is measured: moving u and v along (2, −1) after t0 changes nothing ...
+    altered = frames.clone()
+    shift = torch.randn_like(altered[:, :, lv_data.history + 1:, 0])
+    altered[:, :, lv_data.history + 1:, 0] += 2 * shift
+    altered[:, :, lv_data.history + 1:, 1] -= shift
+    assert _loss(spec, altered, lv_data.times, lv_data.history) == pytest.approx(base, rel=1e-6)
+    # ... and the loss is the MSE of the forecast's u + 2v, by hand.
+    exp = build(spec)
+    H = torch.tensor([[1.0, 2.0]])
+    traj = Trajectories(frames, lv_data.times, lv_data.history, readout=H)
+    states = exp.rollout.predict(traj.batch())
+    y = frames.flatten(0, 1)[:, lv_data.history:]
+    hand = float((states[..., 0] + 2 * states[..., 1] - y[..., 0] - 2 * y[..., 1]).pow(2).mean())
+    assert base == pytest.approx(hand, rel=1e-5)
+    # an encoder reads the measured quantity (1 channel) and returns both variables
+    exp = build(lv_spec(tmp_path, observe="observe u + 2*v"))
+    assert exp.rollout(traj.batch()).pred.shape[2] == 1
+    assert exp.rollout.predict(traj.batch()).shape[2] == 2
+    run = physml.train(lv_spec(tmp_path, observe="observe u + 2*v"), out=tmp_path / "run",
+                       report=False, dataset=lv_data)
+    ev = physml.evaluate(run, dataset=lv_data)
+    assert ev["partial"]["hidden"] == ["u", "v"] and "T=5" in ev["partial"]["hidden_cosine"]
+    with pytest.raises(physml.SpecError, match="scheduled_sampling"):
+        from physml.experiment.build import check
+        check(lv_spec(tmp_path, observe="observe u + 2*v", options="scheduled_sampling 0.9"))

@@ -59,17 +59,24 @@ class Trajectories:
 
     ``observed`` (channel indices; None: all) are the measured variables (``observe``):
     the other channels are zero in the target and the context and zero in the mask, so
-    nothing downstream can see them. The batches' ``x0`` keeps the full initial state
+    nothing downstream can see them. ``readout`` ``H`` (``(n_obs, C)``; linear
+    observations, ``observe u + v``): the target and the context hold ``H·X`` instead. The batches' ``x0`` keeps the full initial state
     where the data hold it (Setting 2 of thesis §2.4.3: a full initial state is given);
     ``x0_known`` says where it does.
     """
 
     def __init__(self, frames: torch.Tensor, times: torch.Tensor, history: int = 0,
                  device=None, dtype: torch.dtype | None = None,
-                 observed: list[int] | None = None):
+                 observed: list[int] | None = None, readout: torch.Tensor | None = None):
         dtype = dtype or torch.get_default_dtype()
         E, N = frames.shape[:2]
         data = frames.flatten(0, 1).to(device=device, dtype=dtype)
+        if readout is not None:
+            # `observe u + v`: the targets and the context are the measured quantities
+            # Y = H·X (one channel per row of H); x0 keeps the full initial state.
+            self.x0_known = torch.isfinite(data[:, history])
+            self.x0 = torch.where(self.x0_known, data[:, history], torch.zeros((), dtype=dtype))
+            data = torch.einsum("oc,ntc...->nto...", readout.to(data), data)
         self.n_envs, self.per_env = E, N
         self.history = int(history)
         zero = torch.zeros((), dtype=dtype, device=data.device)
@@ -79,9 +86,10 @@ class Trajectories:
             channels = torch.zeros(data.shape[2], dtype=torch.bool, device=data.device)
             channels[self.observed] = True
             seen = seen & channels.view(1, 1, -1, *(1,) * (data.dim() - 3))
-        x0 = data[:, history]
-        self.x0_known = torch.isfinite(x0)
-        self.x0 = torch.where(self.x0_known, x0, zero)
+        if readout is None:
+            x0 = data[:, history]
+            self.x0_known = torch.isfinite(x0)
+            self.x0 = torch.where(self.x0_known, x0, zero)
         self.context = torch.where(seen[:, :history], data[:, :history], zero) \
             if history else None
         self.frames = data[:, history:]

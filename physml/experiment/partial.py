@@ -13,6 +13,24 @@ def observed_channels(spec: Spec) -> list[int] | None:
     return spec.observed_channels()
 
 
+def readout_of(spec: Spec):
+    """``H`` of linear observations (``observe u + v``) as a tensor, else None."""
+    if spec.observe_matrix is None:
+        return None
+    import torch
+
+    return torch.tensor(spec.observe_matrix, dtype=torch.get_default_dtype())
+
+
+def _encoder_channels(spec: Spec) -> tuple[list[int], bool]:
+    """The input channels of an encoder (of the frames Trajectories hold) and whether they
+    are measured quantities rather than state channels."""
+    if spec.observe_matrix is not None:
+        return list(range(len(spec.observe_matrix))), True
+    chans = observed_channels(spec)
+    return (chans if chans is not None else list(range(spec.system.state_shape()[0]))), False
+
+
 def encoder_frames(spec: Spec) -> int:
     """``K``: the frames an encoder sees, the data's ``history`` past frames and ``t0``."""
     return (spec.data.history if spec.data is not None else 0) + 1
@@ -25,10 +43,11 @@ def attach_observation(rollout, spec: Spec, cfg: TrainConfig) -> None:
     encoder = None
     if spec.encoder is not None:
         n = spec.system.state_shape()[0]
-        encoder = build_encoder(spec.encoder, observed if observed is not None else
-                                list(range(n)), n, encoder_frames(spec), spec.system.domain)
+        chans, measured = _encoder_channels(spec)
+        encoder = build_encoder(spec.encoder, chans, n, encoder_frames(spec),
+                                spec.system.domain, measured=measured)
     rollout.observe(observed, encoder, substeps=cfg.substeps,
-                    scheduled_sampling=cfg.scheduled_sampling)
+                    scheduled_sampling=cfg.scheduled_sampling, readout=readout_of(spec))
 
 
 def check_initial_states(spec: Spec, cfg: TrainConfig, data) -> None:
@@ -63,10 +82,10 @@ def check_encoder(spec: Spec) -> None:
     if spec.encoder is None:
         return
     n = spec.system.state_shape()[0]
-    chans = observed_channels(spec)
+    chans, measured = _encoder_channels(spec)
     try:
-        build_encoder(spec.encoder, chans if chans is not None else list(range(n)), n,
-                      encoder_frames(spec), spec.system.domain)
+        build_encoder(spec.encoder, chans, n, encoder_frames(spec), spec.system.domain,
+                      measured=measured)
     except (ValueError, TypeError) as exc:
         raise OptionError(f"`encoder {spec.encoder.name}`: {exc}", spec.encoder.pos, spec.text,
                           length=len(spec.encoder.name)) from None

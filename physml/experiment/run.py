@@ -34,7 +34,7 @@ from ..training.distributed import Distributed
 from ..training.trainer import Progress, Trainer, compute_threads, resolve_device
 from .build import build, build_rollout, config_for
 from .data import dataset_for, fit_scales, training_data, true_values
-from .partial import check_initial_states, observed_channels
+from .partial import check_initial_states, observed_channels, readout_of
 from .spec import load_spec  # noqa: F401  (physml.experiment.run.load_spec)
 from .vocabulary import vocabulary
 
@@ -466,7 +466,7 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             notify("loading data")
             ds = dataset if dataset is not None else run.dataset()
             data, record = training_data(ds, cfg, resolve_device(cfg.device),
-                                         observed_channels(spec_obj))
+                                         observed_channels(spec_obj), readout_of(spec_obj))
             warm = None
             trainer = Trainer(exp.rollout, exp.objective, data, cfg, run.path, callback,
                               truth=true_values(ds, exp.rollout.physical_parameters()))
@@ -509,7 +509,8 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
                 if not dist.is_main:
                     dataset, ds_path = dataset_for(spec_obj, cache_dir=data_dir)
             ds = dataset
-            data, record = training_data(ds, cfg, dev, observed_channels(spec_obj))
+            data, record = training_data(ds, cfg, dev, observed_channels(spec_obj),
+                                         readout_of(spec_obj))
             try:
                 check_initial_states(spec_obj, cfg, data)
             except ValueError as exc:

@@ -710,7 +710,7 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def observe_decl(self, meta, c):
-        return self._stmt("observe", meta, names=[self._name(t) for t in c])
+        return self._stmt("observe", meta, exprs=list(c))
 
     @v_args(meta=True)
     def encoder_decl(self, meta, c):

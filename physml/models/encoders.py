@@ -157,10 +157,12 @@ class Encoder(nn.Module):
     whose scale the data do not show, keep 1).
     """
 
-    def __init__(self, net: nn.Module, observed: list[int], n_state: int, frames: int):
+    def __init__(self, net: nn.Module, observed: list[int], n_state: int, frames: int,
+                 measured: bool = False):
         super().__init__()
         self.net = net
         self.frames = frames
+        self.measured = measured
         self.register_buffer("observed", torch.as_tensor(observed, dtype=torch.long),
                              persistent=False)
         self.register_buffer("in_scale", torch.ones(len(observed)))
@@ -195,15 +197,18 @@ class Encoder(nn.Module):
         ok = torch.isfinite(rms) & (rms > 0)
         rms = torch.where(ok, rms, torch.ones_like(rms)).to(self.in_scale.dtype)
         self.in_scale.copy_(rms[self.observed])
+        if self.measured:   # H·X: no state channel's scale is seen
+            return
         out = torch.ones_like(rms)
         out[self.observed] = rms[self.observed]
         self.out_scale.copy_(out)
 
 
 def build_encoder(call: Call, observed: list[int], n_state: int, frames: int,
-                  domain: Domain | None) -> Encoder:
+                  domain: Domain | None, measured: bool = False) -> Encoder:
     """The encoder of a spec's ``encoder NAME(options)`` line, for ``frames`` observed
-    frames of the channels ``observed`` of an ``n_state``-channel state."""
+    frames of the channels ``observed`` of an ``n_state``-channel state (``measured``:
+    the frames hold measured quantities ``H·X``, not state channels)."""
     kind = ENCODERS.get(call.name)
     if kind is None:
         raise ValueError(f"encoder {call.name!r} is not available; choices: "
@@ -214,4 +219,4 @@ def build_encoder(call: Call, observed: list[int], n_state: int, frames: int,
     if not kind.grid and domain is not None:
         raise ValueError(f"encoder {call.name}() works on ODE states; use unet() on a grid")
     net = kind.build(len(observed), n_state, frames, domain, **call.options())
-    return Encoder(net, observed, n_state, frames)
+    return Encoder(net, observed, n_state, frames, measured)

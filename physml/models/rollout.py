@@ -62,9 +62,11 @@ class Rollout(nn.Module):
         self.observed: list[int] | None = None
         self.substeps = 1
         self.sampling_decay: float | None = None
+        self.register_buffer("readout", None, persistent=False)
 
     def observe(self, observed: list[int] | None, encoder: nn.Module | None = None,
-                substeps: int = 1, scheduled_sampling: float | None = None) -> None:
+                substeps: int = 1, scheduled_sampling: float | None = None,
+                readout: torch.Tensor | None = None) -> None:
         """Partial observation and the chapter's training details (thesis §2.3–2.5).
 
         ``observed``: the state channels that are measured (None: all). ``encoder``: the
@@ -76,6 +78,15 @@ class Rollout(nn.Module):
         pass (exponential scheduled sampling, Bengio et al. 2015).
         """
         self.observed = list(observed) if observed is not None else None
+        # `observe u + v`: the measured quantities are H·X; predictions compared with
+        # them are H·X̂ (`forward` returns those; `predict` the full states).
+        self.readout = None
+        if readout is not None:
+            if scheduled_sampling is not None:
+                raise ValueError("`scheduled_sampling` resets observed variables to their "
+                                 "measurements, which linear observations (`observe u + v`) "
+                                 "do not give; drop one of the two")
+            self.readout = torch.as_tensor(readout)
         self.encoder = encoder
         self.substeps = max(1, int(substeps))
         self.sampling_decay = scheduled_sampling
@@ -91,8 +102,10 @@ class Rollout(nn.Module):
             frames = batch.target[:, :1]
             if batch.context is not None:
                 frames = torch.cat([batch.context, frames], dim=1)
-            # + Hᵀ Y₀: the target's hidden channels are zero (Trajectories masks them).
-            x0 = self.encoder(frames[:, -self.encoder.frames:]) + batch.target[:, 0]
+            x0 = self.encoder(frames[:, -self.encoder.frames:])
+            if self.readout is None:
+                # + Hᵀ Y₀: the target's hidden channels are zero (Trajectories masks them).
+                x0 = x0 + batch.target[:, 0]
         else:
             x0 = batch.x0
         if self.training and self.x0_offset is not None:
@@ -116,10 +129,22 @@ class Rollout(nn.Module):
             # A network that takes t (`augment ... with t`) sees each frame's time.
             # With hidden channels the data are no states: the forecast's are used.
             times = batch.t.repeat(len(batch)) if self.field.aug_takes_time else None
-            states = batch.target if self.observed is None else pred
+            partial = self.observed is not None or self.readout is not None
+            states = pred if partial else batch.target
             terms["aug_norm"] = self.field.augmentation_norm(
                 states.flatten(0, 1), relative=regulariser == "relative", times=times)
-        return RolloutOutput(pred, terms)
+        return RolloutOutput(self.observations(pred), terms)
+
+    def observations(self, states: torch.Tensor) -> torch.Tensor:
+        """What the data measure of states ``(B, T, C, …)``: ``H·X`` under linear
+        observations, else the states themselves (hidden channels are masked)."""
+        if self.readout is None:
+            return states
+        return torch.einsum("oc,btc...->bto...", self.readout.to(states), states)
+
+    def forecast(self, batch: Batch) -> torch.Tensor:
+        """The observations a forecast from the batch's initial states predicts."""
+        return self.observations(self.integrate(self.initial_state(batch), batch.t))
 
     def integrate(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Solve from ``x0`` ``(B, *state)`` on ``t``; returns ``(B, T, *state)``."""

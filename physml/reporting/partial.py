@@ -26,7 +26,7 @@ def symmetries(run, model) -> list[Symmetry]:
     spec = run.spec
     prior = model.field.prior
     hidden = spec.hidden_variables()
-    if not hidden or not isinstance(prior, VectorField) or not hidden_states_estimated(run):
+    if spec.observe_matrix is not None or not hidden or not isinstance(prior, VectorField) or not hidden_states_estimated(run):
         return []
     eqs = [(eq.var, e.rhs) for eq, e in zip(prior.equations, prior.sympy(substitute=False))]
     syms = scaling_symmetries(eqs, hidden, prior.learnable)
@@ -50,21 +50,26 @@ def annotate_parameters(rows: list[dict[str, Any]], syms: list[Symmetry]) -> Non
             row.pop("error_pct", None)
 
 
-def partial_metrics(run, model, pred: torch.Tensor, target: torch.Tensor,
-                    truth: torch.Tensor | None, rows: list[dict[str, Any]]
-                    ) -> dict[str, Any]:
-    """``pred`` and ``target`` ``(B, T, C, …)`` on the test split (target: hidden channels
-    zero); ``truth`` the full noise-free states when known. Updates the parameter
-    ``rows`` (non-identifiable parameters, values up to the symmetry)."""
+def partial_metrics(run, model, pred: torch.Tensor, obs_pred: torch.Tensor,
+                    target: torch.Tensor, truth: torch.Tensor | None,
+                    rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``pred`` the forecast states ``(B, T, C, …)`` on the test split, ``obs_pred`` what
+    they predict of the measurements ``target`` (the states themselves with hidden
+    channels zero in the target, or ``H·X̂`` for linear observations); ``truth`` the full
+    noise-free states when known. Updates the parameter ``rows`` (non-identifiable
+    parameters, values up to the symmetry)."""
     spec = run.spec
     obs = spec.observed_channels()
-    hid = [i for i in range(pred.shape[2]) if i not in obs]
+    if obs is None:  # linear observations: every channel of the target is measured
+        obs = list(range(target.shape[2]))
+    names = spec.system.variables
+    hid = [names.index(v) for v in spec.hidden_variables()]
     out: dict[str, Any] = {"observed": list(spec.observe),
                            "hidden": list(spec.hidden_variables()),
                            "initial_states": "encoder" if spec.encoder is not None else
                            ("fitted per trajectory" if run.config.fit_initial else "given")}
-    out["relative_mse"] = per_horizon(relative_mse, pred[:, :, obs], target[:, :, obs])
-    out["relative_mse"]["all"] = relative_mse(pred[:, :, obs], target[:, :, obs])
+    out["relative_mse"] = per_horizon(relative_mse, obs_pred[:, :, obs], target[:, :, obs])
+    out["relative_mse"]["all"] = relative_mse(obs_pred[:, :, obs], target[:, :, obs])
     syms = symmetries(run, model)
     if truth is not None and bool(torch.isfinite(truth[:, :, hid]).all()):
         ph, th = pred[:, :, hid], truth[:, :, hid]
@@ -73,6 +78,8 @@ def partial_metrics(run, model, pred: torch.Tensor, target: torch.Tensor,
         # The hidden states up to the symmetry's scale: ĥ ≈ c·h (least squares).
         scales = {}
         for j, name in zip(hid, spec.hidden_variables()):
+            if spec.observe_matrix is not None:
+                break  # no variable is measured itself: no scale symmetry is looked for
             a, b = pred[:, 1:, j].flatten(), truth[:, 1:, j].flatten()
             c = float((a * b).sum() / b.pow(2).sum().clamp_min(1e-30))
             resid = float((a - c * b).pow(2).mean() / b.pow(2).mean().clamp_min(1e-30))
@@ -115,11 +122,11 @@ def conjugacy(run, model, traj, truth: torch.Tensor, labelled: int = 10) -> dict
     ``traj``: the split's :class:`~physml.data.Trajectories` (hidden channels masked);
     ``truth`` ``(B, T, C, …)``: its full states (noise-free where known)."""
     spec = run.spec
-    obs = spec.observed_channels()
-    if obs is None:
+    names = spec.system.variables
+    if not spec.hidden_variables():
         raise ValueError("--conjugacy: every variable of this run is observed; there are no "
                          "hidden states to map")
-    hid = [i for i in range(truth.shape[2]) if i not in obs]
+    hid = [names.index(v) for v in spec.hidden_variables()]
     if not bool(torch.isfinite(truth[:, :, hid]).all()):
         raise ValueError("--conjugacy needs the true hidden states, which these data do not "
                          "hold (measured data); use simulated data")

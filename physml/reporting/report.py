@@ -21,7 +21,7 @@ from ..symbolic.spec import Equation
 from .symbolic import augmented, render_equation, value_lines
 
 
-def _split(dataset, split: str, observed: list[int] | None = None
+def _split(dataset, split: str, observed: list[int] | None = None, readout=None
            ) -> tuple[str, Trajectories, torch.Tensor | None]:
     """The trajectories of ``split`` (falling back to val, then train, when the data have
     no such split; ``observed``: the measured channels, the others hidden) and their
@@ -29,7 +29,7 @@ def _split(dataset, split: str, observed: list[int] | None = None
     if split not in dataset.splits or dataset.splits[split].numel() == 0:
         split = "val" if "val" in dataset.splits and dataset.splits["val"].numel() else "train"
     traj = Trajectories(dataset.splits[split], dataset.times, dataset.history,
-                        observed=observed)
+                        observed=observed, readout=readout)
     clean = (getattr(dataset, "splits_clean", None) or {}).get(split)
     if clean is not None:
         clean = Trajectories(clean, dataset.times, dataset.history).frames
@@ -42,10 +42,11 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     dataset = dataset if dataset is not None else run.dataset()
     model = run.load_model("best")
     observed = run.spec.observed_channels()
-    split, traj, clean = _split(dataset, split, observed)
+    split, traj, clean = _split(dataset, split, observed, model.readout)
     batch = traj.batch()
     data = batch.target
-    pred = model.predict(batch)
+    states = model.predict(batch)
+    pred = model.observations(states)      # (H·X̂ under linear observations)
     err = (pred - data).pow(2)
     if batch.mask is not None:
         # Observed entries only (hidden channels, gaps): a mean over what was measured.
@@ -75,17 +76,18 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     out["worst_trajectory"] = {"index": int(per_traj.argmax()), "mse": float(per_traj.max())}
     if clean is not None:
         obs = slice(None) if observed is None else observed
-        c = float((pred[:, :, obs] - clean[:, :, obs]).pow(2).mean())
+        c = float((pred[:, :, obs] - model.observations(clean)[:, :, obs]).pow(2).mean())
         out["mse_vs_clean"] = c
         out["ln_mse_vs_clean"] = math.log(c) if c > 0 else -math.inf
     out["parameters"] = parameter_table(model, dataset)
-    if observed is not None:
+    if run.spec.hidden_variables():
         from .partial import partial_metrics
 
         # The truth of the hidden channels where known (NaN where the data lack it).
         truth = clean if clean is not None else dataset.splits[split].flatten(0, 1)[
             :, dataset.history:].to(pred.dtype)
-        out["partial"] = partial_metrics(run, model, pred, data, truth, out["parameters"])
+        out["partial"] = partial_metrics(run, model, states, pred, data, truth,
+                                         out["parameters"])
     errors = [p["error_pct"] for p in out["parameters"] if p.get("error_pct") is not None]
     if errors:
         out["param_error_pct"] = sum(errors) / len(errors)
@@ -195,7 +197,7 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
     if conjugacy:
         from .partial import conjugacy as fit_conjugacy
 
-        split, traj, clean = _split(dataset, "test", spec.observed_channels())
+        split, traj, clean = _split(dataset, "test", spec.observed_channels(), model.readout)
         truth = clean if clean is not None else dataset.splits[split].flatten(0, 1)[
             :, dataset.history:].to(traj.frames.dtype)
         out["conjugacy"] = fit_conjugacy(run, model, traj, truth, conjugacy)

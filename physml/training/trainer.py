@@ -337,7 +337,7 @@ class Trainer:
         self.rollout.eval()
         per = []
         for chunk in self.data.val.chunks(max(1, self.cfg.batch * 4)):
-            pred = self.rollout.integrate(self.rollout.initial_state(chunk), chunk.t)
+            pred = self.rollout.forecast(chunk)
             per.append(per_trajectory_errors(pred, chunk.target, chunk.mask))
         self.rollout.train()
         return float(aggregate_errors(torch.cat(per), self.cfg.loss))
