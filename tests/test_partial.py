@@ -330,3 +330,20 @@ def test_linear_observation_u_plus_v(tmp_path, lv_data):
     with pytest.raises(physml.SpecError, match="scheduled_sampling"):
         from physml.experiment.build import check
         check(lv_spec(tmp_path, observe="observe u + 2*v", options="scheduled_sampling 0.9"))
+
+
+def test_orthogonal_initialisation_of_networks_and_encoders():
+    from physml.models.encoders import build_encoder
+    from physml.models.nets import build_network
+    from physml.symbolic.spec import Call
+
+    net = build_network(Call("resnet", kwargs=(("channels", 8), ("gain", 0.5))), (2,), None)
+    w = net.blocks[0][0].weight
+    torch.testing.assert_close(w @ w.T, 0.25 * torch.eye(8), atol=1e-5, rtol=0)
+    # without `gain` the default initialisation stays (not orthogonal)
+    net = build_network(Call("resnet", kwargs=(("channels", 8),)), (2,), None)
+    w = net.blocks[0][0].weight
+    assert not torch.allclose(w @ w.T, (w @ w.T).diag().diag(), atol=1e-3)
+    enc = build_encoder(Call("gru", kwargs=(("hidden", 6),)), [0], 2, 4, None)
+    w = enc.net.gru.weight_hh_l0                      # (3·6, 6): orthonormal columns
+    torch.testing.assert_close(w.T @ w, torch.eye(6), atol=1e-5, rtol=0)

@@ -18,23 +18,7 @@ import torch
 from torch import nn
 
 from ..symbolic.spec import Call, Domain
-from .nets import MLP, _activation, _padding_mode
-
-
-def orthogonal_init(module: nn.Module, gain: float = 1.0) -> None:
-    """Orthogonal weights and zero biases for every linear, convolutional and recurrent
-    layer (thesis §2.5.2: "initialized using an orthogonal initialization")."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            nn.init.orthogonal_(m.weight, gain=gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.GRU):
-            for name, p in m.named_parameters():
-                if name.startswith("weight"):
-                    nn.init.orthogonal_(p, gain=gain)
-                else:
-                    nn.init.zeros_(p)
+from .nets import MLP, _activation, _padding_mode, orthogonal_init
 
 
 class FramesMLP(nn.Module):
