@@ -347,3 +347,16 @@ def test_orthogonal_initialisation_of_networks_and_encoders():
     enc = build_encoder(Call("gru", kwargs=(("hidden", 6),)), [0], 2, 4, None)
     w = enc.net.gru.weight_hh_l0                      # (3·6, 6): orthonormal columns
     torch.testing.assert_close(w.T @ w, torch.eye(6), atol=1e-5, rtol=0)
+
+
+def test_hybrid_encoder_given_a_hidden_initial_value(tmp_path, lv_data):
+    # Thesis eq. 2.8: X₀ = E_θ(Y) + (Y₀, w̆₀): the data's v at t0 plus the encoder's term.
+    exp = _quiet(build(lv_spec(tmp_path, encoder="encoder mlp(hidden=8) given v")))
+    traj = Trajectories(lv_data["train"], lv_data.times, lv_data.history, observed=[0])
+    batch = traj.batch()
+    x0 = exp.rollout.initial_state(batch)
+    torch.testing.assert_close(x0[:, 0], batch.target[:, 0, 0] + 1.0)   # (_quiet: E = 1)
+    torch.testing.assert_close(x0[:, 1], lv_data["train"][0, :, lv_data.history, 1] + 1.0)
+    with pytest.raises(physml.SpecError) as info:
+        lv_spec(tmp_path, encoder="encoder mlp(hidden=8) given u")
+    assert "`encoder ... given`: 'u' is observed, not hidden" in str(info.value)

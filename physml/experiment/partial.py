@@ -46,17 +46,17 @@ def attach_observation(rollout, spec: Spec, cfg: TrainConfig) -> None:
         chans, measured = _encoder_channels(spec)
         encoder = build_encoder(spec.encoder, chans, n, encoder_frames(spec),
                                 spec.system.domain, measured=measured)
+    given = [spec.system.variables.index(v) for v in spec.encoder_given]
     rollout.observe(observed, encoder, substeps=cfg.substeps,
-                    scheduled_sampling=cfg.scheduled_sampling, readout=readout_of(spec))
+                    scheduled_sampling=cfg.scheduled_sampling, readout=readout_of(spec),
+                    given=given)
 
 
 def check_initial_states(spec: Spec, cfg: TrainConfig, data) -> None:
     """Without an encoder, forecasts start from the data's initial states (Setting 2):
     a hidden variable needs its value at ``t0`` in the data, or ``fit_initial`` (training
     trajectories only) must estimate it. ValueError saying what to add otherwise."""
-    if spec.encoder is not None:
-        return
-    hidden = spec.hidden_variables()
+    hidden = spec.encoder_given if spec.encoder is not None else spec.hidden_variables()
     if not hidden:
         return
     variables = spec.system.variables
@@ -66,6 +66,10 @@ def check_initial_states(spec: Spec, cfg: TrainConfig, data) -> None:
         known = traj.x0_known.flatten(2).all(dim=2).all(dim=0) if traj.x0_known.dim() > 2 \
             else traj.x0_known.all(dim=0)
         missing = [v for i, v in enumerate(variables) if v in hidden and not bool(known[i])]
+        if missing and spec.encoder is not None:
+            raise ValueError(f"`encoder ... given {', '.join(missing)}`: the {name} data hold "
+                             "no value at t0 for it; give the initial values in the data "
+                             "file (NaN after t0), or drop it from `given`")
         if missing and not (cfg.fit_initial and name == "train"):
             raise ValueError(
                 f"the hidden variable{'s' if len(missing) > 1 else ''} "

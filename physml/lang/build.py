@@ -206,6 +206,8 @@ class _Builder:
             **self.observe_fields(seen.get("observe"), system),
             encoder=self.call(seen["encoder"].data["call"], "encoders", "encoder")
             if "encoder" in seen else None,
+            encoder_given=tuple(n.text for n in seen["encoder"].data["given"])
+            if "encoder" in seen else (),
             train=self.build_train(seen["train"]) if "train" in seen else None,
             path=self.path, text=self.text,
             uses=uses.data["target"].strip('"') if uses else None,
@@ -823,7 +825,15 @@ class _Builder:
         """An encoder estimates what the observations at ``t0`` do not give: hidden
         variables, or (with ``history K``) a better initial state from past frames. With
         everything observed and no history it has nothing to do."""
-        hidden = [v for v in spec.system.variables if spec.observe and v not in spec.observe]
+        hidden = list(spec.hidden_variables())
+        for n in s.data["given"]:
+            if n.text not in hidden:
+                what = "not a variable" if n.text not in spec.system.variables else \
+                    "observed, not hidden"
+                raise self.name_err(DeclarationError, f"`encoder ... given`: '{n.text}' is "
+                                    f"{what}", n, hint="`given` lists hidden variables whose "
+                                    "initial values the data hold: " + (", ".join(hidden)
+                                                                        or "there are none"))
         history = spec.data.history if spec.data is not None else 0
         if not hidden and not history:
             name = s.data["call"]["name"]

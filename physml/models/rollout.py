@@ -66,7 +66,7 @@ class Rollout(nn.Module):
 
     def observe(self, observed: list[int] | None, encoder: nn.Module | None = None,
                 substeps: int = 1, scheduled_sampling: float | None = None,
-                readout: torch.Tensor | None = None) -> None:
+                readout: torch.Tensor | None = None, given: list[int] = ()) -> None:
         """Partial observation and the chapter's training details (thesis §2.3–2.5).
 
         ``observed``: the state channels that are measured (None: all). ``encoder``: the
@@ -88,6 +88,9 @@ class Rollout(nn.Module):
                                  "do not give; drop one of the two")
             self.readout = torch.as_tensor(readout)
         self.encoder = encoder
+        # `encoder ... given w`: hidden channels whose initial values the batch's x0 holds
+        # (thesis eq. 2.8: X₀ = E_θ(Y) + (Y₀, w̆₀, 0)).
+        self.given = list(given)
         self.substeps = max(1, int(substeps))
         self.sampling_decay = scheduled_sampling
         if scheduled_sampling is not None:
@@ -106,6 +109,10 @@ class Rollout(nn.Module):
             if self.readout is None:
                 # + Hᵀ Y₀: the target's hidden channels are zero (Trajectories masks them).
                 x0 = x0 + batch.target[:, 0]
+            if self.given:
+                keep = torch.zeros_like(batch.x0)
+                keep[:, self.given] = batch.x0[:, self.given]
+                x0 = x0 + keep
         else:
             x0 = batch.x0
         if self.training and self.x0_offset is not None:

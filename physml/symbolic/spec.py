@@ -309,6 +309,9 @@ class Spec:
     text: str = field(default="", compare=False, repr=False)
     uses: str | None = None
     observe_matrix: tuple[tuple[float, ...], ...] | None = None
+    #: ``encoder NET given w``: hidden variables whose initial values the data give; the
+    #: encoder adds to them (thesis eq. 2.8, the hybrid setting)
+    encoder_given: tuple[str, ...] = ()
 
     def observed_channels(self) -> list[int] | None:
         """The state channels ``observe`` lists, in the state's order (None: all are
