@@ -150,5 +150,33 @@ def describe_experiment(spec: Spec) -> tuple[Any, dict[str, str]]:
     line = augment_line(spec, exp.rollout.field)
     if line is not None:
         blocks["augment"] = line
+    line = observe_line(spec, exp.config)
+    if line is not None:
+        blocks["observe"] = line
     blocks["train"] = train_line(exp.config)
     return exp.config, blocks
+
+
+def observe_line(spec: Spec, cfg) -> str | None:
+    """Partial observation as it will train: measured, hidden, where forecasts start."""
+    hidden = spec.hidden_variables()
+    if not hidden and spec.encoder is None and cfg.substeps == 1 and \
+            cfg.scheduled_sampling is None:
+        return None
+    parts = []
+    if hidden:
+        parts.append(f"{', '.join(spec.observe)} measured; hidden: {', '.join(hidden)}")
+    if spec.encoder is not None:
+        from .partial import encoder_frames
+
+        given = f" + the data's {', '.join(spec.encoder_given)}" if spec.encoder_given else ""
+        parts.append(f"initial states from encoder {spec.encoder} of K = "
+                     f"{encoder_frames(spec)} frames{given}")
+    elif hidden:
+        parts.append("initial states given by the data (Setting 2)"
+                     + ("; fit_initial refines them" if cfg.fit_initial else ""))
+    if cfg.substeps > 1:
+        parts.append(f"{cfg.substeps} solver steps per frame")
+    if cfg.scheduled_sampling is not None:
+        parts.append(f"scheduled sampling {cfg.scheduled_sampling:g}^step")
+    return "; ".join(parts)
