@@ -35,12 +35,18 @@ ROWS = {
 
 
 def run_one(name: str, epochs: int | None, data_dir: Path, runs: Path) -> dict:
-    spec = physml.load_spec(SPECS / f"{name}.phy")
+    """Train the spec (unless ``runs/name`` already holds a finished run: then report it)."""
     out = runs / name
-    t = time.perf_counter()
-    kw = {"epochs": epochs} if epochs else {}
-    run = physml.train(spec, out=out, data_dir=data_dir, report=False, **kw)
-    wall = time.perf_counter() - t
+    if (out / "checkpoints" / "last.pt").exists():
+        run = physml.Run(out)
+        steps = [m for m in run.metrics() if "loss" in m]
+        wall = steps[-1]["time"] if steps else float("nan")
+    else:
+        spec = physml.load_spec(SPECS / f"{name}.phy")
+        t = time.perf_counter()
+        kw = {"epochs": epochs} if epochs else {}
+        run = physml.train(spec, out=out, data_dir=data_dir, report=False, **kw)
+        wall = time.perf_counter() - t
     ev = physml.evaluate(run)
     ins = physml.inspect(run, conjugacy=10)
     steps = [m for m in run.metrics() if "loss" in m]
@@ -97,12 +103,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="override each spec's epochs")
     ap.add_argument("--work", default="/tmp/physml-partial", help="data and run folders")
     ap.add_argument("--out", default=str(OUT / "partial_obs.md"))
+    ap.add_argument("--runs", default=None, help="a runs folder of an earlier invocation: "
+                    "finished runs in it are reported, missing ones trained")
     args = ap.parse_args()
     torch.set_num_threads(1)
     work = Path(args.work)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    rows = [run_one(n, args.epochs, work / "data", work / f"runs-{stamp}")
-            for n in args.specs.split(",")]
+    runs = Path(args.runs) if args.runs else work / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"
+    rows = [run_one(n, args.epochs, work / "data", runs) for n in args.specs.split(",")]
     out = Path(args.out)
     out.write_text(markdown(rows))
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2, default=float))

@@ -285,7 +285,9 @@ def parameter_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     last 20 % of training, and its true value."""
     traj = report.get("parameter_trajectory") or {}
     rows = []
+    evaluated = {p["name"]: p for p in report.get("evaluate", {}).get("parameters", [])}
     for p in report["inspect"]["parameters"]:
+        p = {**evaluated.get(p["name"], {}), **p}
         r = {"name": p["name"], "best": p["identified"]}
         t = traj.get(p["name"])
         if t is not None:
@@ -297,7 +299,7 @@ def parameter_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 r["error_pct"] = p["error_pct"]
             elif "error_up_to_symmetry_pct" in p:
                 r["error_pct"] = p["error_up_to_symmetry_pct"]
-                r["note"] = f"up to {p['symmetry']}"
+                r["note"] = f"not identifiable; up to {p['symmetry']}"
         rows.append(r)
     return rows
 
@@ -338,7 +340,8 @@ def markdown(run, report: dict[str, Any]) -> str:
             settled = ("yes" if r["settled"] else "no") if "settled" in r else "—"
             lines.append(f"| {r['name']} | {f('best')} | {f('last')} | {f('average')} "
                          f"(spread {f('spread_pct', '{:.3g}')} %) | {settled} | {f('true')} | "
-                         f"{f('error_pct', '{:.3f} %')} |")
+                         f"{f('error_pct', '{:.3f} %')}"
+                         + (f" ({r['note']})" if "note" in r else "") + " |")
         lines.append("")
     lines += ["## Test error", "",
               f"- MSE over {ev['frames']} frames of {ev['trajectories']} trajectories: "
@@ -349,6 +352,23 @@ def markdown(run, report: dict[str, Any]) -> str:
     if "worst_trajectory" in ev:
         w = ev["worst_trajectory"]
         lines.append(f"- worst test trajectory: #{w['index']} (MSE {w['mse']:.4g})")
+    part = ev.get("partial")
+    if part:
+        lines += ["", "## Partial observation", "",
+                  f"Observed: {', '.join(part['observed'])}; hidden: {', '.join(part['hidden'])}; "
+                  f"initial states: {part['initial_states']}.", ""]
+        for key, title in (("relative_mse", "relative error on the observations (eq. 2.6)"),
+                           ("hidden_cosine", "cosine of the hidden states to the truth "
+                                             "(eq. 2.7)")):
+            if key in part:
+                lines.append(f"- {title}: " + ", ".join(f"{h} {v:.4g}"
+                                                        for h, v in part[key].items()))
+        for name, sc in part.get("hidden_scale", {}).items():
+            lines.append(f"- learned {name} ≈ {sc['scale']:.4g} × true {name} (relative "
+                         f"squared residual {sc['relative_mse_after_scaling']:.3g})")
+        for sym in part.get("symmetries", []):
+            lines.append(f"- symmetry: {sym} leaves the observations unchanged; not "
+                         f"identifiable: {', '.join(part.get('not_identifiable', []))}")
     if "aug_share" in ev:
         lines.append(f"- ‖F_a‖² = {ev['aug_norm']:.4g}; the network carries "
                      f"{100 * ev['aug_share']:.2f} % of the dynamics (‖F_a‖/‖F_p+F_a‖)")
