@@ -299,7 +299,7 @@ def parameter_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 r["error_pct"] = p["error_pct"]
             elif "error_up_to_symmetry_pct" in p:
                 r["error_pct"] = p["error_up_to_symmetry_pct"]
-                r["note"] = f"not identifiable; up to {p['symmetry']}"
+                r["note"] = "not identifiable: up to the symmetry"
         rows.append(r)
     return rows
 
