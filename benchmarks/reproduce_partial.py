@@ -61,7 +61,9 @@ def run_one(name: str, epochs: int | None, data_dir: Path, runs: Path) -> dict:
 def markdown(rows: list[dict]) -> str:
     lines = ["# Partially observed systems (issue 12)", "",
              f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-             "one thread, shared 2-core machine.", ""]
+             "one thread, shared 2-core machine (wall times are under load).", "",
+             "Written by `benchmarks/reproduce_partial.py`. The Navier–Stokes and cardiac "
+             "rows of thesis Tables 2.1–2.8 are not produced yet.", ""]
     for r in rows:
         lines += [f"## {r['what']}", "", f"`{r['spec']}` — {r['epochs']} epochs "
                   f"({r['steps']} Adam steps), {r['wall_s']:.0f} s wall.", "",
@@ -84,6 +86,10 @@ def markdown(rows: list[dict]) -> str:
                                                           part[key].values()) + " |")
         for line in r["identifiability"]:
             lines.append(f"\n{line}.")
+        if len(part["hidden"]) == 1 and "hidden_cosine" in part:
+            lines.append("\nWith one hidden variable per point, eq. 2.7 is the agreement of "
+                         "signs; the fitted scale below and the conjugacy say how well the "
+                         "hidden states are recovered.")
         scale = part.get("hidden_scale", {})
         for v, s in scale.items():
             lines.append(f"\nLearned {v} ≈ {s['scale']:.4g} × true {v} (relative squared "
