@@ -60,9 +60,9 @@ class Trajectories:
     ``observed`` (channel indices; None: all) are the measured variables (``observe``):
     the other channels are zero in the target and the context and zero in the mask, so
     nothing downstream can see them. ``readout`` ``H`` (``(n_obs, C)``; linear
-    observations, ``observe u + v``): the target and the context hold ``H·X`` instead. The batches' ``x0`` keeps the full initial state
-    where the data hold it (Setting 2 of thesis §2.4.3: a full initial state is given);
-    ``x0_known`` says where it does.
+    observations, ``observe u + v``): the target and the context hold ``H·X`` instead.
+    The batches' ``x0`` keeps the full initial state where the data hold it (Setting 2 of
+    thesis §2.4.3: a full initial state is given); ``x0_known`` says where it does.
     """
 
     def __init__(self, frames: torch.Tensor, times: torch.Tensor, history: int = 0,

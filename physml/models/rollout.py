@@ -62,6 +62,7 @@ class Rollout(nn.Module):
         self.observed: list[int] | None = None
         self.substeps = 1
         self.sampling_decay: float | None = None
+        self.given: list[int] = []
         self.register_buffer("readout", None, persistent=False)
 
     def observe(self, observed: list[int] | None, encoder: nn.Module | None = None,
@@ -155,7 +156,6 @@ class Rollout(nn.Module):
 
     def integrate(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Solve from ``x0`` ``(B, *state)`` on ``t``; returns ``(B, T, *state)``."""
-        s = self.solver
         if self.substeps > 1 and t.numel() > 1:
             # `substeps n`: n solver steps per observation interval, on a finer time grid.
             frac = torch.arange(self.substeps, dtype=t.dtype, device=t.device) / self.substeps
@@ -188,6 +188,8 @@ class Rollout(nn.Module):
             teach = torch.rand(x.shape[0], device=x.device) < p
             if bool(teach.any()):
                 pick = teach.view(-1, *(1,) * (x.dim() - 1)) & channels
+                if batch.mask is not None:  # never a gap's zero
+                    pick = pick & (batch.mask[:, k + 1] > 0)
                 x = torch.where(pick, batch.target[:, k + 1], x)
         return torch.stack(out, dim=1)
 
