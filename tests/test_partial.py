@@ -398,3 +398,18 @@ def test_grid_partial_model_with_a_unet_encoder_trains_and_reports(tmp_path):
     assert -1.0 <= part["hidden_cosine"]["all"] <= 1.0
     assert math.isfinite(ev["mse"])
     assert (run.path / "plots" / "fields.png").exists()
+
+
+def test_sir_with_infections_observed_and_check_warns_before_training(tmp_path):
+    S, I, R, b, g = sympy.symbols("S I R beta gamma")
+    eqs = [("S", -b * S * I), ("I", b * S * I - g * I), ("R", g * I)]
+    (sym,) = scaling_symmetries(eqs, ["S", "R"], ["beta", "gamma"])
+    assert sym.hidden == {"S": 1, "R": 0} and sym.params == {"beta": -1, "gamma": 0}
+    assert str(sym.invariant("beta")) == "S*beta"
+    # `physml check` says so before any training; with given initial states it does not.
+    from physml.experiment.describe import identifiability_warnings
+
+    (warning,) = identifiability_warnings(lv_spec(tmp_path))
+    assert warning.startswith("v → s·v, beta → beta/s leaves the observations unchanged, "
+                              "so beta is not identifiable (only beta*v is)")
+    assert identifiability_warnings(lv_spec(tmp_path, encoder="")) == []

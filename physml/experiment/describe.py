@@ -180,3 +180,36 @@ def observe_line(spec: Spec, cfg) -> str | None:
     if cfg.scheduled_sampling is not None:
         parts.append(f"scheduled sampling {cfg.scheduled_sampling:g}^step")
     return "; ".join(parts)
+
+
+def identifiability_warnings(spec: Spec) -> list[str]:
+    """Learned parameters that partial observations cannot determine: a power scaling of
+    a hidden variable the prior's equations are invariant under, when the hidden initial
+    states are learned (an encoder or ``fit_initial``) rather than given. Said before
+    training (``check``, ``train``); the report then compares them up to the symmetry."""
+    from ..symbolic.identifiability import scaling_symmetries
+
+    hidden = spec.hidden_variables()
+    if not hidden or spec.prior is None or not spec.prior.learn or \
+            spec.observe_matrix is not None or spec.prior.hamiltonian is not None:
+        return []
+    opts = spec.train.option_dict() if spec.train is not None else {}
+    if spec.encoder is None and not opts.get("fit_initial", False):
+        return []          # given initial states pin the hidden variables' scale
+    if spec.augment is not None and spec.augment.name != "none" and spec.train is not None \
+            and spec.train.method.name not in ("physics",):
+        return []          # a network term has no known scaling
+    subs = _inline_lets([*spec.system.lets, *spec.prior.lets])
+    eqs = [(eq.var, eq.rhs.xreplace(subs)) for eq in spec.prior.equations]
+    learned = [name for name, _ in spec.prior.learn]
+    out = []
+    for sym in scaling_symmetries(eqs, [h for h in hidden if h in spec.system.variables],
+                                  learned):
+        free = [p for p, k in sym.params.items() if k != 0]
+        if free:
+            out.append(f"{sym.describe()} leaves the observations unchanged, so "
+                       + ", ".join(f"{p} is not identifiable (only {sym.invariant(p)} is)"
+                                   for p in free)
+                       + "; the report compares it up to this symmetry (fix it, or give the "
+                       "hidden initial states, to pin the scale)")
+    return out

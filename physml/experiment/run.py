@@ -485,9 +485,10 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             cfg = config_for(spec_obj, seed=seed, device=device, **overrides)
             dev = resolve_device(cfg.device)
             exp = build(spec_obj, cfg)  # validated before any data or directory exist
-            from .describe import unrepresentable_missing
+            from .describe import identifiability_warnings, unrepresentable_missing
 
-            for warning in unrepresentable_missing(spec_obj):
+            for warning in unrepresentable_missing(spec_obj) + \
+                    identifiability_warnings(spec_obj):
                 say(f"warning: {warning}")
             dist = Distributed(dev)
             if dist.is_main:
