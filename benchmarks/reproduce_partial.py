@@ -31,6 +31,7 @@ OUT = ROOT / "benchmarks" / "results"
 ROWS = {
     "lv_prey_only": "LV, prey observed, Setting 1 (encoder from 4 prey frames)",
     "lv_prey_only_given_x0": "LV, prey observed, Setting 2 (true initial states given)",
+    "lv_prey_only_neural": "LV, prey observed, neural vector field, Setting 1 (no physics)",
 }
 
 
