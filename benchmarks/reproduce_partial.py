@@ -67,9 +67,12 @@ def markdown(rows: list[dict]) -> str:
              "rows of thesis Tables 2.1–2.8 are not produced yet.", ""]
     for r in rows:
         lines += [f"## {r['what']}", "", f"`{r['spec']}` — {r['epochs']} epochs "
-                  f"({r['steps']} Adam steps), {r['wall_s']:.0f} s wall.", "",
-                  "| parameter | true | identified | error | up to the symmetry |",
-                  "|---|---|---|---|---|"]
+                  f"({r['steps']} Adam steps), {r['wall_s']:.0f} s wall.", ""]
+        if r["parameters"]:
+            lines += ["| parameter | true | identified | error | up to the symmetry |",
+                      "|---|---|---|---|---|"]
+        else:
+            lines.append("No physical parameters (a neural vector field).")
         for p in r["parameters"]:
             err = f"{p['error_pct']:.2f} %" if "error_pct" in p else \
                 f"not identifiable (only {p.get('identifiable_combination')})"

@@ -91,7 +91,9 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     errors = [p["error_pct"] for p in out["parameters"] if p.get("error_pct") is not None]
     if errors:
         out["param_error_pct"] = sum(errors) / len(errors)
-    out.update(augmentation_share(model.field, data, run.config.method_options.get("norm")))
+    # With hidden variables the data are no states: the forecast's states are used.
+    out.update(augmentation_share(model.field, states if run.spec.hidden_variables() else data,
+                                  run.config.method_options.get("norm")))
     return out
 
 
