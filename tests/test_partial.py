@@ -162,9 +162,7 @@ def test_relative_mse_and_cosine_by_hand():
 def test_user_data_without_the_hidden_variable_load_and_train(tmp_path, lv_data):
     frames = lv_data["train"][0].numpy()            # (N, T, 2): history frames included
     np.savez(tmp_path / "prey.npz", t=lv_data.times.numpy(), u=frames[..., 0])
-    data = ("    file \"prey.npz\"\n")
-    spec = lv_spec(tmp_path, data=data)
-    spec = physml.load_spec(tmp_path / "lv.phy")
+    spec = lv_spec(tmp_path, data="    file \"prey.npz\"\n")
     text = spec.text.replace("    trajectories 6 train, 2 val, 2 test\n",
                              "    trajectories 4 train, 2 val\n").replace(
         "    seed 4\n", "").replace("    time 0 .. 2 step 0.25\n", "")
