@@ -408,7 +408,7 @@ def test_xarray_opens_a_simulated_ode_dataset(tmp_path, pend):
         assert x["trajectory_val"].values.tolist() == [0, 1]
         assert x["time"].values.tolist() == pend.times.tolist()
         assert x["time"].attrs["units"] == "1" and x["train"].attrs["units"] == "1"
-        assert x.attrs["format_version"] == 3 and x.attrs["hash"] == pend.hash
+        assert x.attrs["format_version"] == 4 and x.attrs["hash"] == pend.hash
         np.testing.assert_array_equal(x["train"].sel(variable="omega").values,
                                       pend["train"][..., 1].numpy())
         assert x["env_params"].sel(parameter="T0").values.tolist() == [6.0]

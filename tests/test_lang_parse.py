@@ -222,9 +222,10 @@ def test_blocks_the_library_cannot_train_are_located_errors():
 
     with pytest.raises(physml.SpecError) as info:
         physml.parse_spec(EXPERIMENT, "e.phy")
-    line = EXPERIMENT.splitlines().index("observe theta") + 1
-    assert str(info.value).startswith(f"e.phy:{line}:1: `observe` (partial observation) is not "
-                                      "available in this version of physml")
+    # `observe` trains (issue 12); encoders come from their own registry.
+    line = EXPERIMENT.splitlines().index("encoder convnet(channels=8)") + 1
+    assert str(info.value).startswith(f"e.phy:{line}:9: unknown encoder 'convnet'")
+    assert "choices: mlp, gru, unet" in str(info.value)
     text = EXPERIMENT.replace("train aphynity(lambda0=1, tau2=10, niter=3)", "train leads()")
     text = text.replace("observe theta\nencoder convnet(channels=8)\n", "")
     with pytest.raises(physml.SpecError) as info:

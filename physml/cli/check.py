@@ -23,7 +23,8 @@ def check(
 
     from ..errors import SpecError
     from ..experiment import load_spec
-    from ..experiment.describe import describe_experiment, unrepresentable_missing
+    from ..experiment.describe import describe_experiment, identifiability_warnings, \
+        unrepresentable_missing
     from ..lang.budget import estimate
     from ..reporting.symbolic import describe, render_equations, render_let
 
@@ -71,10 +72,10 @@ def check(
     est = estimate(s, spec.data, len(spec.environments))
     if est is not None:
         console.print(Text(f"  data: {est.describe()}"))
-    for name in ("data", "augment", "train"):  # the blocks as `train` will run them
+    for name in ("data", "augment", "observe", "train"):  # the blocks as `train` runs them
         if name in blocks:
             console.print(Text(f"{name} ", style="bold").append(blocks[name], style=""))
-    for warning in unrepresentable_missing(spec):
+    for warning in unrepresentable_missing(spec) + identifiability_warnings(spec):
         console.print(Text(f"warning: {warning}", style="yellow"))
     if info["blocks"]:
         console.print(f"  blocks: {', '.join(info['blocks'])}")

@@ -45,6 +45,10 @@ def _summary(ds, path: Path | None, seconds: float | None, cached: bool = False)
                        f"{float(t[-1]):g} step {ds.dt:g}"
                        + (f" (history {ds.history})" if ds.history else "")
                        + (f"; noise σ = {ds.noise:g}" if ds.noise else "")))
+    if ds.observed is not None:
+        hidden = [v for v in ds.variables if v not in ds.observed]
+        console.print(Text(f"  observed {', '.join(ds.observed)}; hidden {', '.join(hidden)} "
+                           "(NaN where the data do not give them)"))
     if ds.n_envs > 1 or any(ds.env_params):
         ptable = Table(box=None, padding=(0, 2), show_edge=False)
         names = sorted({k for p in ds.env_params for k in p})

@@ -194,6 +194,8 @@ def _print_report(run, latex: bool = False) -> None:
         w = ev["worst_trajectory"]
         console.print(f"median trajectory ln MSE {ev['ln_mse_median_trajectory']:.3f}; worst: "
                       f"trajectory {w['index']} (MSE {w['mse']:.4g})")
+    if "partial" in ev:
+        _partial_lines(ev["partial"])
     if "aug_share" in ev:
         console.print(f"augmentation carries {100 * ev['aug_share']:.2f} % of the dynamics "
                       f"(‖F_a‖² = {ev['aug_norm']:.4g})")
@@ -244,6 +246,7 @@ def _parameter_rows(rows, sel: dict) -> None:
         table.add_row(r["name"], f"{r['best']:.6g}",
                       f"{r['last']:.6g}" if "last" in r else "—", avg,
                       f"{r['true']:.6g}" if "true" in r else "—",
+                      f"{r['error_pct']:.3f} % ({r['note']})" if "note" in r else
                       f"{r['error_pct']:.3f} %" if "error_pct" in r else "—")
     console.print(table)
     note = "the reported values are those of the best validation checkpoint"
@@ -263,9 +266,30 @@ def _param_table(rows) -> None:
         table.add_column(col, justify="right" if col != "parameter" else "left")
     for p in rows:
         table.add_row(p["name"], f"{p['identified']:.6g}",
-                      f"{p['true']:.6g}" if "true" in p else "—",
-                      f"{p['error_pct']:.3f} %" if "error_pct" in p else "—")
+                      f"{p['true']:.6g}" if "true" in p else "—", _error_text(p))
     console.print(table)
+
+
+def _error_text(p: dict) -> str:
+    if p.get("identifiable") is False:
+        up = p.get("error_up_to_symmetry_pct")
+        return (f"not identifiable (only {p['identifiable_combination']})"
+                + (f"; {up:.3f} % up to {p['symmetry']}" if up is not None else ""))
+    return f"{p['error_pct']:.3f} %" if "error_pct" in p else "—"
+
+
+def _partial_lines(part: dict) -> None:
+    """The partial-observation metrics (thesis eqs. 2.6, 2.7) of `evaluate`."""
+    console.print(f"observed: {', '.join(part['observed'])}; hidden: "
+                  f"{', '.join(part['hidden'])} (initial states: {part['initial_states']})",
+                  markup=False)
+    for key, title in (("relative_mse", "relative error on observations (eq. 2.6)"),
+                       ("hidden_cosine", "cosine of hidden states to the truth (eq. 2.7)")):
+        if key in part:
+            console.print(f"{title}: " + ", ".join(f"{h} {v:.4g}" for h, v in
+                                                     part[key].items()), markup=False)
+    for sym in part.get("symmetries", []):
+        console.print(f"symmetry of the hidden states: {sym}", markup=False)
 
 
 def _interrupted_by_user(exc: BaseException) -> bool:
@@ -387,6 +411,8 @@ def evaluate(
             table.add_row(key, f"{v:.6g}" if isinstance(v, float) else str(v))
     console.print(table)
     _param_table(result["parameters"])
+    if "partial" in result:
+        _partial_lines(result["partial"])
     steps = result["mse_per_step"]
     if steps:
         marks = sorted({0, len(steps) // 4, len(steps) // 2, 3 * len(steps) // 4, len(steps) - 1})
@@ -400,6 +426,12 @@ def inspect(
     latex: Annotated[bool, typer.Option("--latex", help="Equations as LaTeX.")] = False,
     checkpoint: Annotated[str, typer.Option(
         metavar="best|last", help="The best validation checkpoint or the last state.")] = "best",
+    conjugacy: Annotated[bool, typer.Option(
+        "--conjugacy", help="Hidden variables: fit the map from learned to true states on a "
+        "few labelled test trajectories and report how well they are recovered (thesis "
+        "§2.5.4).")] = False,
+    labelled: Annotated[int, typer.Option(
+        min=1, help="Labelled trajectories for --conjugacy.")] = 10,
 ) -> None:
     """The identified equations with fitted values, beside the true system."""
     from ..experiment import Run, RunError
@@ -408,7 +440,8 @@ def inspect(
     if checkpoint not in ("best", "last"):
         fail(f"--checkpoint {checkpoint}: choose best or last")
     try:
-        result = inspect_fn(Run(run_dir), latex=latex, which=checkpoint)
+        result = inspect_fn(Run(run_dir), latex=latex, which=checkpoint,
+                            conjugacy=labelled if conjugacy else 0)
     except SpecError as exc:
         report_spec_error(exc)
         return
@@ -429,6 +462,18 @@ def inspect(
     else:
         _equations(result, None if checkpoint == "last" else "best")
     _param_table(result["parameters"])
+    for line in result.get("identifiability", []):
+        console.print(line, markup=False)
+    conj = result.get("conjugacy")
+    if conj:
+        console.print(f"conjugacy (§2.5.4), fitted on {conj['labelled_trajectories']} labelled "
+                      f"trajectories, tested on {conj['tested_trajectories']}:", markup=False)
+        for key, title in (("cosine_before", "hidden-state cosine, learned"),
+                           ("cosine_after", "hidden-state cosine, mapped")):
+            console.print(f"  {title}: " + ", ".join(f"{h} {v:.4g}" for h, v in
+                                                     conj[key].items()), markup=False)
+        console.print(f"  relative squared error of the mapped hidden states: "
+                      f"{conj['hidden_relative_mse_after']:.4g}", markup=False)
     if "aug_share" in result:
         console.print(f"the augmentation carries {100 * result['aug_share']:.2f} % of the "
                       f"dynamics on the test data (‖F_a‖/‖F_p + F_a‖)")

@@ -53,25 +53,51 @@ class Trajectories:
     """The trajectories of one split, ready to batch.
 
     ``frames`` is ``(E, N, T, *state)``; the first ``history`` frames precede the initial
-    time and become the batches' ``context``. Non-finite entries (gaps in user data) are
-    unobserved: they get a zero in the target and a zero in the mask.
+    time and become the batches' ``context``. Non-finite entries (gaps in user data, hidden
+    variables a file does not hold) are unobserved: they get a zero in the target and a
+    zero in the mask.
+
+    ``observed`` (channel indices; None: all) are the measured variables (``observe``):
+    the other channels are zero in the target and the context and zero in the mask, so
+    nothing downstream can see them. ``readout`` ``H`` (``(n_obs, C)``; linear
+    observations, ``observe u + v``): the target and the context hold ``H·X`` instead.
+    The batches' ``x0`` keeps the full initial state where the data hold it (Setting 2 of
+    thesis §2.4.3: a full initial state is given); ``x0_known`` says where it does.
     """
 
     def __init__(self, frames: torch.Tensor, times: torch.Tensor, history: int = 0,
-                 device=None, dtype: torch.dtype | None = None):
+                 device=None, dtype: torch.dtype | None = None,
+                 observed: list[int] | None = None, readout: torch.Tensor | None = None):
         dtype = dtype or torch.get_default_dtype()
         E, N = frames.shape[:2]
         data = frames.flatten(0, 1).to(device=device, dtype=dtype)
+        if readout is not None:
+            # `observe u + v`: the targets and the context are the measured quantities
+            # Y = H·X (one channel per row of H); x0 keeps the full initial state.
+            self.x0_known = torch.isfinite(data[:, history])
+            self.x0 = torch.where(self.x0_known, data[:, history], torch.zeros((), dtype=dtype))
+            data = torch.einsum("oc,ntc...->nto...", readout.to(data), data)
         self.n_envs, self.per_env = E, N
         self.history = int(history)
-        self.context = data[:, :history] if history else None
+        zero = torch.zeros((), dtype=dtype, device=data.device)
+        seen = torch.isfinite(data)
+        self.observed = list(observed) if observed is not None else None
+        if self.observed is not None:
+            channels = torch.zeros(data.shape[2], dtype=torch.bool, device=data.device)
+            channels[self.observed] = True
+            seen = seen & channels.view(1, 1, -1, *(1,) * (data.dim() - 3))
+        if readout is None:
+            x0 = data[:, history]
+            self.x0_known = torch.isfinite(x0)
+            self.x0 = torch.where(self.x0_known, x0, zero)
+        self.context = torch.where(seen[:, :history], data[:, :history], zero) \
+            if history else None
         self.frames = data[:, history:]
-        finite = torch.isfinite(self.frames)
+        finite = seen[:, history:]
         self.mask = None
         if not bool(finite.all()):
             self.mask = finite.to(dtype)
-            self.frames = torch.where(finite, self.frames, torch.zeros((), dtype=dtype,
-                                                                       device=data.device))
+            self.frames = torch.where(finite, self.frames, zero)
         times = torch.as_tensor(times, dtype=torch.float64)
         self.times = (times[history:] - times[history]).to(device=device, dtype=dtype)
         self.env = torch.arange(E, device=device).repeat_interleave(N)
@@ -84,13 +110,19 @@ class Trajectories:
     def n_frames(self) -> int:
         return self.frames.shape[1]
 
+    def mean_square(self) -> float:
+        """The mean square of the observed entries (what a forecast of zero scores)."""
+        if self.mask is None:
+            return float(self.frames.pow(2).mean())
+        return float(self.frames.pow(2).sum() / self.mask.sum().clamp_min(1.0))
+
     def batch(self, rows: torch.Tensor | slice | None = None, horizon: int | None = None
               ) -> Batch:
         """The trajectories ``rows`` (all by default), cut to the first ``horizon`` frames."""
         rows = slice(None) if rows is None else rows
         h = self.n_frames if horizon is None else min(horizon, self.n_frames)
         target = self.frames[rows, :h]
-        return Batch(x0=target[:, 0], t=self.times[:h], target=target, env=self.env[rows],
+        return Batch(x0=self.x0[rows], t=self.times[:h], target=target, env=self.env[rows],
                      traj=self.traj[rows],
                      context=self.context[rows] if self.context is not None else None,
                      mask=self.mask[rows, :h] if self.mask is not None else None)

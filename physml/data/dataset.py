@@ -13,7 +13,10 @@ FORMAT = "physml-dataset"
 #: file); the content and its hash are those of version 2, so one dataset has one hash.
 #: 2: the hash also covers dt, the spec text and the metadata (1: arrays and head only;
 #: version-1 files still load, checked with the version-1 hash).
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+#: 4: an ``observed`` attribute lists the variables the data measure when some are hidden
+#: (partial observation; their values are NaN where unknown); files without it (all
+#: versions before, and fully observed data) observe everything and hash as before.
 
 
 class DataError(ValueError):
@@ -48,8 +51,19 @@ class Dataset:
     meta: dict = field(default_factory=dict)
     hash: str = ""
     coords: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the variables the data measure (None: all); the others are hidden, NaN wherever
+    #: their value is not known (e.g. everywhere but at t0: a given initial state)
+    observed: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        if self.observed is not None:
+            self.observed = tuple(self.observed)
+            unknown = [v for v in self.observed if v not in self.variables]
+            if unknown:
+                raise DataError(f"observed variables {unknown} are not among the dataset's "
+                                f"variables {list(self.variables)}")
+            if set(self.observed) == set(self.variables):
+                self.observed = None
         self.variables = tuple(self.variables)
         self.state_shape = tuple(int(s) for s in self.state_shape)
         self.env_names = tuple(self.env_names)
@@ -106,7 +120,7 @@ class Dataset:
         return Dataset(self.variables, self.state_shape, self.times, move(self.splits), self.dt,
                        self.history, self.env_names, self.env_params, self.spec_text,
                        self.seed, self.noise, move(self.splits_clean), dict(self.meta),
-                       self.hash, dict(self.coords))
+                       self.hash, dict(self.coords), self.observed)
 
     def summary(self) -> list[dict]:
         """One row per split: name, shape, value range of the finite values, and how many
@@ -144,6 +158,8 @@ class Dataset:
         if version >= 2:
             head.update(dt=self.dt, spec_text=self.spec_text,
                         meta=json.dumps(self.meta, sort_keys=True, default=str))
+        if self.observed is not None:  # format 4; fully observed data hash as before
+            head["observed"] = list(self.observed)
         h.update(json.dumps(head, sort_keys=True, default=float).encode())
         h.update(_bytes(self.times))
         for group in (self.splits, self.splits_clean or {}):

@@ -80,6 +80,8 @@ def save_dataset(ds: Dataset, path: str | os.PathLike, hint: str | None = None) 
         a["physml_version"] = str(ds.meta.get("physml_version", _version()))
         a["hash"] = ds.hash
         a["meta"] = json.dumps(ds.meta, default=str)
+        if ds.observed is not None:
+            a["observed"] = json.dumps(list(ds.observed))
         dims = _write_dimensions(f, ds)
         names = sorted({k for p in ds.env_params for k in p})
         a["param_names"] = json.dumps(names)
@@ -265,6 +267,7 @@ def _read_physml(f, path: Path, budget: int | None = None) -> Dataset:
     dt, noise = _attr(a, path, "dt", "float"), _attr(a, path, "noise", "float")
     history, seed = _attr(a, path, "history", "int"), _attr(a, path, "seed", "int")
     spec_text = _attr(a, path, "spec_text", "str")
+    observed = _attr(a, path, "observed", "names") if "observed" in a else None
     # Only the arrays physml uses are read, and only once their declared sizes fit the
     # memory budget (a small file may declare a huge, never-written dataset).
     wanted = ["time"] + [n for s in SPLIT_NAMES for n in (s, f"{s}_clean") if n in f]
@@ -283,7 +286,7 @@ def _read_physml(f, path: Path, budget: int | None = None) -> Dataset:
                                                      handles[f"{name}_clean"]))
         ds = Dataset(variables, state_shape, times, splits, dt, history, env_names, env_params,
                      spec_text, seed, noise, clean or None, meta,
-                     coords=_read_coords(f, path, state_shape))
+                     coords=_read_coords(f, path, state_shape), observed=observed)
     except DataError as exc:
         raise DataError(f"{path}: {exc}; {_RESIMULATE}") from None
     except (OSError, ValueError, TypeError) as exc:
@@ -589,6 +592,7 @@ def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
             raise DataError(f"mapping names '{v}', which is not a variable of "
                             f"{system.name} ({', '.join(variables)})")
     available = ", ".join(sorted(arrays)) or "none"
+    hidden = spec.hidden_variables()     # `observe`: the others may be absent, or NaN
 
     def key_for(var: str, prefix: str) -> str | None:
         name = mapping.get(var, var)
@@ -639,17 +643,31 @@ def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
                       if k in arrays), None)
         if whole is not None and not any(key_for(v, prefix) for v in variables):
             x = _check_array(path, whole, arrays[whole], T, (len(variables), *state_tail),
-                             state_axis=True)
+                             state_axis=True, allow_nan=bool(hidden))
+            for i, v in enumerate(variables):
+                if v not in hidden and np.isnan(x[:, :, :, i]).any():
+                    raise DataError(f"{path}: array '{whole}' holds NaN values for the "
+                                    f"observed variable '{v}'; only hidden variables (not in "
+                                    "`observe`) may be NaN where unknown")
             raw[prefix or "all"] = x
             continue
         for v in variables:
             k = key_for(v, prefix)
+            if k is None and v in hidden:
+                per_var.append(None)  # not measured: NaN (filled below)
+                continue
             if k is None:
                 want = mapping.get(v, v)
                 raise DataError(f"{path}: no array for variable '{v}' (looked for "
                                 f"'{(prefix + '/') if prefix else ''}{want}'); arrays in the "
                                 f"file: {available}. Map it with map {v}=\"ARRAY\"")
-            per_var.append(_check_array(path, k, arrays[k], T, state_tail, state_axis=False))
+            per_var.append(_check_array(path, k, arrays[k], T, state_tail, state_axis=False,
+                                        allow_nan=v in hidden))
+        given = [a for a in per_var if a is not None]
+        if not given:
+            raise DataError(f"{path}: no array for any observed variable "
+                            f"({', '.join(spec.observe)}); arrays in the file: {available}")
+        per_var = [a if a is not None else np.full_like(given[0], np.nan) for a in per_var]
         shapes = {a.shape for a in per_var}
         if len(shapes) > 1:
             raise DataError(f"{path}: the variables' arrays differ in shape: " + ", ".join(
@@ -700,13 +718,15 @@ def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
     uniform = bool(np.allclose(steps, dt, rtol=1e-6, atol=0))
     history = data.history if data is not None else 0
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in splits.items()}
+    partial = hidden and any(bool(torch.isnan(x).any()) for x in tensors.values())
+    observed = tuple(v for v in variables if v not in hidden) if partial else None
     return Dataset(variables, system.state_shape(), torch.from_numpy(times.astype(np.float64)),
                    tensors, dt, history, tuple(envs), env_params, spec.text,
                    data.seed if data is not None else 0, 0.0, None,
                    {"source": str(path), "uniform_time": uniform, "mapping": mapping,
                     "physml_version": _version(), **split_meta},
                    coords=dict(zip(system.domain.axes, system.domain.coordinates()))
-                   if system.domain is not None else {})
+                   if system.domain is not None else {}, observed=observed)
 
 
 def _split_by_time(path: Path, x: np.ndarray, times: np.ndarray, at: float, system):
@@ -742,7 +762,7 @@ def _split_by_time(path: Path, x: np.ndarray, times: np.ndarray, at: float, syst
 
 
 def _check_array(path: Path, key: str, a, T: int, tail: tuple[int, ...],
-                 state_axis: bool) -> np.ndarray:
+                 state_axis: bool, allow_nan: bool = False) -> np.ndarray:
     """One user array → (E, N, T, *tail) float32 (the dtype physml trains in), or a
     DataError saying what is wrong. Shape and dtype are checked from the header before
     anything is read; finiteness after the cast (1e300 is finite in float64, inf in
@@ -768,7 +788,7 @@ def _check_array(path: Path, key: str, a, T: int, tail: tuple[int, ...],
         a = a[None]
     with np.errstate(over="ignore", invalid="ignore"):
         a = np.ascontiguousarray(a, dtype=np.float32)
-    bad = ~np.isfinite(a)
+    bad = np.isinf(a) if allow_nan else ~np.isfinite(a)   # hidden: NaN where unknown
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise DataError(f"{path}: array '{key}' holds {int(bad.sum())} NaN/inf values, the "

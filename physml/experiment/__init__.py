@@ -66,15 +66,17 @@ def evaluate(run, split: str = "test", dataset=None):
         return _evaluate(run, split=split, dataset=dataset)
 
 
-def inspect(run, latex: bool = False, dataset=None, which: str = "best"):
+def inspect(run, latex: bool = False, dataset=None, which: str = "best", conjugacy: int = 0):
     """The identified equations of a run (a :class:`Run` or its directory), at its best
-    validation checkpoint or (``which="last"``) its last state."""
+    validation checkpoint or (``which="last"``) its last state; ``conjugacy=N``: also the
+    map from learned to true states fitted on N labelled test trajectories (partial
+    observation, thesis §2.5.4)."""
     from ..reporting import inspect as _inspect
     from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
     with _threads(run):
-        return _inspect(run, latex=latex, dataset=dataset, which=which)
+        return _inspect(run, latex=latex, dataset=dataset, which=which, conjugacy=conjugacy)
 
 
 def _threads(run):

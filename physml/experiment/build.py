@@ -59,8 +59,14 @@ def build_rollout(spec: Spec, cfg: TrainConfig, n_initial: int = 0) -> Rollout:
     field = build_field(spec, cfg.method)
     solver = SolverConfig(cfg.solver, cfg.step, cfg.rtol, cfg.atol, cfg.adjoint, cfg.compile,
                           cfg.recompute)
-    return Rollout(field, solver, n_initial=n_initial if cfg.fit_initial else 0,
-                   state_shape=spec.system.state_shape())
+    rollout = Rollout(field, solver, n_initial=n_initial if cfg.fit_initial else 0,
+                      state_shape=spec.system.state_shape())
+    if spec.observe or spec.encoder is not None or cfg.substeps > 1 or \
+            cfg.scheduled_sampling is not None:
+        from .partial import attach_observation
+
+        attach_observation(rollout, spec, cfg)
+    return rollout
 
 
 def build_objective_for(spec: Spec, cfg: TrainConfig) -> Objective:
@@ -82,6 +88,10 @@ def build(spec: Spec, cfg: TrainConfig | None = None, n_initial: int = 0,
     """Build and validate the model and objective of a spec; a located error if the spec
     asks for something the method cannot do (no prior for ``physics``, no network …)."""
     cfg = cfg if cfg is not None else config_for(spec, **overrides)
+    if spec.encoder is not None:
+        from .partial import check_encoder
+
+        check_encoder(spec)
     torch.manual_seed(cfg.seed)
     try:
         objective = build_objective_for(spec, cfg)

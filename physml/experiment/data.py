@@ -115,7 +115,8 @@ def dataset_for(spec: Spec | str | os.PathLike, cache_dir: str | os.PathLike = "
     return ds, path
 
 
-def training_data(dataset: Dataset, cfg: TrainConfig, device=None
+def training_data(dataset: Dataset, cfg: TrainConfig, device=None,
+                  observed: list[int] | None = None, readout=None
                   ) -> tuple[TrainingData, dict]:
     """The training and validation trajectories of a run, and a record for
     ``config.json`` of where the validation trajectories came from.
@@ -130,15 +131,18 @@ def training_data(dataset: Dataset, cfg: TrainConfig, device=None
         train, val, held = split_off_validation(train, cfg.val_fraction, cfg.seed)
         record = {"source": "held out of train", "fraction": cfg.val_fraction,
                   "train_indices_held_out": held, "trajectories": len(held)}
-    make = lambda x: Trajectories(x, dataset.times, dataset.history, device=device)  # noqa
+    make = lambda x: Trajectories(x, dataset.times, dataset.history, device=device,  # noqa
+                                  observed=observed, readout=readout)
     data = TrainingData(make(train), make(val), record["source"])
     return data, record
 
 
 def fit_scales(rollout, data: TrainingData, dt: float) -> None:
     """Scale the augmentation network's inputs and outputs to the training data."""
-    if data.train.n_frames > 1:
+    if data.train.n_frames > 1 and rollout.readout is None:  # (H·X: no state scale seen)
         rollout.field.fit_scales(data.train.frames, dt)
+    if rollout.encoder is not None:
+        rollout.encoder.fit_scales(data.train.frames, data.train.mask)
 
 
 def true_values(dataset: Dataset, learned) -> dict[str, float]:

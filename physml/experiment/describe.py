@@ -150,5 +150,66 @@ def describe_experiment(spec: Spec) -> tuple[Any, dict[str, str]]:
     line = augment_line(spec, exp.rollout.field)
     if line is not None:
         blocks["augment"] = line
+    line = observe_line(spec, exp.config)
+    if line is not None:
+        blocks["observe"] = line
     blocks["train"] = train_line(exp.config)
     return exp.config, blocks
+
+
+def observe_line(spec: Spec, cfg) -> str | None:
+    """Partial observation as it will train: measured, hidden, where forecasts start."""
+    hidden = spec.hidden_variables()
+    if not hidden and spec.encoder is None and cfg.substeps == 1 and \
+            cfg.scheduled_sampling is None:
+        return None
+    parts = []
+    if hidden:
+        parts.append(f"{', '.join(spec.observe)} measured; hidden: {', '.join(hidden)}")
+    if spec.encoder is not None:
+        from .partial import encoder_frames
+
+        given = f" + the data's {', '.join(spec.encoder_given)}" if spec.encoder_given else ""
+        parts.append(f"initial states from encoder {spec.encoder} of K = "
+                     f"{encoder_frames(spec)} frames{given}")
+    elif hidden:
+        parts.append("initial states given by the data (Setting 2)"
+                     + ("; fit_initial refines them" if cfg.fit_initial else ""))
+    if cfg.substeps > 1:
+        parts.append(f"{cfg.substeps} solver steps per frame")
+    if cfg.scheduled_sampling is not None:
+        parts.append(f"scheduled sampling {cfg.scheduled_sampling:g}^step")
+    return "; ".join(parts)
+
+
+def identifiability_warnings(spec: Spec) -> list[str]:
+    """Learned parameters that partial observations cannot determine: a power scaling of
+    a hidden variable the prior's equations are invariant under, when the hidden initial
+    states are learned (an encoder or ``fit_initial``) rather than given. Said before
+    training (``check``, ``train``); the report then compares them up to the symmetry."""
+    from ..symbolic.identifiability import scaling_symmetries
+
+    hidden = spec.hidden_variables()
+    if not hidden or spec.prior is None or not spec.prior.learn or \
+            spec.observe_matrix is not None or spec.prior.hamiltonian is not None:
+        return []
+    opts = spec.train.option_dict() if spec.train is not None else {}
+    if spec.encoder is None and not opts.get("fit_initial", False):
+        return []          # given initial states pin the hidden variables' scale
+    if spec.augment is not None and spec.augment.name != "none" and spec.train is not None \
+            and spec.train.method.name not in ("physics",):
+        return []          # a network term has no known scaling
+    subs = _inline_lets([*spec.system.lets, *spec.prior.lets])
+    eqs = [(eq.var, eq.rhs.xreplace(subs)) for eq in spec.prior.equations]
+    learned = [name for name, _ in spec.prior.learn]
+    out = []
+    for sym in scaling_symmetries(eqs, [h for h in hidden if h in spec.system.variables],
+                                  learned):
+        free = [p for p, k in sym.params.items() if k != 0]
+        if free:
+            out.append(f"{sym.describe()} leaves the observations unchanged, so "
+                       + ", ".join(f"{p} is not identifiable (only {sym.invariant(p)} is)"
+                                   for p in free)
+                       + "; the report compares it up to this symmetry (fix it, or give the "
+                       "hidden initial states, to pin the scale)")
+    return out

@@ -25,6 +25,7 @@ from .._version import __version__
 from ..lang import parse_spec as _parse_spec
 from ..models import Rollout
 from ..symbolic.spec import Spec
+from ..data import DataError
 from ..errors import SpecError
 from ..training.checkpoint import CheckpointError, atomic_write_text, describe_misfit, \
     ensure_writable, load_checkpoint, require_keys, storage_error
@@ -33,6 +34,7 @@ from ..training.distributed import Distributed
 from ..training.trainer import Progress, Trainer, compute_threads, resolve_device
 from .build import build, build_rollout, config_for
 from .data import dataset_for, fit_scales, training_data, true_values
+from .partial import check_initial_states, observed_channels, readout_of
 from .spec import load_spec  # noqa: F401  (physml.experiment.run.load_spec)
 from .vocabulary import vocabulary
 
@@ -463,7 +465,8 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             exp = build(spec_obj, cfg, n_initial=n_initial)
             notify("loading data")
             ds = dataset if dataset is not None else run.dataset()
-            data, record = training_data(ds, cfg, resolve_device(cfg.device))
+            data, record = training_data(ds, cfg, resolve_device(cfg.device),
+                                         observed_channels(spec_obj), readout_of(spec_obj))
             warm = None
             trainer = Trainer(exp.rollout, exp.objective, data, cfg, run.path, callback,
                               truth=true_values(ds, exp.rollout.physical_parameters()))
@@ -482,9 +485,10 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             cfg = config_for(spec_obj, seed=seed, device=device, **overrides)
             dev = resolve_device(cfg.device)
             exp = build(spec_obj, cfg)  # validated before any data or directory exist
-            from .describe import unrepresentable_missing
+            from .describe import identifiability_warnings, unrepresentable_missing
 
-            for warning in unrepresentable_missing(spec_obj):
+            for warning in unrepresentable_missing(spec_obj) + \
+                    identifiability_warnings(spec_obj):
                 say(f"warning: {warning}")
             dist = Distributed(dev)
             if dist.is_main:
@@ -506,7 +510,12 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
                 if not dist.is_main:
                     dataset, ds_path = dataset_for(spec_obj, cache_dir=data_dir)
             ds = dataset
-            data, record = training_data(ds, cfg, dev)
+            data, record = training_data(ds, cfg, dev, observed_channels(spec_obj),
+                                         readout_of(spec_obj))
+            try:
+                check_initial_states(spec_obj, cfg, data)
+            except ValueError as exc:
+                raise DataError(str(exc)) from None
             if cfg.fit_initial:  # one offset per training trajectory, known only now
                 exp.rollout.fit_initial_states(len(data.train), spec_obj.system.state_shape())
             fit_scales(exp.rollout, data, float(ds.dt))

@@ -52,6 +52,12 @@ def _networks() -> dict:
     return {"none": (), **{name: k.options for name, k in NETWORKS.items()}}
 
 
+def _encoders() -> dict:
+    from ..models.encoders import ENCODERS
+
+    return {name: k.options for name, k in ENCODERS.items()}
+
+
 def _data_solvers() -> dict:
     from ..solve import SOLVERS
 
@@ -79,5 +85,5 @@ def vocabulary() -> Vocabulary:
         data_solvers=_LazyMapping(_data_solvers),
         train_solvers=_LazyMapping(_train_solvers),
         train_options=_LazyMapping(_train_options),
-        unavailable={"observe": "partial observation", "encoder": "partial observation"},
+        encoders=_LazyMapping(_encoders),
     )

@@ -203,13 +203,17 @@ class _Builder:
             if "augment" in seen else (),
             environments=self.build_envs(seen["environments"], system)
             if "environments" in seen else (),
-            observe=self.build_observe(seen["observe"], system) if "observe" in seen else (),
-            encoder=self.network(seen["encoder"].data["call"], "encoder")
+            **self.observe_fields(seen.get("observe"), system),
+            encoder=self.call(seen["encoder"].data["call"], "encoders", "encoder")
             if "encoder" in seen else None,
+            encoder_given=tuple(n.text for n in seen["encoder"].data["given"])
+            if "encoder" in seen else (),
             train=self.build_train(seen["train"]) if "train" in seen else None,
             path=self.path, text=self.text,
             uses=uses.data["target"].strip('"') if uses else None,
         )
+        if spec.encoder is not None:
+            self.check_encoder(seen["encoder"], spec)
         try:
             budget.check_budget(system, spec.data, len(spec.environments), self.text)
         except ValueError as exc:  # a malformed $PHYSML_MEMORY_BUDGET
@@ -767,14 +771,77 @@ class _Builder:
                                    f"outside its bounds {p.bounds_text()}", s.pos, length=12)
         return tuple(envs)
 
-    def build_observe(self, s: Stmt, system: System) -> tuple[str, ...]:
-        out = []
-        for n in s.data["names"]:
-            if n.text not in system.variables:
-                raise self.name_err(UnknownSymbolError, f"`observe`: '{n.text}' is not a variable",
-                                    n, hint=suggest(n.text, system.variables))
-            out.append(n.text)
-        return tuple(out)
+    def build_observe(self, s: Stmt, system: System
+                      ) -> tuple[tuple[str, ...], tuple[tuple[float, ...], ...] | None]:
+        """``observe u, v``: the variables measured (the others are hidden); or linear
+        maps of them, ``observe u + v, 2*w``: one measured quantity each (then every
+        variable is hidden). Returns the names (the expressions' text for maps) and, for
+        maps, the matrix ``H`` (one row per quantity)."""
+        variables = system.variables
+        for ref in s.refs:
+            if ref.name not in variables and ref.name != "pi":
+                raise self.err(UnknownSymbolError, f"`observe`: '{ref.name}' is not a variable",
+                               ref.pos, length=len(ref.name),
+                               hint=suggest(ref.name, variables) or
+                               "variables: " + ", ".join(variables))
+        exprs = s.data["exprs"]
+        if all(isinstance(e, sympy.Symbol) for e in exprs):
+            out: list[str] = []
+            for e, ref in zip(exprs, s.refs):
+                if e.name in out:
+                    raise self.err(DeclarationError, f"`observe`: '{e.name}' is listed twice",
+                                   ref.pos, length=len(e.name))
+                out.append(e.name)
+            return tuple(out), None
+        syms = [sympy.Symbol(v) for v in variables]
+        rows = []
+        for e in exprs:
+            text = sympy.sstr(e)
+            try:
+                poly = sympy.Poly(e, *syms)
+                ok = poly.total_degree() <= 1 and poly.coeff_monomial(1) == 0 and all(
+                    c.is_number for c in poly.coeffs())
+            except sympy.PolynomialError:
+                ok = False
+            if not ok:
+                raise self.err(OperatorError, f"`observe`: '{text}' is not a linear "
+                               "combination of the variables", s.pos, length=7,
+                               hint="observe variables (`observe u`) or constant-coefficient "
+                               "sums of them (`observe u + v, 2*w`)")
+            rows.append(tuple(float(poly.coeff_monomial(x)) for x in syms))
+        if sympy.Matrix(rows).rank() < len(rows):
+            raise self.err(DeclarationError, "`observe`: the observed quantities are linearly "
+                           "dependent (one is a combination of the others)", s.pos, length=7,
+                           hint="drop the redundant one")
+        return tuple(sympy.sstr(e) for e in exprs), tuple(rows)
+
+    def observe_fields(self, s: Stmt | None, system: System) -> dict[str, Any]:
+        if s is None:
+            return {}
+        names, matrix = self.build_observe(s, system)
+        return {"observe": names, "observe_matrix": matrix}
+
+    def check_encoder(self, s: Stmt, spec: Spec) -> None:
+        """An encoder estimates what the observations at ``t0`` do not give: hidden
+        variables, or (with ``history K``) a better initial state from past frames. With
+        everything observed and no history it has nothing to do."""
+        hidden = list(spec.hidden_variables())
+        for n in s.data["given"]:
+            if n.text not in hidden:
+                what = "not a variable" if n.text not in spec.system.variables else \
+                    "observed, not hidden"
+                raise self.name_err(DeclarationError, f"`encoder ... given`: '{n.text}' is "
+                                    f"{what}", n, hint="`given` lists hidden variables whose "
+                                    "initial values the data hold: " + (", ".join(hidden)
+                                                                        or "there are none"))
+        history = spec.data.history if spec.data is not None else 0
+        if not hidden and not history:
+            name = s.data["call"]["name"]
+            raise self.name_err(DeclarationError, "`encoder`: every variable is observed and "
+                                "the data keep no past frames, so there is nothing to encode",
+                                name, hint="declare the measured variables with `observe u` "
+                                "(the others are hidden), or keep past frames with `history K` "
+                                "in the data block; or drop the encoder")
 
     def build_augment_on(self, s: Stmt, system: System) -> tuple[str, ...]:
         """``augment NET on u, v``: the variables whose equations the network augments."""

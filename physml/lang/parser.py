@@ -710,11 +710,14 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def observe_decl(self, meta, c):
-        return self._stmt("observe", meta, names=[self._name(t) for t in c])
+        return self._stmt("observe", meta, exprs=list(c))
 
     @v_args(meta=True)
     def encoder_decl(self, meta, c):
-        return self._stmt("encoder", meta, call=c[0])
+        return self._stmt("encoder", meta, call=c[0], given=c[1] if len(c) > 1 else [])
+
+    def encoder_given(self, c):
+        return [self._name(t) for t in c]
 
     def option(self, c):
         return (self._name(c[0]), _value(c[1]))

@@ -35,3 +35,6 @@ class Vocabulary:
     #: experiment blocks the grammar knows but the library does not train yet → what
     #: they are for (each is a located error)
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    #: ``encoder NAME(...)``: the networks that estimate an initial state from observed
+    #: frames (partial observation)
+    encoders: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

@@ -53,6 +53,23 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+def orthogonal_init(module: nn.Module, gain: float = 1.0) -> None:
+    """Orthogonal weights and zero biases for every linear, convolutional and recurrent
+    layer (thesis §2.5.2: "initialized using an orthogonal initialization"; Saxe et al.
+    2014)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            nn.init.orthogonal_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.GRU):
+            for name, p in m.named_parameters():
+                if name.startswith("weight"):
+                    nn.init.orthogonal_(p, gain=gain)
+                else:
+                    nn.init.zeros_(p)
+
+
 def _padding_mode(domain: Domain | None) -> str:
     if domain is not None and domain.periodic:
         return "circular"
@@ -157,20 +174,28 @@ def _mlp(shape, domain, extra=0, **opts):
     return MLP(shape[0], **opts)
 
 
-def _convnet(shape, domain, extra=0, **opts):
+def _orthogonal(net: nn.Module, gain: float | None) -> nn.Module:
+    """``gain=G``: orthogonal initialisation with that gain (the thesis's "reweighted
+    orthogonal initialisation", ch. 2); without it, PyTorch's default."""
+    if gain is not None:
+        orthogonal_init(net, float(gain))
+    return net
+
+
+def _convnet(shape, domain, extra=0, gain=None, **opts):
     if domain is None:
         raise ValueError("convnet() needs a grid system; use mlp() for ODEs")
     if extra:
         opts["n_in"] = shape[0] + extra
-    return ConvNet(shape[0], domain.ndim, domain=domain, **opts)
+    return _orthogonal(ConvNet(shape[0], domain.ndim, domain=domain, **opts), gain)
 
 
-def _resnet(shape, domain, extra=0, **opts):
+def _resnet(shape, domain, extra=0, gain=None, **opts):
     if extra:
         opts["n_in"] = shape[0] + extra
     if domain is None:
-        return ResMLP(shape[0], **opts)
-    return ResNet(shape[0], domain.ndim, domain=domain, **opts)
+        return _orthogonal(ResMLP(shape[0], **opts), gain)
+    return _orthogonal(ResNet(shape[0], domain.ndim, domain=domain, **opts), gain)
 
 
 #: ``augment NAME(...)``: the networks physml implements. The language checks spec lines
@@ -178,9 +203,10 @@ def _resnet(shape, domain, extra=0, **opts):
 NETWORKS: dict[str, NetworkKind] = {k.name: k for k in (
     NetworkKind("mlp", ("hidden", "layers", "activation", "gain"), _mlp,
                 "fully connected, ODE states (Table 3.4 pendulum)"),
-    NetworkKind("convnet", ("channels", "layers", "kernel", "activation", "batchnorm"),
+    NetworkKind("convnet", ("channels", "layers", "kernel", "activation", "batchnorm",
+                            "gain"),
                 _convnet, "convolutions on the grid (Table 3.2)"),
-    NetworkKind("resnet", ("channels", "blocks", "kernel", "activation"), _resnet,
+    NetworkKind("resnet", ("channels", "blocks", "kernel", "activation", "gain"), _resnet,
                 "residual blocks (grid) or residual MLP (ODE)"),
 )}
 

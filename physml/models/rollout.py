@@ -57,6 +57,68 @@ class Rollout(nn.Module):
         self.solver = solver
         self.x0_offset: nn.Parameter | None = None
         self.fit_initial_states(n_initial, state_shape)
+        # Partial observation (thesis ch. 2): see `observe`.
+        self.encoder: nn.Module | None = None
+        self.observed: list[int] | None = None
+        self.substeps = 1
+        self.sampling_decay: float | None = None
+        self.given: list[int] = []
+        self.register_buffer("readout", None, persistent=False)
+
+    def observe(self, observed: list[int] | None, encoder: nn.Module | None = None,
+                substeps: int = 1, scheduled_sampling: float | None = None,
+                readout: torch.Tensor | None = None, given: list[int] = ()) -> None:
+        """Partial observation and the chapter's training details (thesis §2.3–2.5).
+
+        ``observed``: the state channels that are measured (None: all). ``encoder``: the
+        initial state is ``E_θ(Y_{−K+1..0}) + Hᵀ Y₀`` (Setting 1, eq. 2.8) instead of the
+        batch's ``x0`` (Setting 2: a full initial state is given). ``substeps``: solver
+        steps per interval between observations (the thesis's 3 Euler steps).
+        ``scheduled_sampling`` ``k``: in training, after each step the observed channels
+        are replaced by the observation with probability ``k^i`` at the ``i``-th training
+        pass (exponential scheduled sampling, Bengio et al. 2015).
+        """
+        self.observed = list(observed) if observed is not None else None
+        # `observe u + v`: the measured quantities are H·X; predictions compared with
+        # them are H·X̂ (`forward` returns those; `predict` the full states).
+        self.readout = None
+        if readout is not None:
+            if scheduled_sampling is not None:
+                raise ValueError("`scheduled_sampling` resets observed variables to their "
+                                 "measurements, which linear observations (`observe u + v`) "
+                                 "do not give; drop one of the two")
+            self.readout = torch.as_tensor(readout)
+        self.encoder = encoder
+        # `encoder ... given w`: hidden channels whose initial values the batch's x0 holds
+        # (thesis eq. 2.8: X₀ = E_θ(Y) + (Y₀, w̆₀, 0)).
+        self.given = list(given)
+        self.substeps = max(1, int(substeps))
+        self.sampling_decay = scheduled_sampling
+        if scheduled_sampling is not None:
+            self.register_buffer("sampling_step", torch.zeros((), dtype=torch.long))
+
+    def initial_state(self, batch: Batch) -> torch.Tensor:
+        """The state each forecast starts from: the encoder's estimate from the observed
+        frames, else the batch's ``x0``; plus, in training, the learned offset of each
+        training trajectory with ``fit_initial`` (with an encoder: a per-trajectory
+        refinement of its estimate, as in output-error identification)."""
+        if self.encoder is not None:
+            frames = batch.target[:, :1]
+            if batch.context is not None:
+                frames = torch.cat([batch.context, frames], dim=1)
+            x0 = self.encoder(frames[:, -self.encoder.frames:])
+            if self.readout is None:
+                # + Hᵀ Y₀: the target's hidden channels are zero (Trajectories masks them).
+                x0 = x0 + batch.target[:, 0]
+            if self.given:
+                keep = torch.zeros_like(batch.x0)
+                keep[:, self.given] = batch.x0[:, self.given]
+                x0 = x0 + keep
+        else:
+            x0 = batch.x0
+        if self.training and self.x0_offset is not None:
+            x0 = x0 + self.x0_offset[batch.traj]
+        return x0
 
     def fit_initial_states(self, n: int, state_shape: tuple[int, ...]) -> None:
         """Learn an offset to the observed first frame of each of ``n`` training
@@ -64,21 +126,45 @@ class Rollout(nn.Module):
         self.x0_offset = nn.Parameter(torch.zeros(n, *state_shape)) if n else None
 
     def forward(self, batch: Batch, regulariser: str | None = None) -> RolloutOutput:
-        x0 = batch.x0
-        if self.training and self.x0_offset is not None:
-            x0 = x0 + self.x0_offset[batch.traj]
-        pred = self.integrate(x0, batch.t)
+        x0 = self.initial_state(batch)
+        if self.training and self.sampling_decay is not None:
+            pred = self._scheduled_sampling(x0, batch)
+        else:
+            pred = self.integrate(x0, batch.t)
         terms: dict[str, torch.Tensor] = {}
         if regulariser is not None:
             # Eq. 3.6: the mean over training states of ‖F_a(x)‖² (or (‖F_a‖/‖x‖)²).
             # A network that takes t (`augment ... with t`) sees each frame's time.
+            # With hidden channels the data are no states: the forecast's are used.
             times = batch.t.repeat(len(batch)) if self.field.aug_takes_time else None
+            partial = self.observed is not None or self.readout is not None
+            states = pred if partial else batch.target
             terms["aug_norm"] = self.field.augmentation_norm(
-                batch.target.flatten(0, 1), relative=regulariser == "relative", times=times)
-        return RolloutOutput(pred, terms)
+                states.flatten(0, 1), relative=regulariser == "relative", times=times)
+        return RolloutOutput(self.observations(pred), terms)
+
+    def observations(self, states: torch.Tensor) -> torch.Tensor:
+        """What the data measure of states ``(B, T, C, …)``: ``H·X`` under linear
+        observations, else the states themselves (hidden channels are masked)."""
+        if self.readout is None:
+            return states
+        return torch.einsum("oc,btc...->bto...", self.readout.to(states), states)
+
+    def forecast(self, batch: Batch) -> torch.Tensor:
+        """The observations a forecast from the batch's initial states predicts."""
+        return self.observations(self.integrate(self.initial_state(batch), batch.t))
 
     def integrate(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Solve from ``x0`` ``(B, *state)`` on ``t``; returns ``(B, T, *state)``."""
+        if self.substeps > 1 and t.numel() > 1:
+            # `substeps n`: n solver steps per observation interval, on a finer time grid.
+            frac = torch.arange(self.substeps, dtype=t.dtype, device=t.device) / self.substeps
+            fine = torch.cat([(t[:-1, None] + (t[1:] - t[:-1])[:, None] * frac).flatten(),
+                              t[-1:]])
+            return self._solve(x0, fine)[:, ::self.substeps]
+        return self._solve(x0, t)
+
+    def _solve(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         s = self.solver
         compiled = s.compiled and self.training
         # Compiled steps fuse the parameter transform themselves; eager ones share it.
@@ -87,15 +173,36 @@ class Rollout(nn.Module):
                           adjoint=s.adjoint, compiled=compiled,
                           recompute=s.recompute and torch.is_grad_enabled())
 
+    def _scheduled_sampling(self, x0: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Frame by frame; after each frame the observed channels of a trajectory are
+        the observation with probability ``decay^i`` (Bengio et al. 2015)."""
+        p = float(self.sampling_decay) ** int(self.sampling_step)
+        self.sampling_step += 1
+        channels = torch.zeros(batch.target.shape[2], dtype=torch.bool, device=x0.device)
+        channels[self.observed if self.observed is not None else slice(None)] = True
+        channels = channels.view(1, -1, *(1,) * (x0.dim() - 2))
+        x, out = x0, [x0]
+        for k in range(len(batch.t) - 1):
+            x = self.integrate(x, batch.t[k:k + 2])[:, -1]
+            out.append(x)
+            teach = torch.rand(x.shape[0], device=x.device) < p
+            if bool(teach.any()):
+                pick = teach.view(-1, *(1,) * (x.dim() - 1)) & channels
+                if batch.mask is not None:  # never a gap's zero
+                    pick = pick & (batch.mask[:, k + 1] > 0)
+                x = torch.where(pick, batch.target[:, k + 1], x)
+        return torch.stack(out, dim=1)
+
     @torch.no_grad()
     def predict(self, batch: Batch, chunk: int = 256) -> torch.Tensor:
-        """Forecasts from the observed initial states, ``chunk`` trajectories at a time;
-        each trajectory's forecast is independent of the others in its chunk."""
+        """Forecasts from the initial states (:meth:`initial_state`: the observed or
+        given ones, or the encoder's), ``chunk`` trajectories at a time; each trajectory's
+        forecast is independent of the others in its chunk."""
         was = self.training
         self.eval()
         try:
-            return torch.cat([self.integrate(batch.x0[i:i + chunk], batch.t)
-                              for i in range(0, len(batch), chunk)])
+            return torch.cat([self.integrate(self.initial_state(batch.select(
+                slice(i, i + chunk))), batch.t) for i in range(0, len(batch), chunk)])
         finally:
             self.train(was)
 

@@ -93,14 +93,24 @@ def figures(run, dataset, metrics: list[dict]) -> dict[str, plt.Figure]:
                 ax.legend()
             axes[-1, 0].set_xlabel("step (batches)")
             figs["parameters"] = fig
-    _, traj, clean = _split(dataset, "test")
+    spec = run.spec
+    hidden = spec.hidden_variables()
+    # Hidden variables (`observe`): the model sees the observed channels only; the dots of
+    # a hidden variable are its truth, which training never saw.
+    _, traj, clean = _split(dataset, "test", spec.observed_channels(), model.readout)
     batch = traj.batch()
-    data, times = batch.target, batch.t
+    times = batch.t
     with torch.no_grad():
         pred = model.predict(batch)
-    variables = run.spec.system.variables
+    data = _split(dataset, "test")[1].frames if hidden else batch.target
+    variables = spec.system.variables
+    shown_channel = 0
+    if spec.observed_channels() is not None:
+        shown_channel = spec.observed_channels()[0]
     if data.dim() == 3:
-        per = (pred - data).pow(2).flatten(1).mean(dim=1)
+        from ..objectives import per_trajectory_errors
+
+        per = per_trajectory_errors(model.observations(pred), batch.target, batch.mask)
         worst = int(per.argmax())
         first = list(range(min(3, data.shape[0])))
         shown = first + ([worst] if worst not in first else [])
@@ -112,7 +122,7 @@ def figures(run, dataset, metrics: list[dict]) -> dict[str, plt.Figure]:
                 line, = ax.plot(times, data[k, :, i], "o", ms=3, label=f"data {tag}")
                 ax.plot(times, pred[k, :, i], "-" if k != worst else "--",
                         color=line.get_color(), label=f"model {tag}")
-            ax.set_ylabel(pretty(var))
+            ax.set_ylabel(pretty(var) + (" (hidden; dots: truth)" if var in hidden else ""))
         axes[0, 0].legend(fontsize=7, ncol=2)
         axes[-1, 0].set_xlabel(TIME + ";  dots: data, lines: model")
         figs["predictions"] = fig
@@ -135,14 +145,15 @@ def figures(run, dataset, metrics: list[dict]) -> dict[str, plt.Figure]:
         frames = [0, data.shape[1] // 2, data.shape[1] - 1]
         fig, axes = plt.subplots(3, len(frames), figsize=(3 * len(frames), 8), squeeze=False)
         for j, f in enumerate(frames):
-            truth = data[0, f, 0]
-            guess = pred[0, f, 0]
+            truth = data[0, f, shown_channel]
+            guess = pred[0, f, shown_channel]
             while truth.dim() > 2:  # 3-D grids: show the middle slice
                 truth, guess = truth[..., truth.shape[-1] // 2], guess[..., guess.shape[-1] // 2]
             for row, (img, title) in enumerate([(truth, "data"), (guess, "model"),
                                                 ((guess - truth).abs(), "|error|")]):
                 im = axes[row, j].imshow(img.T, origin="lower")
-                axes[row, j].set_title(f"{pretty(variables[0])} {title}, t={float(times[f]):.3g}")
+                axes[row, j].set_title(f"{pretty(variables[shown_channel])} {title}, "
+                                       f"t={float(times[f]):.3g}")
                 axes[row, j].set_xlabel("x (grid index)")
                 axes[row, j].set_ylabel("y (grid index)")
                 fig.colorbar(im, ax=axes[row, j], shrink=0.8)

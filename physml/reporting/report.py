@@ -21,12 +21,15 @@ from ..symbolic.spec import Equation
 from .symbolic import augmented, render_equation, value_lines
 
 
-def _split(dataset, split: str) -> tuple[str, Trajectories, torch.Tensor | None]:
+def _split(dataset, split: str, observed: list[int] | None = None, readout=None
+           ) -> tuple[str, Trajectories, torch.Tensor | None]:
     """The trajectories of ``split`` (falling back to val, then train, when the data have
-    no such split) and their noiseless truth, if known."""
+    no such split; ``observed``: the measured channels, the others hidden) and their
+    noiseless truth, if known (all channels)."""
     if split not in dataset.splits or dataset.splits[split].numel() == 0:
         split = "val" if "val" in dataset.splits and dataset.splits["val"].numel() else "train"
-    traj = Trajectories(dataset.splits[split], dataset.times, dataset.history)
+    traj = Trajectories(dataset.splits[split], dataset.times, dataset.history,
+                        observed=observed, readout=readout)
     clean = (getattr(dataset, "splits_clean", None) or {}).get(split)
     if clean is not None:
         clean = Trajectories(clean, dataset.times, dataset.history).frames
@@ -38,14 +41,25 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     and the size of the augmentation (of the best checkpoint)."""
     dataset = dataset if dataset is not None else run.dataset()
     model = run.load_model("best")
-    split, traj, clean = _split(dataset, split)
+    observed = run.spec.observed_channels()
+    split, traj, clean = _split(dataset, split, observed, model.readout)
     batch = traj.batch()
     data = batch.target
-    pred = model.predict(batch)
+    states = model.predict(batch)
+    pred = model.observations(states)      # (H·X̂ under linear observations)
     err = (pred - data).pow(2)
-    mse = float(err.mean())
-    per_step = err.flatten(2).mean(dim=(0, 2)).tolist() if err.dim() > 2 else \
-        err.mean(dim=0).tolist()
+    if batch.mask is not None:
+        # Observed entries only (hidden channels, gaps): a mean over what was measured.
+        m = batch.mask.expand_as(err)
+        mse = float((err * m).sum() / m.sum().clamp_min(1))
+        per_step = ((err * m).flatten(2).sum(dim=(0, 2)) /
+                    m.flatten(2).sum(dim=(0, 2)).clamp_min(1)).tolist()
+        per_traj = (err * m).flatten(1).sum(dim=1) / m.flatten(1).sum(dim=1).clamp_min(1)
+    else:
+        mse = float(err.mean())
+        per_step = err.flatten(2).mean(dim=(0, 2)).tolist() if err.dim() > 2 else \
+            err.mean(dim=0).tolist()
+        per_traj = err.flatten(1).mean(dim=1)
     out: dict[str, Any] = {
         "split": split,
         "trajectories": int(data.shape[0]),
@@ -57,19 +71,29 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     }
     # One trajectory can dominate the mean (a pendulum forecast that crosses the
     # separatrix the data do not): the median over trajectories says how typical ones fare.
-    per_traj = err.flatten(1).mean(dim=1)
     med = float(per_traj.median())
     out["ln_mse_median_trajectory"] = math.log(med) if med > 0 else -math.inf
     out["worst_trajectory"] = {"index": int(per_traj.argmax()), "mse": float(per_traj.max())}
     if clean is not None:
-        c = float((pred - clean).pow(2).mean())
+        obs = slice(None) if observed is None else observed
+        c = float((pred[:, :, obs] - model.observations(clean)[:, :, obs]).pow(2).mean())
         out["mse_vs_clean"] = c
         out["ln_mse_vs_clean"] = math.log(c) if c > 0 else -math.inf
     out["parameters"] = parameter_table(model, dataset)
+    if run.spec.hidden_variables():
+        from .partial import partial_metrics
+
+        # The truth of the hidden channels where known (NaN where the data lack it).
+        truth = clean if clean is not None else dataset.splits[split].flatten(0, 1)[
+            :, dataset.history:].to(pred.dtype)
+        out["partial"] = partial_metrics(run, model, states, pred, data, truth,
+                                         out["parameters"])
     errors = [p["error_pct"] for p in out["parameters"] if p.get("error_pct") is not None]
     if errors:
         out["param_error_pct"] = sum(errors) / len(errors)
-    out.update(augmentation_share(model.field, data, run.config.method_options.get("norm")))
+    # With hidden variables the data are no states: the forecast's states are used.
+    out.update(augmentation_share(model.field, states if run.spec.hidden_variables() else data,
+                                  run.config.method_options.get("norm")))
     return out
 
 
@@ -104,14 +128,17 @@ def augmentation_share(model, data: torch.Tensor, norm: str | None = None) -> di
             "aug_share": share}
 
 
-def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict[str, Any]:
+def inspect(run, latex: bool = False, dataset=None, which: str = "best",
+            conjugacy: int = 0) -> dict[str, Any]:
     """The identified model in the spec's notation, beside the true system.
 
     ``equations``: the prior's equations with the spec's parameter names kept and the
     network term written ``F_a(…)`` where it acts; ``values``: each learned parameter
     (``T0 = 5.976 (true 6, −0.39 %)``) and the ``let``s computed from it
     (``omega0 = 2*pi/T0 = 1.0513``); ``numeric``: the equations with the values put in;
-    ``true_equations``/``true_values``: the system the data came from, when known."""
+    ``true_equations``/``true_values``: the system the data came from, when known.
+    ``conjugacy`` > 0: with hidden variables, the map from learned to true states fitted
+    on that many labelled test trajectories (thesis §2.5.4, :func:`.partial.conjugacy`)."""
     model = run.load_model(which)
     spec = run.spec
     out: dict[str, Any] = {"system": spec.system.name, "method": run.config.method,
@@ -120,7 +147,18 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict
     prior = field.prior
     dataset = dataset if dataset is not None else run.dataset()
     out["parameters"] = parameter_table(model, dataset)
-    truth = {r["name"]: r["true"] for r in out["parameters"] if "true" in r}
+    if spec.hidden_variables():
+        from .partial import annotate_parameters, symmetries
+
+        syms = symmetries(run, model)
+        annotate_parameters(out["parameters"], syms)
+        if syms:
+            out["identifiability"] = [
+                f"{s.describe()} leaves the observations unchanged: "
+                + ", ".join(f"{p} is not identifiable (only {s.invariant(p)} is)"
+                            for p, k in s.params.items() if k != 0) for s in syms]
+    truth = {r["name"]: r["true"] for r in out["parameters"]
+             if "true" in r and r.get("identifiable", True)}
     variables = spec.system.variables
     on = spec.augment_on if field.augmentation is not None else None
     if isinstance(prior, VectorField):
@@ -131,6 +169,9 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict
         values = {k: float(v.detach()) for k, v in prior.param_values().items()}
         learned = [r["name"] for r in out["parameters"]]
         out["values"] = value_lines(values, truth, prior.lets, latex, names=learned)
+        out["values"] += [f"{r['name']}: not identifiable from the observations "
+                          f"({r['symmetry']}); only {r['identifiable_combination']} is"
+                          for r in out["parameters"] if r.get("identifiable") is False]
         eqs = prior.sympy(substitute=True)
         numeric = [Equation(eq.var, r.rhs) for eq, r in zip(prior.equations, eqs)]
         if field.augmentation is not None:
@@ -155,6 +196,13 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict
     _, traj, _ = _split(dataset, "test")
     out.update(augmentation_share(model.field, traj.frames,
                                   run.config.method_options.get("norm")))
+    if conjugacy:
+        from .partial import conjugacy as fit_conjugacy
+
+        split, traj, clean = _split(dataset, "test", spec.observed_channels(), model.readout)
+        truth = clean if clean is not None else dataset.splits[split].flatten(0, 1)[
+            :, dataset.history:].to(traj.frames.dtype)
+        out["conjugacy"] = fit_conjugacy(run, model, traj, truth, conjugacy)
     return out
 
 
@@ -239,14 +287,21 @@ def parameter_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     last 20 % of training, and its true value."""
     traj = report.get("parameter_trajectory") or {}
     rows = []
+    evaluated = {p["name"]: p for p in report.get("evaluate", {}).get("parameters", [])}
     for p in report["inspect"]["parameters"]:
+        p = {**evaluated.get(p["name"], {}), **p}
         r = {"name": p["name"], "best": p["identified"]}
         t = traj.get(p["name"])
         if t is not None:
             r.update(last=t["last"], average=t["average"], spread_pct=t["spread_pct"],
                      settled=t["settled"])
         if "true" in p:
-            r.update(true=p["true"], error_pct=p["error_pct"])
+            r.update(true=p["true"])
+            if "error_pct" in p:
+                r["error_pct"] = p["error_pct"]
+            elif "error_up_to_symmetry_pct" in p:
+                r["error_pct"] = p["error_up_to_symmetry_pct"]
+                r["note"] = "not identifiable: up to the symmetry"
         rows.append(r)
     return rows
 
@@ -287,7 +342,8 @@ def markdown(run, report: dict[str, Any]) -> str:
             settled = ("yes" if r["settled"] else "no") if "settled" in r else "—"
             lines.append(f"| {r['name']} | {f('best')} | {f('last')} | {f('average')} "
                          f"(spread {f('spread_pct', '{:.3g}')} %) | {settled} | {f('true')} | "
-                         f"{f('error_pct', '{:.3f} %')} |")
+                         f"{f('error_pct', '{:.3f} %')}"
+                         + (f" ({r['note']})" if "note" in r else "") + " |")
         lines.append("")
     lines += ["## Test error", "",
               f"- MSE over {ev['frames']} frames of {ev['trajectories']} trajectories: "
@@ -298,6 +354,23 @@ def markdown(run, report: dict[str, Any]) -> str:
     if "worst_trajectory" in ev:
         w = ev["worst_trajectory"]
         lines.append(f"- worst test trajectory: #{w['index']} (MSE {w['mse']:.4g})")
+    part = ev.get("partial")
+    if part:
+        lines += ["", "## Partial observation", "",
+                  f"Observed: {', '.join(part['observed'])}; hidden: {', '.join(part['hidden'])}; "
+                  f"initial states: {part['initial_states']}.", ""]
+        for key, title in (("relative_mse", "relative error on the observations (eq. 2.6)"),
+                           ("hidden_cosine", "cosine of the hidden states to the truth "
+                                             "(eq. 2.7)")):
+            if key in part:
+                lines.append(f"- {title}: " + ", ".join(f"{h} {v:.4g}"
+                                                        for h, v in part[key].items()))
+        for name, sc in part.get("hidden_scale", {}).items():
+            lines.append(f"- learned {name} ≈ {sc['scale']:.4g} × true {name} (relative "
+                         f"squared residual {sc['relative_mse_after_scaling']:.3g})")
+        for sym in part.get("symmetries", []):
+            lines.append(f"- symmetry: {sym} leaves the observations unchanged; not "
+                         f"identifiable: {', '.join(part.get('not_identifiable', []))}")
     if "aug_share" in ev:
         lines.append(f"- ‖F_a‖² = {ev['aug_norm']:.4g}; the network carries "
                      f"{100 * ev['aug_share']:.2f} % of the dynamics (‖F_a‖/‖F_p+F_a‖)")

@@ -299,9 +299,33 @@ class Spec:
     #: ``augment NET with x, y, t``: extra network inputs (the domain's axes, ``t``)
     augment_with: tuple[str, ...] = ()
     environments: tuple[Environment, ...] = ()
+    #: ``observe``: the measured variables; for linear maps (``observe u + v``) the text
+    #: of each measured quantity, with ``observe_matrix`` its coefficients ``H`` (one row
+    #: per quantity, one column per variable)
     observe: tuple[str, ...] = ()
     encoder: Call | None = None
     train: TrainSpec | None = None
     path: str = "<string>"
     text: str = field(default="", compare=False, repr=False)
     uses: str | None = None
+    observe_matrix: tuple[tuple[float, ...], ...] | None = None
+    #: ``encoder NET given w``: hidden variables whose initial values the data give; the
+    #: encoder adds to them (thesis eq. 2.8, the hybrid setting)
+    encoder_given: tuple[str, ...] = ()
+
+    def observed_channels(self) -> list[int] | None:
+        """The state channels ``observe`` lists, in the state's order (None: all are
+        observed, or the observations are linear maps: see ``observe_matrix``)."""
+        variables = self.system.variables
+        if not self.observe or self.observe_matrix is not None or \
+                set(self.observe) == set(variables):
+            return None
+        return [i for i, v in enumerate(variables) if v in self.observe]
+
+    def hidden_variables(self) -> tuple[str, ...]:
+        """The variables not measured themselves (all of them under a linear map)."""
+        if self.observe_matrix is not None:
+            return tuple(self.system.variables)
+        chans = self.observed_channels()
+        return () if chans is None else tuple(
+            v for i, v in enumerate(self.system.variables) if i not in chans)

@@ -54,6 +54,11 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     compile: bool = False
+    #: solver steps per interval between observations (thesis §2.5.2: 3 Euler steps)
+    substeps: int = 1
+    #: exponential scheduled sampling: observed channels teacher-forced with probability
+    #: k^i at training pass i (thesis §2.5.2, §2.7: k = 0.9999)
+    scheduled_sampling: float | None = None
 
     def __post_init__(self) -> None:
         # Checked here, so that a resumed run's overrides are held to the same rules.
@@ -67,7 +72,10 @@ class TrainConfig:
             raise ValueError("training option `val_fraction` must lie in (0, 1)")
         if not 0.0 <= self.lr_decay < 1.0:
             raise ValueError("training option `lr_decay` must lie in [0, 1) (0: no decay)")
-        for name in ("batch", "epochs", "val_every", "plateau"):
+        if self.scheduled_sampling is not None and not 0.0 <= self.scheduled_sampling < 1.0:
+            raise ValueError("training option `scheduled_sampling` must lie in [0, 1) (the "
+                             "decay k of the teacher-forcing probability k^i; e.g. 0.9999)")
+        for name in ("batch", "epochs", "val_every", "plateau", "substeps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"training option `{name}` must be at least 1")
         if self.tau1 is not None:  # the thesis calls Adam's learning rate τ₁

@@ -190,7 +190,7 @@ class Trainer:
         # A prediction error 10⁴× that of predicting zero means the solution blew up (a
         # learned term made the fixed-step solver unstable, which grows exponentially):
         # handled like NaN/inf. Merely wrong forecasts stay far below this.
-        self.blowup = 1e4 * float(data.train.frames.pow(2).mean()) + 1e-12
+        self.blowup = 1e4 * data.train.mean_square() + 1e-12
         self.step = 0
         self.epoch = 0
         self.batch_index = 0
@@ -337,7 +337,7 @@ class Trainer:
         self.rollout.eval()
         per = []
         for chunk in self.data.val.chunks(max(1, self.cfg.batch * 4)):
-            pred = self.rollout.integrate(chunk.x0, chunk.t)
+            pred = self.rollout.forecast(chunk)
             per.append(per_trajectory_errors(pred, chunk.target, chunk.mask))
         self.rollout.train()
         return float(aggregate_errors(torch.cat(per), self.cfg.loss))
