@@ -1,0 +1,359 @@
+"""Intervals on identified physical parameters, after training.
+
+**Laplace** (default, cheap). Read the training loss as a Gaussian negative
+log-likelihood: ``NLL(θ) = n·L(θ)/(2σ²)`` with ``n`` the number of predicted values (the
+first frame of a trajectory is observed, not predicted) and ``σ²`` the noise variance
+estimated from the residuals at the end of training, ``σ̂² = n·L(θ̂)/(n − p)`` (``loss
+robust``: the median per-trajectory MSE, which a trajectory the model cannot follow does
+not inflate). The posterior of the learned parameters is approximated by a Gaussian at
+``θ̂`` with covariance ``H⁻¹``, ``H`` the **full Hessian** of the NLL (autograd, second
+derivatives of the residuals included) in the unconstrained coordinates training uses;
+where that Hessian is not positive definite (a run stopped short of a minimum) the
+Gauss–Newton matrix ``JᵀJ/σ̂²`` is used instead, and the report says so. Intervals are
+``r̂ ± z·sd`` in those coordinates mapped back through the bounds' transform, so they never
+leave the declared interval. A network in the model (APHYNITY) is held at its trained
+weights: the interval is conditional on F_a and ignores the confounding
+:mod:`~physml.discover.identifiability` measures.
+
+**Bootstrap** (``n`` replicates, assumption-light). Training trajectories are resampled
+with replacement and the parameters refitted from ``θ̂``: for a physics-only model all
+replicates at once (one batched solve per step, each replicate's parameters its own),
+by Levenberg-damped Newton steps on the training loss; with a network, each replicate
+retrains a copy of the whole model for a number of Adam steps. Intervals are the
+percentiles of the replicates. Resampling whole trajectories keeps what the Laplace
+interval assumes away: errors correlated along a trajectory (a noisy first frame shifts
+the whole forecast).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from statistics import NormalDist
+from typing import Any
+
+import torch
+
+from ..data import Trajectories
+from ..objectives.losses import per_trajectory_errors
+from ..solve import odeint
+from ..symbolic import VectorField
+from ..symbolic.compiler import to_constrained
+
+
+@dataclasses.dataclass
+class Interval:
+    name: str
+    value: float
+    low: float
+    high: float
+    std: float                    # natural units (delta method / replicate spread)
+    true: float | None = None
+
+    @property
+    def covers(self) -> bool | None:
+        return None if self.true is None else self.low <= self.true <= self.high
+
+
+@dataclasses.dataclass
+class Uncertainty:
+    """Intervals of every learned physical parameter and how they were obtained."""
+
+    method: str                   # "laplace" or "bootstrap"
+    level: float
+    intervals: list[Interval]
+    note: str                     # which Hessian / how many replicates, σ̂²
+    sigma2: float | None = None
+    replicates: list[dict[str, float]] | None = None
+
+    def lines(self) -> list[str]:
+        pct = f"{100 * self.level:g} %"
+        out = [f"{pct} intervals ({self.note}):"]
+        for iv in self.intervals:
+            truth = ""
+            if iv.true is not None:
+                truth = f"  (true {iv.true:.6g}: {'inside' if iv.covers else 'outside'})"
+            out.append(f"  {iv.name} = {iv.value:.6g}  [{iv.low:.6g}, {iv.high:.6g}]  "
+                       f"± {iv.std:.3g}{truth}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for iv, row in zip(self.intervals, d["intervals"]):
+            row["covers"] = iv.covers
+        return d
+
+
+def _prior(rollout) -> VectorField:
+    prior = rollout.field.prior
+    if not isinstance(prior, VectorField) or not prior.learnable:
+        raise ValueError("the model has no learned physical parameters (a `prior:` block "
+                         "with `learn`) to give intervals for")
+    return prior
+
+
+def _plain(rollout):
+    """A float64 copy of the rollout that integrates eagerly (no compile, no adjoint, no
+    checkpointing: second derivatives go through the plain solver loop)."""
+    model = copy.deepcopy(rollout).double()
+    model.solver = dataclasses.replace(model.solver, compiled=False, adjoint=False,
+                                       recompute=False)
+    model.train()  # as in training: learned initial-state offsets apply
+    return model
+
+
+def _counts(train: Trajectories) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per trajectory: the values its error ``e_i`` averages over (first frame included,
+    as in training) and the values the model predicts (first frame left out)."""
+    if train.mask is None:
+        per = train.frames[0].numel()
+        m = torch.full((len(train),), float(per), dtype=torch.float64)
+        return m, m * (train.n_frames - 1) / train.n_frames
+    mask = train.mask.double().expand_as(train.frames)
+    return mask.flatten(1).sum(1), mask[:, 1:].flatten(1).sum(1)
+
+
+def _double(b):
+    return dataclasses.replace(b, x0=b.x0.double(), t=b.t.double(), target=b.target.double(),
+                               mask=None if b.mask is None else b.mask.double())
+
+
+def _errors(model, train: Trajectories, rows: slice) -> torch.Tensor:
+    """Per-trajectory errors ``e_i`` of some training trajectories, differentiable."""
+    b = _double(train.batch(rows))
+    return per_trajectory_errors(model(b).pred, b.target, b.mask)
+
+
+def _nll(e: torch.Tensor, m: torch.Tensor, kind: str, s2, sigma2: float) -> torch.Tensor:
+    """The training loss as a negative log-likelihood: ``Σ m_i·e_i / 2σ²`` (``robust``:
+    ``e_i`` through the Cauchy loss, its scale ``s²`` held)."""
+    if s2 is not None:
+        e = s2 * torch.log1p(e / s2)
+    return (m * e).sum() / (2 * sigma2)
+
+
+def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95,
+            truth: dict[str, float] | None = None, chunk: int = 64) -> Uncertainty:
+    """Laplace intervals of the learned physical parameters of a trained ``rollout`` on its
+    training trajectories ``train`` (see the module docstring)."""
+    model = _plain(rollout)
+    prior = _prior(model)
+    names = list(prior.learnable)
+    raws = [prior.raw[n] for n in names]
+    for q in model.parameters():
+        q.requires_grad_(False)
+    for r in raws:
+        r.requires_grad_(True)
+    p = len(raws)
+    m, pred = _counts(train)
+    n = float(pred.sum())
+    chunks = [slice(i, i + chunk) for i in range(0, len(train), chunk)]
+    with torch.no_grad():
+        e = torch.cat([_errors(model, train, c) for c in chunks])
+    variance = e * m / pred.clamp_min(1)          # residual variance of each trajectory
+    s2 = None
+    if loss == "robust" and len(train) >= 3:
+        s2 = (10.0 * e.median()).clamp_min(torch.finfo(e.dtype).tiny)
+        sigma2 = float(variance.median()) * n / max(n - p, 1)
+        how = "σ̂² the median per-trajectory residual variance (robust loss)"
+    else:
+        sigma2 = float((e * m).sum()) / max(n - p, 1)
+        how = "σ̂² from the residuals"
+    hess = torch.zeros(p, p, dtype=torch.float64)
+    for c in chunks:
+        nll = _nll(_errors(model, train, c), m[c], loss, s2, sigma2)
+        g = torch.stack(torch.autograd.grad(nll, raws, create_graph=True))
+        for j in range(p):
+            row = torch.autograd.grad(g[j], raws, retain_graph=j < p - 1)
+            hess[j] += torch.stack(row).detach()
+    hess = 0.5 * (hess + hess.T)
+    kind = "full Hessian of the training loss"
+    if float(torch.linalg.eigvalsh(hess)[0]) <= 0:
+        hess = _gauss_newton(model, prior, names, train, sigma2, chunks)
+        kind = ("Gauss–Newton matrix (the full Hessian is not positive definite here: "
+                "the run did not end at a minimum)")
+    cov = torch.linalg.pinv(hess)
+    note = f"Laplace, {kind}, {how} = {sigma2:.3g}"
+    if model.field.augmentation is not None:
+        note += "; the network held at its trained weights"
+    return Uncertainty("laplace", level, _intervals(prior, names, cov, level, truth), note,
+                       sigma2=sigma2)
+
+
+def _gauss_newton(model, prior: VectorField, names, train: Trajectories, sigma2: float,
+                  chunks) -> torch.Tensor:
+    """``JᵀJ/σ²``, ``J`` the Jacobian of every predicted value w.r.t. the raw parameters:
+    one forward-mode pass per parameter, the constrained value made dual (through the
+    prior's per-trajectory parameter values) and chained with ``dθ/dr``."""
+    import torch.autograd.forward_ad as fwAD
+
+    p = len(names)
+    values = {nm: v.detach() for nm, v in prior.param_values().items() if nm in names}
+    slopes = []
+    for nm in names:
+        r = prior.raw[nm].detach().clone().requires_grad_(True)
+        slope, = torch.autograd.grad(to_constrained(r, prior.params_spec[nm],
+                                                    prior.scales[nm]), r)
+        slopes.append(float(slope))
+    out = torch.zeros(p, p, dtype=torch.float64)
+    for c in chunks:
+        b = _double(train.batch(c))
+        cols = []
+        for j, nm in enumerate(names):
+            with fwAD.dual_level():
+                dual = fwAD.make_dual(values[nm], torch.ones_like(values[nm]))
+                batch = {k: (dual if k == nm else v).expand(len(b)) for k, v in values.items()}
+                prior.set_batch_params(batch)
+                try:
+                    pred = model(b).pred
+                    tangent = fwAD.unpack_dual(pred).tangent[:, 1:]
+                finally:
+                    prior.set_batch_params(None)
+            if b.mask is not None:
+                tangent = tangent * b.mask[:, 1:].expand_as(tangent)
+            cols.append(tangent.reshape(-1) * slopes[j])
+        J = torch.stack(cols, dim=1)
+        out += J.T @ J / sigma2
+    return out
+
+
+def _intervals(prior: VectorField, names, cov: torch.Tensor, level: float,
+               truth: dict[str, float] | None) -> list[Interval]:
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    out = []
+    for i, name in enumerate(names):
+        spec, scale = prior.params_spec[name], prior.scales[name]
+        r = prior.raw[name].detach().double().clone().requires_grad_(True)
+        value = to_constrained(r, spec, scale)
+        slope, = torch.autograd.grad(value, r)
+        sd = math.sqrt(max(float(cov[i, i]), 0.0))
+        lo = float(to_constrained(r.detach() - z * sd, spec, scale))
+        hi = float(to_constrained(r.detach() + z * sd, spec, scale))
+        out.append(Interval(name, float(value.detach()), min(lo, hi), max(lo, hi),
+                            abs(float(slope)) * sd,
+                            None if not truth or name not in truth else float(truth[name])))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+
+def bootstrap(rollout, train: Trajectories, n: int, loss: str = "mse", level: float = 0.95,
+              truth: dict[str, float] | None = None, seed: int = 0, iterations: int = 12,
+              steps: int = 300, lr: float = 1e-3, lr_phys: float | None = None,
+              objective=None) -> Uncertainty:
+    """Bootstrap intervals from ``n`` refits on resampled training trajectories (see the
+    module docstring). ``iterations``: Newton steps of a physics-only refit; ``steps``,
+    ``lr``, ``lr_phys``, ``objective``: the Adam retraining of a model with a network."""
+    if n < 2:
+        raise ValueError(f"--bootstrap {n}: give at least 2 replicates (20 or more for "
+                         "95 % intervals)")
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(train), (n, len(train)), generator=g)
+    model = _plain(rollout)
+    prior = _prior(model)
+    names = list(prior.learnable)
+    if model.field.augmentation is None:
+        values = _batched_newton(model, prior, names, train, picks, loss, iterations)
+        how = f"bootstrap, {n} replicates refitted together by Newton steps"
+    else:
+        values = _retrain(model, names, train, picks, steps, lr, lr_phys, objective)
+        how = f"bootstrap, {n} replicates each retrained for {steps} Adam steps from the run"
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    intervals = []
+    for j, name in enumerate(names):
+        col = values[:, j]
+        qs = torch.quantile(col, torch.tensor([lo_q, hi_q], dtype=col.dtype))
+        intervals.append(Interval(name, float(prior.param_values()[name]), float(qs[0]),
+                                  float(qs[1]), float(col.std()),
+                                  None if not truth or name not in truth else float(truth[name])))
+    reps = [{nm: float(values[b, j]) for j, nm in enumerate(names)} for b in range(n)]
+    return Uncertainty("bootstrap", level, intervals, how + ", percentile intervals",
+                       replicates=reps)
+
+
+def _batched_newton(model, prior: VectorField, names, train: Trajectories,
+                    picks: torch.Tensor, loss: str, iterations: int) -> torch.Tensor:
+    """All replicates' physical parameters refitted in one batched problem: replicate
+    ``b`` owns the raw parameters ``R[b]`` and the trajectories ``picks[b]``."""
+    B, N = picks.shape
+    p = len(names)
+    rows = picks.reshape(-1)
+    batch = train.batch(rows)
+    x0 = batch.x0.double()
+    if model.x0_offset is not None:
+        x0 = x0 + model.x0_offset.detach()[batch.traj]
+    target = batch.target.double()
+    mask = None if batch.mask is None else batch.mask.double()
+    t = batch.t.double()
+    specs = [prior.params_spec[nm] for nm in names]
+    scales = [prior.scales[nm] for nm in names]
+    R = torch.stack([prior.raw[nm].detach().double() for nm in names]).repeat(B, 1)
+    s = model.solver
+
+    def replicate_losses(R):
+        values = {nm: to_constrained(R[:, j], specs[j], scales[j]).repeat_interleave(N)
+                  for j, nm in enumerate(names)}
+        prior.set_batch_params(values)
+        try:
+            pred = odeint(model.field, x0, t, s.name, step=s.step, rtol=s.rtol, atol=s.atol)
+        finally:
+            prior.set_batch_params(None)
+        e = per_trajectory_errors(pred, target, mask).reshape(B, N)
+        if loss == "robust" and N >= 3:
+            s2 = (10.0 * e.detach().median(dim=1).values).clamp_min(1e-300).unsqueeze(1)
+            return (s2 * torch.log1p(e / s2)).sum(dim=1)
+        return e.sum(dim=1)
+
+    damping = torch.full((B,), 1e-6, dtype=torch.float64)
+    for _ in range(iterations):
+        R = R.detach().requires_grad_(True)
+        L = replicate_losses(R)
+        G, = torch.autograd.grad(L.sum(), R, create_graph=True)
+        H = torch.stack([torch.autograd.grad(G[:, j].sum(), R, retain_graph=j < p - 1)[0]
+                         for j in range(p)], dim=2)  # (B, p, p): replicates are independent
+        H = 0.5 * (H + H.transpose(1, 2))
+        scale = H.diagonal(dim1=1, dim2=2).abs().clamp_min(1e-300)
+        step = torch.linalg.solve(H.detach() + damping[:, None, None] * torch.diag_embed(scale)
+                                  , -G.detach().unsqueeze(2))[:, :, 0]
+        with torch.no_grad():
+            trial = replicate_losses(R.detach() + step)
+            better = trial <= L.detach()
+        # Levenberg: accept what lowers a replicate's loss, damp it more where it does not.
+        R = torch.where(better[:, None], R.detach() + step, R.detach())
+        damping = torch.where(better, damping * 0.1, damping * 10).clamp(1e-12, 1e6)
+    with torch.no_grad():
+        return torch.stack([to_constrained(R[:, j], specs[j], scales[j])
+                            for j in range(p)], dim=1)
+
+
+def _retrain(model, names, train: Trajectories, picks: torch.Tensor, steps: int, lr: float,
+             lr_phys: float | None, objective) -> torch.Tensor:
+    """Each replicate: a copy of the trained model, ``steps`` Adam steps of the training
+    objective on its resampled trajectories (full batch)."""
+    from ..objectives.losses import trajectory_loss
+
+    out = []
+    for rows in picks:
+        m = copy.deepcopy(model)
+        prior = m.field.prior
+        phys = list(prior.raw.parameters())
+        ids = {id(q) for q in phys}
+        nets = [q for q in m.parameters() if id(q) not in ids]
+        for q in m.parameters():
+            q.requires_grad_(True)
+        opt = torch.optim.Adam([{"params": nets, "lr": lr},
+                                {"params": phys, "lr": lr_phys or lr}])
+        b = train.batch(rows)
+        b = dataclasses.replace(b, x0=b.x0.double(), t=b.t.double(), target=b.target.double(),
+                                mask=None if b.mask is None else b.mask.double())
+        for _ in range(steps):
+            opt.zero_grad()
+            if objective is not None:
+                value, _ = objective.loss(m, b)
+            else:
+                value = trajectory_loss(m(b).pred, b.target, mask=b.mask)
+            value.backward()
+            opt.step()
+        vals = prior.param_values()
+        out.append(torch.stack([vals[nm].detach().double() for nm in names]))
+    return torch.stack(out)
