@@ -400,15 +400,25 @@ def inspect(
     latex: Annotated[bool, typer.Option("--latex", help="Equations as LaTeX.")] = False,
     checkpoint: Annotated[str, typer.Option(
         metavar="best|last", help="The best validation checkpoint or the last state.")] = "best",
+    bootstrap: Annotated[int, typer.Option(
+        metavar="N", help="Intervals from N refits on resampled training trajectories "
+        "instead of the Laplace approximation (slower, fewer assumptions).")] = 0,
+    level: Annotated[float, typer.Option(help="Coverage of the intervals.")] = 0.95,
 ) -> None:
-    """The identified equations with fitted values, beside the true system."""
+    """The identified equations with fitted values and intervals, beside the true system."""
     from ..experiment import Run, RunError
     from ..experiment import inspect as inspect_fn
 
     if checkpoint not in ("best", "last"):
         fail(f"--checkpoint {checkpoint}: choose best or last")
+    if bootstrap < 0 or bootstrap == 1:
+        fail(f"--bootstrap {bootstrap}: give at least 2 replicates (20 or more for 95 % "
+             "intervals), or 0 for the Laplace approximation")
+    if not 0 < level < 1:
+        fail(f"--level {level}: give a coverage between 0 and 1, e.g. 0.95")
     try:
-        result = inspect_fn(Run(run_dir), latex=latex, which=checkpoint)
+        result = inspect_fn(Run(run_dir), latex=latex, which=checkpoint, bootstrap=bootstrap,
+                            level=level)
     except SpecError as exc:
         report_spec_error(exc)
         return
@@ -429,6 +439,9 @@ def inspect(
     else:
         _equations(result, None if checkpoint == "last" else "best")
     _param_table(result["parameters"])
+    if "uncertainty" in result:
+        for line in result["uncertainty"]["lines"]:
+            console.print(line, markup=False, soft_wrap=True)
     if "aug_share" in result:
         console.print(f"the augmentation carries {100 * result['aug_share']:.2f} % of the "
                       f"dynamics on the test data (‖F_a‖/‖F_p + F_a‖)")

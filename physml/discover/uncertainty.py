@@ -133,9 +133,15 @@ def _nll(e: torch.Tensor, m: torch.Tensor, kind: str, s2, sigma2: float) -> torc
 
 
 def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95,
-            truth: dict[str, float] | None = None, chunk: int = 64) -> Uncertainty:
+            truth: dict[str, float] | None = None, chunk: int = 64,
+            max_trajectories: int | None = None) -> Uncertainty:
     """Laplace intervals of the learned physical parameters of a trained ``rollout`` on its
-    training trajectories ``train`` (see the module docstring)."""
+    training trajectories ``train`` (see the module docstring). ``max_trajectories``: sum
+    the Hessian over that many of them, evenly spaced, and scale it to all."""
+    total = len(train)
+    if max_trajectories is not None and total > max_trajectories:
+        rows = torch.linspace(0, total - 1, max_trajectories).round().long()
+        train = _subset(train, rows)
     model = _plain(rollout)
     prior = _prior(model)
     names = list(prior.learnable)
@@ -166,18 +172,46 @@ def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95
         for j in range(p):
             row = torch.autograd.grad(g[j], raws, retain_graph=j < p - 1)
             hess[j] += torch.stack(row).detach()
-    hess = 0.5 * (hess + hess.T)
+    hess = 0.5 * (hess + hess.T) * (total / len(train))
     kind = "full Hessian of the training loss"
     if float(torch.linalg.eigvalsh(hess)[0]) <= 0:
-        hess = _gauss_newton(model, prior, names, train, sigma2, chunks)
+        hess = _gauss_newton(model, prior, names, train, sigma2, chunks) * (total / len(train))
         kind = ("Gauss–Newton matrix (the full Hessian is not positive definite here: "
                 "the run did not end at a minimum)")
-    cov = torch.linalg.pinv(hess)
+    cov = _covariance(hess)
     note = f"Laplace, {kind}, {how} = {sigma2:.3g}"
+    if not bool(torch.isfinite(cov.diagonal()).all()):
+        note += ("; the Hessian is singular: the data do not determine the parameters with "
+                 "infinite intervals (see `physml check --identifiability`)")
+    if len(train) < total:
+        note += f"; the Hessian from {len(train)} of {total} training trajectories, scaled"
     if model.field.augmentation is not None:
         note += "; the network held at its trained weights"
     return Uncertainty("laplace", level, _intervals(prior, names, cov, level, truth), note,
                        sigma2=sigma2)
+
+
+def _covariance(hess: torch.Tensor, tol: float = 1e-10) -> torch.Tensor:
+    """``H⁻¹``; where ``H`` is singular, infinite variance for every parameter that takes
+    part in a null direction (a pseudo-inverse would report a finite, false interval)."""
+    ev, vec = torch.linalg.eigh(hess)
+    null = ev <= tol * ev.abs().max().clamp_min(1e-300)
+    if not bool(null.any()):
+        return torch.linalg.inv(hess)
+    cov = vec[:, ~null] @ torch.diag(1 / ev[~null]) @ vec[:, ~null].T
+    involved = vec[:, null].abs().amax(dim=1) > 1e-6
+    cov[involved, involved] = math.inf
+    return cov
+
+
+def _subset(train: Trajectories, rows: torch.Tensor) -> Trajectories:
+    """Some of the trajectories, keeping their indices (learned initial offsets)."""
+    sub = copy.copy(train)
+    sub.frames = train.frames[rows]
+    sub.mask = None if train.mask is None else train.mask[rows]
+    sub.context = None if train.context is None else train.context[rows]
+    sub.env, sub.traj = train.env[rows], train.traj[rows]
+    return sub
 
 
 def _gauss_newton(model, prior: VectorField, names, train: Trajectories, sigma2: float,
@@ -227,8 +261,11 @@ def _intervals(prior: VectorField, names, cov: torch.Tensor, level: float,
         value = to_constrained(r, spec, scale)
         slope, = torch.autograd.grad(value, r)
         sd = math.sqrt(max(float(cov[i, i]), 0.0))
-        lo = float(to_constrained(r.detach() - z * sd, spec, scale))
-        hi = float(to_constrained(r.detach() + z * sd, spec, scale))
+        if math.isinf(sd):
+            lo, hi = spec.lower, spec.upper
+        else:
+            lo = float(to_constrained(r.detach() - z * sd, spec, scale))
+            hi = float(to_constrained(r.detach() + z * sd, spec, scale))
         out.append(Interval(name, float(value.detach()), min(lo, hi), max(lo, hi),
                             abs(float(slope)) * sd,
                             None if not truth or name not in truth else float(truth[name])))

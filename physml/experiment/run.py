@@ -506,6 +506,9 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
                 if not dist.is_main:
                     dataset, ds_path = dataset_for(spec_obj, cache_dir=data_dir)
             ds = dataset
+            if dist.is_main:
+                for warning in identifiability_warnings(spec_obj, ds, cfg):
+                    say(f"warning: {warning}")
             data, record = training_data(ds, cfg, dev)
             if cfg.fit_initial:  # one offset per training trajectory, known only now
                 exp.rollout.fit_initial_states(len(data.train), spec_obj.system.state_shape())
@@ -565,6 +568,29 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
     finally:
         if lock is not None:
             lock.release()
+
+
+def identifiability_warnings(spec: Spec, dataset, cfg: TrainConfig,
+                             max_trajectories: int = 8) -> list[str]:
+    """What the identifiability check has to say before training, when the Fisher
+    information of the learned prior parameters is near-singular on these data (a few
+    trajectories' sensitivities, scaled to all; nothing when it is well conditioned)."""
+    if spec.prior is None or not spec.prior.learn or spec.prior.hamiltonian is not None:
+        return []
+    from ..discover.identifiability import identifiability
+    from . import _frames_of
+
+    try:
+        result = identifiability(spec, **_frames_of(dataset, max_trajectories),
+                                 solver=cfg.solver, step=cfg.step,
+                                 max_trajectories=max_trajectories, confounding=False)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        return [f"identifiability check skipped ({exc})"]
+    if not result.near_singular:
+        return []
+    lines = [line for line in result.lines() if not line.startswith("  ")]
+    return [f"identifiability: {lines[0]}"] + lines[1:2] + \
+        ["see `physml check --identifiability` for the whole analysis"]
 
 
 def _both(first, second):
