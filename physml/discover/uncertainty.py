@@ -65,6 +65,7 @@ class Uncertainty:
     note: str                     # which Hessian / how many replicates, σ̂²
     sigma2: float | None = None
     replicates: list[dict[str, float]] | None = None
+    inspected: dict[str, float] | None = None   # the state inspected, where it differs
 
     def lines(self) -> list[str]:
         pct = f"{100 * self.level:g} %"
@@ -134,7 +135,7 @@ def _nll(e: torch.Tensor, m: torch.Tensor, kind: str, s2, sigma2: float) -> torc
 
 def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95,
             truth: dict[str, float] | None = None, chunk: int = 64,
-            max_trajectories: int | None = None) -> Uncertainty:
+            max_trajectories: int | None = None, refine: int = 8) -> Uncertainty:
     """Laplace intervals of the learned physical parameters of a trained ``rollout`` on its
     training trajectories ``train`` (see the module docstring). ``max_trajectories``: sum
     the Hessian over that many of them, evenly spaced, and scale it to all."""
@@ -152,30 +153,31 @@ def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95
         r.requires_grad_(True)
     p = len(raws)
     m, pred = _counts(train)
-    n = float(pred.sum())
     chunks = [slice(i, i + chunk) for i in range(0, len(train), chunk)]
-    with torch.no_grad():
-        e = torch.cat([_errors(model, train, c) for c in chunks])
-    variance = e * m / pred.clamp_min(1)          # residual variance of each trajectory
-    s2 = None
-    if loss == "robust" and len(train) >= 3:
-        s2 = (10.0 * e.median()).clamp_min(torch.finfo(e.dtype).tiny)
-        sigma2 = float(variance.median()) * n / max(n - p, 1)
-        how = "σ̂² the median per-trajectory residual variance (robust loss)"
-    else:
-        sigma2 = float((e * m).sum()) / max(n - p, 1)
-        how = "σ̂² from the residuals"
-    hess = torch.zeros(p, p, dtype=torch.float64)
-    for c in chunks:
-        nll = _nll(_errors(model, train, c), m[c], loss, s2, sigma2)
-        g = torch.stack(torch.autograd.grad(nll, raws, create_graph=True))
-        for j in range(p):
-            row = torch.autograd.grad(g[j], raws, retain_graph=j < p - 1)
-            hess[j] += torch.stack(row).detach()
-    hess = 0.5 * (hess + hess.T) * (total / len(train))
+    inspected = {nm: float(v.detach()) for nm, v in prior.param_values().items()
+                 if nm in names}
+    scale = total / len(train)
+    sigma2, s2, how = _noise(model, train, chunks, m, pred, p, loss)
+    grad, hess = _grad_hess(model, raws, train, chunks, m, loss, s2, sigma2, scale)
+    steps = 0
+    # The Laplace approximation is a Gaussian at the mode of the training loss; the state
+    # inspected (the best validation checkpoint, or a run stopped early) may lie a few
+    # standard deviations from it. Newton steps on the physical parameters find it.
+    for _ in range(refine):
+        if float(torch.linalg.eigvalsh(hess)[0]) <= 0:
+            break
+        delta = -torch.linalg.solve(hess, grad)
+        if float((delta.pow(2) * hess.diagonal()).sum()) < 1e-8:
+            break
+        with torch.no_grad():
+            for r, d in zip(raws, delta):
+                r += d
+        steps += 1
+        sigma2, s2, how = _noise(model, train, chunks, m, pred, p, loss)
+        grad, hess = _grad_hess(model, raws, train, chunks, m, loss, s2, sigma2, scale)
     kind = "full Hessian of the training loss"
     if float(torch.linalg.eigvalsh(hess)[0]) <= 0:
-        hess = _gauss_newton(model, prior, names, train, sigma2, chunks) * (total / len(train))
+        hess = _gauss_newton(model, prior, names, train, sigma2, chunks) * scale
         kind = ("Gauss–Newton matrix (the full Hessian is not positive definite here: "
                 "the run did not end at a minimum)")
     cov = _covariance(hess)
@@ -187,8 +189,45 @@ def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95
         note += f"; the Hessian from {len(train)} of {total} training trajectories, scaled"
     if model.field.augmentation is not None:
         note += "; the network held at its trained weights"
-    return Uncertainty("laplace", level, _intervals(prior, names, cov, level, truth), note,
-                       sigma2=sigma2)
+    intervals = _intervals(prior, names, cov, level, truth)
+    if steps:
+        far = max((abs(iv.value - inspected[iv.name]) / iv.std for iv in intervals
+                   if iv.std > 0 and math.isfinite(iv.std)), default=0.0)
+        note += (f"; centred at the training loss's minimum, {steps} Newton step"
+                 f"{'s' if steps > 1 else ''} from the inspected state "
+                 f"({', '.join(f'{k} = {v:.6g}' for k, v in inspected.items())}; "
+                 f"{far:.2g} standard deviations away)")
+    return Uncertainty("laplace", level, intervals, note, sigma2=sigma2,
+                       inspected=inspected)
+
+
+def _noise(model, train, chunks, m, pred, p: int, loss: str):
+    """σ̂² from the residuals, the robust loss's scale ``s²`` (or None), and the words."""
+    n = float(pred.sum())
+    with torch.no_grad():
+        e = torch.cat([_errors(model, train, c) for c in chunks])
+    if loss == "robust" and len(train) >= 3:
+        variance = e * m / pred.clamp_min(1)      # residual variance of each trajectory
+        s2 = (10.0 * e.median()).clamp_min(torch.finfo(e.dtype).tiny)
+        return (float(variance.median()) * n / max(n - p, 1), s2,
+                "σ̂² the median per-trajectory residual variance (robust loss)")
+    return float((e * m).sum()) / max(n - p, 1), None, "σ̂² from the residuals"
+
+
+def _grad_hess(model, raws, train, chunks, m, loss, s2, sigma2: float, scale: float):
+    """Gradient and full Hessian of the NLL w.r.t. the raw parameters, summed over the
+    chunks and scaled to all training trajectories."""
+    p = len(raws)
+    grad = torch.zeros(p, dtype=torch.float64)
+    hess = torch.zeros(p, p, dtype=torch.float64)
+    for c in chunks:
+        nll = _nll(_errors(model, train, c), m[c], loss, s2, sigma2)
+        g = torch.stack(torch.autograd.grad(nll, raws, create_graph=True))
+        grad += g.detach()
+        for j in range(p):
+            row = torch.autograd.grad(g[j], raws, retain_graph=j < p - 1)
+            hess[j] += torch.stack(row).detach()
+    return grad * scale, 0.5 * (hess + hess.T) * scale
 
 
 def _covariance(hess: torch.Tensor, tol: float = 1e-10) -> torch.Tensor:
@@ -285,7 +324,9 @@ def bootstrap(rollout, train: Trajectories, n: int, loss: str = "mse", level: fl
         raise ValueError(f"--bootstrap {n}: give at least 2 replicates (20 or more for "
                          "95 % intervals)")
     g = torch.Generator().manual_seed(seed)
-    picks = torch.randint(0, len(train), (n, len(train)), generator=g)
+    # Row 0 refits the whole training set: the centre the replicates scatter around.
+    picks = torch.cat([torch.arange(len(train))[None],
+                       torch.randint(0, len(train), (n, len(train)), generator=g)])
     model = _plain(rollout)
     prior = _prior(model)
     names = list(prior.learnable)
@@ -295,17 +336,21 @@ def bootstrap(rollout, train: Trajectories, n: int, loss: str = "mse", level: fl
     else:
         values = _retrain(model, names, train, picks, steps, lr, lr_phys, objective)
         how = f"bootstrap, {n} replicates each retrained for {steps} Adam steps from the run"
+    centre, values = values[0], values[1:]
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     intervals = []
     for j, name in enumerate(names):
         col = values[:, j]
         qs = torch.quantile(col, torch.tensor([lo_q, hi_q], dtype=col.dtype))
-        intervals.append(Interval(name, float(prior.param_values()[name]), float(qs[0]),
+        intervals.append(Interval(name, float(centre[j]), float(qs[0]),
                                   float(qs[1]), float(col.std()),
                                   None if not truth or name not in truth else float(truth[name])))
     reps = [{nm: float(values[b, j]) for j, nm in enumerate(names)} for b in range(n)]
-    return Uncertainty("bootstrap", level, intervals, how + ", percentile intervals",
-                       replicates=reps)
+    inspected = {nm: float(v.detach()) for nm, v in prior.param_values().items()
+                 if nm in names}
+    return Uncertainty("bootstrap", level, intervals, how + ", percentile intervals; the "
+                       "value is the refit on all training trajectories",
+                       replicates=reps, inspected=inspected)
 
 
 def _batched_newton(model, prior: VectorField, names, train: Trajectories,
@@ -327,7 +372,7 @@ def _batched_newton(model, prior: VectorField, names, train: Trajectories,
     R = torch.stack([prior.raw[nm].detach().double() for nm in names]).repeat(B, 1)
     s = model.solver
 
-    def replicate_losses(R):
+    def replicate_losses(R, s2=None):
         values = {nm: to_constrained(R[:, j], specs[j], scales[j]).repeat_interleave(N)
                   for j, nm in enumerate(names)}
         prior.set_batch_params(values)
@@ -337,14 +382,17 @@ def _batched_newton(model, prior: VectorField, names, train: Trajectories,
             prior.set_batch_params(None)
         e = per_trajectory_errors(pred, target, mask).reshape(B, N)
         if loss == "robust" and N >= 3:
-            s2 = (10.0 * e.detach().median(dim=1).values).clamp_min(1e-300).unsqueeze(1)
-            return (s2 * torch.log1p(e / s2)).sum(dim=1)
-        return e.sum(dim=1)
+            # As in training, the scale is held while stepping (the fixed point training
+            # reaches): a trial step is judged with the current scale.
+            if s2 is None:
+                s2 = (10.0 * e.detach().median(dim=1).values).clamp_min(1e-300).unsqueeze(1)
+            return (s2 * torch.log1p(e / s2)).sum(dim=1), s2
+        return e.sum(dim=1), None
 
     damping = torch.full((B,), 1e-6, dtype=torch.float64)
     for _ in range(iterations):
         R = R.detach().requires_grad_(True)
-        L = replicate_losses(R)
+        L, s2 = replicate_losses(R)
         G, = torch.autograd.grad(L.sum(), R, create_graph=True)
         H = torch.stack([torch.autograd.grad(G[:, j].sum(), R, retain_graph=j < p - 1)[0]
                          for j in range(p)], dim=2)  # (B, p, p): replicates are independent
@@ -353,7 +401,7 @@ def _batched_newton(model, prior: VectorField, names, train: Trajectories,
         step = torch.linalg.solve(H.detach() + damping[:, None, None] * torch.diag_embed(scale)
                                   , -G.detach().unsqueeze(2))[:, :, 0]
         with torch.no_grad():
-            trial = replicate_losses(R.detach() + step)
+            trial, _ = replicate_losses(R.detach() + step, s2)
             better = trial <= L.detach()
         # Levenberg: accept what lowers a replicate's loss, damp it more where it does not.
         R = torch.where(better[:, None], R.detach() + step, R.detach())
