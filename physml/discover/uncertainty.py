@@ -135,7 +135,8 @@ def _nll(e: torch.Tensor, m: torch.Tensor, kind: str, s2, sigma2: float) -> torc
 
 def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95,
             truth: dict[str, float] | None = None, chunk: int = 64,
-            max_trajectories: int | None = None, refine: int = 8) -> Uncertainty:
+            max_trajectories: int | None = None, refine: int = 8,
+            sandwich: bool = True) -> Uncertainty:
     """Laplace intervals of the learned physical parameters of a trained ``rollout`` on its
     training trajectories ``train`` (see the module docstring). ``max_trajectories``: sum
     the Hessian over that many of them, evenly spaced, and scale it to all."""
@@ -182,6 +183,20 @@ def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95
                 "the run did not end at a minimum)")
     cov = _covariance(hess)
     note = f"Laplace, {kind}, {how} = {sigma2:.3g}"
+    plain = None
+    if sandwich and len(train) > p and bool(torch.isfinite(cov.diagonal()).all()):
+        # Residuals along one trajectory are not independent (its noisy first frame shifts
+        # the whole forecast), which H⁻¹ alone assumes: the trajectory-clustered sandwich
+        # H⁻¹·(Σ_i s_i s_iᵀ)·H⁻¹, s_i the score of trajectory i (White 1982; Liang &
+        # Zeger 1986), with the small-sample factor N/(N − p).
+        scores = _scores(model, prior, names, train, chunks, m, loss, s2, sigma2)
+        meat = scores.T @ scores * (len(train) / (len(train) - p)) * scale
+        plain = cov.diagonal().sqrt()
+        cov = cov @ meat @ cov
+        ratio = float((cov.diagonal().sqrt() / plain).max())
+        note += (f"; covariance H⁻¹·B·H⁻¹ with B the outer product of per-trajectory scores "
+                 f"(robust to residuals correlated along a trajectory): {ratio:.2g}× the width of "
+                 "H⁻¹ alone")
     if not bool(torch.isfinite(cov.diagonal()).all()):
         note += ("; the Hessian is singular: the data do not determine the parameters with "
                  "infinite intervals (see `physml check --identifiability`)")
@@ -253,6 +268,45 @@ def _subset(train: Trajectories, rows: torch.Tensor) -> Trajectories:
     return sub
 
 
+def _scores(model, prior: VectorField, names, train: Trajectories, chunks, m, loss: str,
+            s2, sigma2: float) -> torch.Tensor:
+    """Per-trajectory gradients of the NLL w.r.t. the raw parameters, ``(N, p)``: one
+    forward-mode pass per parameter (through the prior's per-trajectory values)."""
+    import torch.autograd.forward_ad as fwAD
+
+    values = {nm: v.detach() for nm, v in prior.param_values().items() if nm in names}
+    slopes = _slopes(prior, names)
+    out = []
+    for c in chunks:
+        b = _double(train.batch(c))
+        cols = []
+        for j, nm in enumerate(names):
+            with fwAD.dual_level():
+                dual = fwAD.make_dual(values[nm], torch.ones_like(values[nm]))
+                prior.set_batch_params({k: (dual if k == nm else v).expand(len(b))
+                                        for k, v in values.items()})
+                try:
+                    e = per_trajectory_errors(model(b).pred, b.target, b.mask)
+                    primal, tangent = fwAD.unpack_dual(e)
+                finally:
+                    prior.set_batch_params(None)
+            weight = 1.0 / (1.0 + primal / s2) if s2 is not None else 1.0  # ρ'(e)
+            cols.append(m[c] * weight * tangent * slopes[j] / (2 * sigma2))
+        out.append(torch.stack(cols, dim=1))
+    return torch.cat(out)
+
+
+def _slopes(prior: VectorField, names) -> list[float]:
+    """``dθ/dr`` of each learned parameter at its current raw value."""
+    out = []
+    for nm in names:
+        r = prior.raw[nm].detach().clone().requires_grad_(True)
+        slope, = torch.autograd.grad(to_constrained(r, prior.params_spec[nm],
+                                                    prior.scales[nm]), r)
+        out.append(float(slope))
+    return out
+
+
 def _gauss_newton(model, prior: VectorField, names, train: Trajectories, sigma2: float,
                   chunks) -> torch.Tensor:
     """``JᵀJ/σ²``, ``J`` the Jacobian of every predicted value w.r.t. the raw parameters:
@@ -262,12 +316,7 @@ def _gauss_newton(model, prior: VectorField, names, train: Trajectories, sigma2:
 
     p = len(names)
     values = {nm: v.detach() for nm, v in prior.param_values().items() if nm in names}
-    slopes = []
-    for nm in names:
-        r = prior.raw[nm].detach().clone().requires_grad_(True)
-        slope, = torch.autograd.grad(to_constrained(r, prior.params_spec[nm],
-                                                    prior.scales[nm]), r)
-        slopes.append(float(slope))
+    slopes = _slopes(prior, names)
     out = torch.zeros(p, p, dtype=torch.float64)
     for c in chunks:
         b = _double(train.batch(c))
