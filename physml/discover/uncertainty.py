@@ -135,7 +135,7 @@ def _nll(e: torch.Tensor, m: torch.Tensor, kind: str, s2, sigma2: float) -> torc
 
 def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95,
             truth: dict[str, float] | None = None, chunk: int = 64,
-            max_trajectories: int | None = None, refine: int = 8,
+            max_trajectories: int | None = None, refine: int = 20,
             sandwich: bool = True) -> Uncertainty:
     """Laplace intervals of the learned physical parameters of a trained ``rollout`` on its
     training trajectories ``train`` (see the module docstring). ``max_trajectories``: sum
@@ -159,23 +159,37 @@ def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95
                  if nm in names}
     scale = total / len(train)
     sigma2, s2, how = _noise(model, train, chunks, m, pred, p, loss)
-    grad, hess = _grad_hess(model, raws, train, chunks, m, loss, s2, sigma2, scale)
+    value, grad, hess = _grad_hess(model, raws, train, chunks, m, loss, s2, sigma2, scale)
     steps = 0
     # The Laplace approximation is a Gaussian at the mode of the training loss; the state
     # inspected (the best validation checkpoint, or a run stopped early) may lie a few
-    # standard deviations from it. Newton steps on the physical parameters find it.
+    # standard deviations from it. Levenberg-damped Newton steps on the physical
+    # parameters find it (the robust loss's scale held during a step, as in training).
+    damping = 1e-9
     for _ in range(refine):
-        if float(torch.linalg.eigvalsh(hess)[0]) <= 0:
-            break
-        delta = -torch.linalg.solve(hess, grad)
-        if float((delta.pow(2) * hess.diagonal()).sum()) < 1e-8:
+        diag = torch.diag(hess.diagonal().abs().clamp_min(1e-300))
+        try:
+            torch.linalg.cholesky(hess + damping * diag)
+        except RuntimeError:
+            damping *= 100
+            continue
+        delta = -torch.linalg.solve(hess + damping * diag, grad)
+        if float((delta.pow(2) * hess.diagonal().abs()).sum()) < 1e-10:
             break
         with torch.no_grad():
             for r, d in zip(raws, delta):
                 r += d
+            trial = sum(float(_nll(_errors(model, train, c), m[c], loss, s2, sigma2))
+                        for c in chunks) * scale
+            if trial > value:
+                for r, d in zip(raws, delta):
+                    r -= d
+                damping *= 100
+                continue
+        damping = max(damping / 100, 1e-12)
         steps += 1
         sigma2, s2, how = _noise(model, train, chunks, m, pred, p, loss)
-        grad, hess = _grad_hess(model, raws, train, chunks, m, loss, s2, sigma2, scale)
+        value, grad, hess = _grad_hess(model, raws, train, chunks, m, loss, s2, sigma2, scale)
     kind = "full Hessian of the training loss"
     if float(torch.linalg.eigvalsh(hess)[0]) <= 0:
         hess = _gauss_newton(model, prior, names, train, sigma2, chunks) * scale
@@ -233,16 +247,18 @@ def _grad_hess(model, raws, train, chunks, m, loss, s2, sigma2: float, scale: fl
     """Gradient and full Hessian of the NLL w.r.t. the raw parameters, summed over the
     chunks and scaled to all training trajectories."""
     p = len(raws)
+    value = 0.0
     grad = torch.zeros(p, dtype=torch.float64)
     hess = torch.zeros(p, p, dtype=torch.float64)
     for c in chunks:
         nll = _nll(_errors(model, train, c), m[c], loss, s2, sigma2)
+        value += float(nll)
         g = torch.stack(torch.autograd.grad(nll, raws, create_graph=True))
         grad += g.detach()
         for j in range(p):
             row = torch.autograd.grad(g[j], raws, retain_graph=j < p - 1)
             hess[j] += torch.stack(row).detach()
-    return grad * scale, 0.5 * (hess + hess.T) * scale
+    return value * scale, grad * scale, 0.5 * (hess + hess.T) * scale
 
 
 def _covariance(hess: torch.Tensor, tol: float = 1e-10) -> torch.Tensor:
