@@ -189,6 +189,8 @@ def _print_report(run, latex: bool = False) -> None:
     rows = parameter_rows(report)
     if rows:
         _parameter_rows(rows, sel)
+    for line in (ins.get("uncertainty") or {}).get("lines", []):
+        console.print(line, markup=False, soft_wrap=True)
     console.print(f"test MSE {ev['mse']:.4g}  (ln {ev['ln_mse']:.3f}, log10 {ev['log10_mse']:.3f})")
     if "ln_mse_median_trajectory" in ev:
         w = ev["worst_trajectory"]

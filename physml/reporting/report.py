@@ -340,6 +340,9 @@ def markdown(run, report: dict[str, Any]) -> str:
                          f"(spread {f('spread_pct', '{:.3g}')} %) | {settled} | {f('true')} | "
                          f"{f('error_pct', '{:.3f} %')} |")
         lines.append("")
+    unc = ins.get("uncertainty")
+    if unc:
+        lines += ["## Intervals", "", "```"] + list(unc["lines"]) + ["```", ""]
     lines += ["## Test error", "",
               f"- MSE over {ev['frames']} frames of {ev['trajectories']} trajectories: "
               f"{ev['mse']:.4g} (ln MSE {ev['ln_mse']:.3f}, log10 MSE {ev['log10_mse']:.3f})"]
