@@ -252,7 +252,7 @@ def _grad_hess(model, raws, train, chunks, m, loss, s2, sigma2: float, scale: fl
     hess = torch.zeros(p, p, dtype=torch.float64)
     for c in chunks:
         nll = _nll(_errors(model, train, c), m[c], loss, s2, sigma2)
-        value += float(nll)
+        value += float(nll.detach())
         g = torch.stack(torch.autograd.grad(nll, raws, create_graph=True))
         grad += g.detach()
         for j in range(p):
