@@ -361,6 +361,9 @@ def identifiability(spec: Spec, frames: torch.Tensor | None = None,
     if spec.prior is None or not spec.prior.learn or spec.prior.hamiltonian is not None:
         raise ValueError("identifiability needs a `prior:` block with `learn` parameters")
     if frames is None:
+        if spec.data is None:
+            raise ValueError("identifiability needs data: a `data:` block to simulate, or "
+                             "a data file")
         frames, times = design_data(spec, max_trajectories)
         if env_params is None:
             env_params = [dict(spec.system.param_values, **dict(e.values))
@@ -375,6 +378,8 @@ def identifiability(spec: Spec, frames: torch.Tensor | None = None,
     used = x.shape[0]
     scale = (n_train * frames.shape[0] / used) if n_train else 1.0
     J = sensitivities(model, x[:, 0].contiguous(), times, solver, step)
+    if spec.observe:  # partial observation: only the observed fields inform θ
+        J = J[:, :, [spec.system.variables.index(v) for v in spec.observe]]
     J = J.reshape(-1, len(model.names))
     n_obs = int(round(J.shape[0] * scale))
     if noise is None:

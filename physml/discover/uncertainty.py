@@ -380,7 +380,7 @@ def _intervals(prior: VectorField, names, cov: torch.Tensor, level: float,
 
 def bootstrap(rollout, train: Trajectories, n: int, loss: str = "mse", level: float = 0.95,
               truth: dict[str, float] | None = None, seed: int = 0, iterations: int = 12,
-              steps: int = 300, lr: float = 1e-3, lr_phys: float | None = None,
+              steps: int = 100, lr: float = 1e-3, lr_phys: float | None = None,
               objective=None) -> Uncertainty:
     """Bootstrap intervals from ``n`` refits on resampled training trajectories (see the
     module docstring). ``iterations``: Newton steps of a physics-only refit; ``steps``,
