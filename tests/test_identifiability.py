@@ -132,7 +132,7 @@ def test_confounding_share_of_a_laplacian(kernel, high):
         assert "not unique" in "\n".join(r.lines())
 
 
-def _drift(n: int, seed: int, sigma: float = 0.05):
+def _drift(n: int, seed: int, sigma: float = 0.05, noisy_first: bool = False):
     """``dx/dt = c``: predictions linear in c, Gaussian noise (a linear-Gaussian model)."""
     spec = parse_spec("""\
 system drift
@@ -152,7 +152,9 @@ train physics solver rk4
     t = torch.linspace(0, 1, 11, dtype=torch.float64)
     x0 = torch.rand(n, generator=g, dtype=torch.float64)
     y = x0[:, None] + 0.5 * t + sigma * torch.randn(n, len(t), generator=g, dtype=torch.float64)
-    y[:, 0] = x0
+    if not noisy_first:
+        y[:, 0] = x0
+    x0 = y[:, 0]
     train = Trajectories(y[None, :, :, None], t, dtype=torch.float64)
     # The least-squares estimate and its textbook interval (σ² from the residuals, n − 1 dof)
     st = float((t ** 2).sum()) * n
@@ -179,7 +181,7 @@ def test_laplace_equals_the_analytic_interval_of_a_linear_gaussian_model():
 
 def test_sandwich_and_bootstrap_agree_with_the_textbook_width_on_many_trajectories():
     rollout, train, c, sd = _drift(60, seed=2)
-    (lap,) = laplace(rollout, train).intervals
+    (lap,) = laplace(rollout, train, sandwich="clustered").intervals
     (boot,) = bootstrap(rollout, train, 200).intervals
     assert lap.std == pytest.approx(sd, rel=0.25)
     assert boot.std == pytest.approx(sd, rel=0.25)
@@ -214,3 +216,20 @@ def test_cli_check_identifiability(tmp_path):
     sys_file.write_text(REDUNDANT.split("data:")[0])
     res = CliRunner().invoke(app, ["check", "--identifiability", str(sys_file)])
     assert res.exit_code == 1 and "learns no parameters" in res.output
+
+
+def test_laplace_propagates_the_noise_of_the_first_frame():
+    """A forecast from a noisy first frame carries its error to every later frame: for
+    ``x(t) = x0 + c·t`` fitted from the observed ``x0``, Var(ĉ) = σ²·N·(Σt² + (Σt)²)/st²
+    with st = N·Σt², far more than the σ²/st that independent residuals give."""
+    rollout, train, c, _ = _drift(40, seed=3, noisy_first=True)
+    u = laplace(rollout, train)
+    (iv,) = u.intervals
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)[1:]
+    st = 40 * float((t ** 2).sum())
+    sd = math.sqrt(u.sigma2 * 40 * (float((t ** 2).sum()) + float(t.sum()) ** 2)) / st
+    assert iv.std == pytest.approx(sd, rel=1e-6)
+    assert u.sigma2 == pytest.approx(0.05 ** 2, rel=0.15)
+    assert "first frame is as noisy" in u.note
+    (plain,) = laplace(rollout, train, sandwich=False).intervals
+    assert iv.std > 1.8 * plain.std  # (Σt² + (Σt)²)/(2Σt²) = 4.4 in variance

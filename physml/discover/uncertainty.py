@@ -136,7 +136,7 @@ def _nll(e: torch.Tensor, m: torch.Tensor, kind: str, s2, sigma2: float) -> torc
 def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95,
             truth: dict[str, float] | None = None, chunk: int = 64,
             max_trajectories: int | None = None, refine: int = 20,
-            sandwich: bool = True) -> Uncertainty:
+            sandwich: bool | str = "auto") -> Uncertainty:
     """Laplace intervals of the learned physical parameters of a trained ``rollout`` on its
     training trajectories ``train`` (see the module docstring). ``max_trajectories``: sum
     the Hessian over that many of them, evenly spaced, and scale it to all."""
@@ -198,7 +198,21 @@ def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95
     cov = _covariance(hess)
     note = f"Laplace, {kind}, {how} = {sigma2:.3g}"
     plain = None
-    if sandwich and len(train) > p and bool(torch.isfinite(cov.diagonal()).all()):
+    small_state = train.frames[0, 0].numel() <= 16
+    if sandwich == "auto":
+        sandwich = "propagated" if model.x0_offset is None and small_state else "clustered"
+    if sandwich == "propagated" and model.x0_offset is None and small_state \
+            and bool(torch.isfinite(cov.diagonal()).all()):
+        meat, sigma_o2 = _propagated_meat(model, prior, names, train, chunks, s2, sigma2, p)
+        meat = meat * scale
+        plain = cov.diagonal().sqrt()
+        cov = cov @ meat @ cov
+        ratio = float((cov.diagonal().sqrt() / plain).max())
+        sigma2 = sigma_o2
+        note += (f"; covariance H⁻¹·M·H⁻¹, M the score variance when the first frame is as "
+                 f"noisy as the others (σ_o² = {sigma_o2:.3g}): {ratio:.2g}× the width of "
+                 "H⁻¹ alone")
+    elif sandwich and len(train) > p and bool(torch.isfinite(cov.diagonal()).all()):
         # Residuals along one trajectory are not independent (its noisy first frame shifts
         # the whole forecast), which H⁻¹ alone assumes: the trajectory-clustered sandwich
         # H⁻¹·(Σ_i s_i s_iᵀ)·H⁻¹, s_i the score of trajectory i (White 1982; Liang &
@@ -310,6 +324,59 @@ def _scores(model, prior: VectorField, names, train: Trajectories, chunks, m, lo
             cols.append(m[c] * weight * tangent * slopes[j] / (2 * sigma2))
         out.append(torch.stack(cols, dim=1))
     return torch.cat(out)
+
+
+def _propagated_meat(model, prior: VectorField, names, train: Trajectories, chunks, s2,
+                     sigma2: float, p: int) -> tuple[torch.Tensor, float]:
+    """The variance of the score when every frame carries independent noise of variance
+    σ_o², the first one included: the forecast starts from a noisy frame, so trajectory
+    ``i``'s residuals have covariance ``σ_o²·(I + S_i S_iᵀ)``, ``S_i = ∂X_i/∂x0`` (an
+    errors-in-variables model). Returns ``Σ_i w_i² J_iᵀ(I + S_i S_iᵀ)J_i·σ_o²/σ⁴`` and σ_o²,
+    estimated from ``E[SSR_i] = σ_o²·(n_i + ‖S_i‖²)``."""
+    import torch.autograd.forward_ad as fwAD
+
+    values = {nm: v.detach() for nm, v in prior.param_values().items() if nm in names}
+    slopes = torch.tensor(_slopes(prior, names), dtype=torch.float64)
+    grams, ssr, dof, weights = [], [], [], []
+    for c in chunks:
+        b = _double(train.batch(c))
+        cols = []
+        for nm in names:
+            with fwAD.dual_level():
+                dual = fwAD.make_dual(values[nm], torch.ones_like(values[nm]))
+                prior.set_batch_params({k: (dual if k == nm else v).expand(len(b))
+                                        for k, v in values.items()})
+                try:
+                    out = model(b).pred
+                    pred, tangent = fwAD.unpack_dual(out)
+                finally:
+                    prior.set_batch_params(None)
+            cols.append(tangent[:, 1:].flatten(1))
+        J = torch.stack(cols, dim=2) * slopes                    # (B, n_i, p)
+        S = []
+        flat = b.x0.flatten(1)
+        for k in range(flat.shape[1]):
+            tangent = torch.zeros_like(flat)
+            tangent[:, k] = 1.0
+            with fwAD.dual_level():
+                x0 = fwAD.make_dual(b.x0, tangent.reshape(b.x0.shape))
+                out = model(dataclasses.replace(b, x0=x0)).pred
+                S.append(fwAD.unpack_dual(out).tangent[:, 1:].flatten(1))
+        S = torch.stack(S, dim=2)                                 # (B, n_i, d)
+        r = (pred.detach() - b.target)[:, 1:].flatten(1)
+        JS = J.transpose(1, 2) @ S                                # (B, p, d)
+        grams.append(J.transpose(1, 2) @ J + JS @ JS.transpose(1, 2))
+        ssr.append(r.pow(2).sum(1))
+        dof.append(r.shape[1] + S.pow(2).sum((1, 2)))
+        e = (pred.detach() - b.target).pow(2).flatten(1).mean(1)
+        weights.append(1.0 / (1.0 + e / s2) if s2 is not None else torch.ones_like(e))
+    grams, ssr, dof, w = torch.cat(grams), torch.cat(ssr), torch.cat(dof), torch.cat(weights)
+    if s2 is not None:
+        sigma_o2 = float((ssr / dof).median().detach())
+    else:
+        sigma_o2 = float((ssr.sum() / (dof.sum() - p)).detach())
+    meat = (w.pow(2)[:, None, None] * grams).sum(0).detach() * sigma_o2 / sigma2 ** 2
+    return meat, sigma_o2
 
 
 def _slopes(prior: VectorField, names) -> list[float]:
