@@ -234,6 +234,7 @@ class Confounding:
     how: str                     # how the share was measured
     minimal_norm: float | None = None   # where the minimal-norm split puts θ (known truth)
     true: float | None = None
+    grid: bool = False
 
     @property
     def unique(self) -> bool:
@@ -332,11 +333,18 @@ def confounding_line(c: Confounding) -> str:
         where = f"; on these data the minimal-norm split puts {c.name} at {c.minimal_norm:.4g}"
         if c.true is not None:
             where += f" (data simulated with {c.true:.4g})"
+    if c.grid:
+        fix = (f"To make it unique: a network that cannot imitate ∂F_p/∂{c.name} (a pointwise "
+               f"F_a, `convnet(kernel=1)`, where the unknown physics is local), or `augment "
+               f"… on` only the equations the unknown physics acts on")
+    else:
+        fix = (f"F_a sees the whole state, so only `augment … on` (F_a restricted to the "
+               f"equations the unknown physics acts on, where ∂F_p/∂{c.name} does not act) "
+               "could make it unique; otherwise the split is as biased as the minimal-norm "
+               f"criterion is where the missing term correlates with ∂F_p/∂{c.name}")
     return (f"{c.name}: F_a can reproduce {pct} of ∂F_p/∂{c.name} ({c.how}), so APHYNITY's "
             f"split for {c.name} is not unique: only the minimal-norm criterion decides it"
-            f"{where}. To make it unique: a pointwise F_a (`convnet(kernel=1)`) or "
-            f"`augment … on` the equations the unknown physics acts on, or data in which "
-            f"∂F_p/∂{c.name} cannot be imitated")
+            f"{where}. {fix}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -528,7 +536,8 @@ def confounding_shares(spec: Spec, model: _Model, trajectories: torch.Tensor,
         g = G[..., j]
         total = float(g.pow(2).sum())
         if total == 0:
-            out.append(Confounding(name, 0.0, False, "∂F_p/∂θ vanishes on these states"))
+            out.append(Confounding(name, 0.0, False, "∂F_p/∂θ vanishes on these states",
+                                   grid=field is not None))
             continue
         reproduced, exact, hows = 0.0, True, set()
         for c in range(g.shape[1]):
@@ -559,7 +568,8 @@ def confounding_shares(spec: Spec, model: _Model, trajectories: torch.Tensor,
             reproduced += size - float(resid.pow(2).sum())
             hows.add("least squares on its receptive field: the stencil reaches beyond it")
         share = max(0.0, min(1.0, reproduced / total))
-        out.append(Confounding(name, share, exact and share > 0, "; ".join(sorted(hows))))
+        out.append(Confounding(name, share, exact and share > 0, "; ".join(sorted(hows)),
+                               grid=field is not None))
     if out and all(not c.unique for c in out) and model.rest is not None:
         mn = minimal_norm_split(model, states, acts, relative_norm)
         for c, v in zip(out, mn):
