@@ -135,7 +135,7 @@ def _nll(e: torch.Tensor, m: torch.Tensor, kind: str, s2, sigma2: float) -> torc
 
 def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95,
             truth: dict[str, float] | None = None, chunk: int = 64,
-            max_trajectories: int | None = None, refine: int = 20,
+            max_trajectories: int | None = None, refine: int = 40,
             sandwich: bool | str = "auto") -> Uncertainty:
     """Laplace intervals of the learned physical parameters of a trained ``rollout`` on its
     training trajectories ``train`` (see the module docstring). ``max_trajectories``: sum
@@ -174,7 +174,9 @@ def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95
             damping *= 100
             continue
         delta = -torch.linalg.solve(hess + damping * diag, grad)
-        if float((delta.pow(2) * hess.diagonal().abs()).sum()) < 1e-10:
+        if float((delta.pow(2) * hess.diagonal().abs()).sum()) < 1e-10 and damping < 1e-3:
+            break  # (a tiny step under heavy damping is not convergence)
+        if damping > 1e12:
             break
         with torch.no_grad():
             for r, d in zip(raws, delta):
@@ -368,13 +370,20 @@ def _propagated_meat(model, prior: VectorField, names, train: Trajectories, chun
         grams.append(J.transpose(1, 2) @ J + JS @ JS.transpose(1, 2))
         ssr.append(r.pow(2).sum(1))
         dof.append(r.shape[1] + S.pow(2).sum((1, 2)))
-        e = (pred.detach() - b.target).pow(2).flatten(1).mean(1)
-        weights.append(1.0 / (1.0 + e / s2) if s2 is not None else torch.ones_like(e))
-    grams, ssr, dof, w = torch.cat(grams), torch.cat(ssr), torch.cat(dof), torch.cat(weights)
+        full = (pred.detach() - b.target).pow(2).flatten(1)
+        weights.append(torch.stack([full.mean(1), torch.full_like(full[:, 0], full.shape[1])]))
+    grams, ssr, dof = torch.cat(grams), torch.cat(ssr), torch.cat(dof)
+    e, m = torch.cat(weights, dim=1)
     if s2 is not None:
         sigma_o2 = float((ssr / dof).median().detach())
+        # The Cauchy loss bounds a trajectory's pull: its weight is judged at the error
+        # its noisy first frame is expected to cause, not only at the error it has. Near
+        # a separatrix ‖S_i‖ is huge and a linear propagation alone would let that one
+        # trajectory swamp the interval; the loss itself would discount it.
+        w = 1.0 / (1.0 + torch.maximum(e, sigma_o2 * dof / m) / s2)
     else:
         sigma_o2 = float((ssr.sum() / (dof.sum() - p)).detach())
+        w = torch.ones_like(e)
     meat = (w.pow(2)[:, None, None] * grams).sum(0).detach() * sigma_o2 / sigma2 ** 2
     return meat, sigma_o2
 
@@ -446,7 +455,7 @@ def _intervals(prior: VectorField, names, cov: torch.Tensor, level: float,
 # ---------------------------------------------------------------------------------------
 
 def bootstrap(rollout, train: Trajectories, n: int, loss: str = "mse", level: float = 0.95,
-              truth: dict[str, float] | None = None, seed: int = 0, iterations: int = 12,
+              truth: dict[str, float] | None = None, seed: int = 0, iterations: int = 40,
               steps: int = 100, lr: float = 1e-3, lr_phys: float | None = None,
               objective=None) -> Uncertainty:
     """Bootstrap intervals from ``n`` refits on resampled training trajectories (see the
