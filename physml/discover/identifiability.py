@@ -287,7 +287,8 @@ class Identifiability:
             seen = " and ".join(self.identifiable_combinations)
             unseen = " and ".join(self.unidentifiable)
             if seen:
-                out.append(f"only {seen} {'is' if len(self.identifiable_combinations) == 1 else 'are'} "
+                verb = "is" if len(self.identifiable_combinations) == 1 else "are"
+                out.append(f"only {seen} {verb} "
                            f"identifiable from these data; {unseen} "
                            f"{'is' if len(self.unidentifiable) == 1 else 'are'} not (changing "
                            f"{'it' if len(self.unidentifiable) == 1 else 'them'} leaves every "

@@ -1,28 +1,37 @@
 """Intervals on identified physical parameters, after training.
 
 **Laplace** (default, cheap). Read the training loss as a Gaussian negative
-log-likelihood: ``NLL(θ) = n·L(θ)/(2σ²)`` with ``n`` the number of predicted values (the
-first frame of a trajectory is observed, not predicted) and ``σ²`` the noise variance
-estimated from the residuals at the end of training, ``σ̂² = n·L(θ̂)/(n − p)`` (``loss
-robust``: the median per-trajectory MSE, which a trajectory the model cannot follow does
-not inflate). The posterior of the learned parameters is approximated by a Gaussian at
-``θ̂`` with covariance ``H⁻¹``, ``H`` the **full Hessian** of the NLL (autograd, second
-derivatives of the residuals included) in the unconstrained coordinates training uses;
-where that Hessian is not positive definite (a run stopped short of a minimum) the
-Gauss–Newton matrix ``JᵀJ/σ̂²`` is used instead, and the report says so. Intervals are
-``r̂ ± z·sd`` in those coordinates mapped back through the bounds' transform, so they never
-leave the declared interval. A network in the model (APHYNITY) is held at its trained
-weights: the interval is conditional on F_a and ignores the confounding
+log-likelihood, ``NLL(θ) = Σ_i m_i·ρ(e_i)/(2σ²)`` (``e_i`` the error of trajectory ``i``
+over its ``m_i`` values, ``ρ`` the identity or, for ``loss robust``, the Cauchy loss with
+its scale held), with σ² estimated from the residuals. Find its minimum from the
+inspected state by Levenberg-damped Newton steps on the physical parameters (the best
+validation checkpoint is rarely the minimum of the training loss), and take the **full
+Hessian** ``H`` there (autograd, second derivatives of the residuals included) in the
+unconstrained coordinates training uses — the Gauss–Newton matrix ``JᵀJ/σ²`` where ``H`` is
+not positive definite, and the report says so.
+
+``H⁻¹`` alone assumes independent residuals. A forecast, though, starts from its observed
+first frame, whose noise runs through the whole trajectory (an errors-in-variables
+problem): on the pendulum ``H⁻¹`` is 3–10× too narrow. The covariance is therefore the
+sandwich ``H⁻¹·M·H⁻¹`` (White 1982) with ``M`` the variance of the score: for small ODE
+states (``sandwich="propagated"``), computed from the model when every frame, the first
+included, carries independent noise of one variance σ_o², ``Cov(r_i) = σ_o²(I + S_iS_iᵀ)``
+with ``S_i = ∂X_i/∂x0`` (forward-mode autograd), σ_o² from ``E[SSR_i] = σ_o²(n_i +
+‖S_i‖²)``; otherwise (grids, learned initial states) the outer product of per-trajectory
+scores (``"clustered"``, Liang & Zeger 1986). Intervals are ``r̂ ± z·sd`` in the
+unconstrained coordinates mapped back through the bounds' transform, so they never leave
+the declared interval; a parameter the data do not determine (singular ``H``) gets an
+infinite one. A network in the model (APHYNITY) is held at its trained weights: the
+interval is conditional on F_a and ignores the confounding
 :mod:`~physml.discover.identifiability` measures.
 
 **Bootstrap** (``n`` replicates, assumption-light). Training trajectories are resampled
-with replacement and the parameters refitted from ``θ̂``: for a physics-only model all
-replicates at once (one batched solve per step, each replicate's parameters its own),
-by Levenberg-damped Newton steps on the training loss; with a network, each replicate
-retrains a copy of the whole model for a number of Adam steps. Intervals are the
-percentiles of the replicates. Resampling whole trajectories keeps what the Laplace
-interval assumes away: errors correlated along a trajectory (a noisy first frame shifts
-the whole forecast).
+with replacement and the parameters refitted from the inspected state: for a
+physics-only model all replicates at once (one batched solve per step, each replicate's
+parameters its own), by Levenberg-damped Newton steps on the training loss; with a
+network, each replicate retrains a copy of the whole model for a number of Adam steps.
+Intervals are the percentiles of the replicates; the value shown is the refit on all
+training trajectories.
 """
 from __future__ import annotations
 
@@ -224,12 +233,12 @@ def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95
         plain = cov.diagonal().sqrt()
         cov = cov @ meat @ cov
         ratio = float((cov.diagonal().sqrt() / plain).max())
-        note += (f"; covariance H⁻¹·B·H⁻¹ with B the outer product of per-trajectory scores "
+        note += ("; covariance H⁻¹·B·H⁻¹ with B the outer product of per-trajectory scores "
                  f"(robust to residuals correlated along a trajectory): {ratio:.2g}× the width of "
                  "H⁻¹ alone")
     if not bool(torch.isfinite(cov.diagonal()).all()):
         note += ("; the Hessian is singular: the data do not determine the parameters with "
-                 "infinite intervals (see `physml check --identifiability`)")
+                 "an infinite interval (see `physml check --identifiability`)")
     if len(train) < total:
         note += f"; the Hessian from {len(train)} of {total} training trajectories, scaled"
     if model.field.augmentation is not None:
@@ -333,7 +342,8 @@ def _propagated_meat(model, prior: VectorField, names, train: Trajectories, chun
     """The variance of the score when every frame carries independent noise of variance
     σ_o², the first one included: the forecast starts from a noisy frame, so trajectory
     ``i``'s residuals have covariance ``σ_o²·(I + S_i S_iᵀ)``, ``S_i = ∂X_i/∂x0`` (an
-    errors-in-variables model). Returns ``Σ_i w_i² J_iᵀ(I + S_i S_iᵀ)J_i·σ_o²/σ⁴`` and σ_o²,
+    errors-in-variables model). Returns ``Σ_i w_i² J_iᵀ(I + S_i S_iᵀ)J_i·σ_o²/σ⁴`` and
+    σ_o²,
     estimated from ``E[SSR_i] = σ_o²·(n_i + ‖S_i‖²)``."""
     import torch.autograd.forward_ad as fwAD
 
