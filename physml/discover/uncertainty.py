@@ -176,6 +176,8 @@ def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95
     # parameters find it (the robust loss's scale held during a step, as in training).
     damping = 1e-9
     for _ in range(refine):
+        if not bool(torch.isfinite(hess).all() & torch.isfinite(grad).all()):
+            break
         diag = torch.diag(hess.diagonal().abs().clamp_min(1e-300))
         try:
             torch.linalg.cholesky(hess + damping * diag)
@@ -192,7 +194,7 @@ def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95
                 r += d
             trial = sum(float(_nll(_errors(model, train, c), m[c], loss, s2, sigma2))
                         for c in chunks) * scale
-            if trial > value:
+            if not trial <= value:  # worse, or not finite (an overflowing solve)
                 for r, d in zip(raws, delta):
                     r -= d
                 damping *= 100
@@ -201,6 +203,9 @@ def laplace(rollout, train: Trajectories, loss: str = "mse", level: float = 0.95
         steps += 1
         sigma2, s2, how = _noise(model, train, chunks, m, pred, p, loss)
         value, grad, hess = _grad_hess(model, raws, train, chunks, m, loss, s2, sigma2, scale)
+    if not (math.isfinite(value) and bool(torch.isfinite(hess).all())):
+        raise ValueError("the training loss or its Hessian is not finite at the inspected "
+                         "state, so no Laplace interval; train longer, or try --bootstrap")
     kind = "full Hessian of the training loss"
     if float(torch.linalg.eigvalsh(hess)[0]) <= 0:
         hess = _gauss_newton(model, prior, names, train, sigma2, chunks) * scale

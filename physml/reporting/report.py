@@ -159,8 +159,14 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
         out["true_values"] = value_lines(true, None, spec.system.lets, latex)
     if (intervals is not None or bootstrap) and isinstance(prior, VectorField) \
             and prior.learnable:
-        out["uncertainty"] = parameter_intervals(run, model, dataset, truth, bootstrap,
-                                                 level, which)
+        try:
+            out["uncertainty"] = parameter_intervals(run, model, dataset, truth, bootstrap,
+                                                     level, which)
+        except (ValueError, RuntimeError) as exc:  # (torch's LinAlgError is one)
+            # A report without intervals is still a report: say why there are none.
+            out["uncertainty"] = {"method": "bootstrap" if bootstrap else "laplace",
+                                  "intervals": [], "note": str(exc),
+                                  "lines": [f"no intervals: {exc}"]}
     _, traj, _ = _split(dataset, "test")
     out.update(augmentation_share(model.field, traj.frames,
                                   run.config.method_options.get("norm")))
