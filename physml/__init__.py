@@ -17,6 +17,7 @@ _LAZY = {
     "check": "physml.experiment", "simulate": "physml.experiment",
     "train": "physml.experiment", "Run": "physml.experiment",
     "evaluate": "physml.experiment", "inspect": "physml.experiment",
+    "identifiability": "physml.experiment",
     "compile_dynamics": "physml.symbolic", "register_function": "physml.symbolic",
     "load_dataset": "physml.data",
 }
@@ -38,4 +39,4 @@ def __dir__() -> list[str]:
 
 __all__ = ["SpecError", "load_spec", "parse_spec", "check", "compile_dynamics",
            "register_function", "simulate", "load_dataset", "train", "Run", "evaluate",
-           "inspect", "__version__"]
+           "inspect", "identifiability", "__version__"]

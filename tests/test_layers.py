@@ -26,6 +26,9 @@ RANKS = {
     "models": 5,
     "objectives": 6,
     "training": 7,
+    # Identifiability and uncertainty simulate, build models and retrain (bootstrap), and
+    # the reports show their intervals: between training and reporting.
+    "discover": 7.5,
     "reporting": 8,
     "lang": 9,
     "experiment": 10,

@@ -405,9 +405,9 @@ def test_sir_with_infections_observed_and_check_warns_before_training(tmp_path):
     # infections alone determine β and γ (unlike Lotka–Volterra's predation rate).
     assert scaling_symmetries(eqs, ["S", "R"], ["beta", "gamma"]) == []
     # `physml check` says so before any training; with given initial states it does not.
-    from physml.experiment.describe import identifiability_warnings
+    from physml.experiment.describe import symmetry_warnings
 
-    (warning,) = identifiability_warnings(lv_spec(tmp_path))
+    (warning,) = symmetry_warnings(lv_spec(tmp_path))
     assert warning.startswith("v → s·v, beta → beta/s leaves the observations unchanged, "
                               "so beta is not identifiable (only beta*v is)")
-    assert identifiability_warnings(lv_spec(tmp_path, encoder="")) == []
+    assert symmetry_warnings(lv_spec(tmp_path, encoder="")) == []

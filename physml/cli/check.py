@@ -15,6 +15,10 @@ def check(
     latex: Annotated[bool, typer.Option("--latex", help="Print equations as LaTeX.")] = False,
     allow_path: Annotated[Optional[list[Path]], AllowPath] = None,
     memory_budget: Annotated[Optional[str], MemoryBudget] = None,
+    identifiability: Annotated[bool, typer.Option(
+        "--identifiability", help="Also simulate the data design and say whether the "
+        "learned parameters can be told apart (Fisher information), and how much of each "
+        "the augmentation could absorb.")] = False,
 ) -> None:
     """Check a spec and print its system as equations (exit 1 with file:line:col if bad)."""
     # Imported here: `physml --help` needs none of it, and a system file needs no torch.
@@ -23,7 +27,7 @@ def check(
 
     from ..errors import SpecError
     from ..experiment import load_spec
-    from ..experiment.describe import describe_experiment, identifiability_warnings, \
+    from ..experiment.describe import describe_experiment, symmetry_warnings, \
         unrepresentable_missing
     from ..lang.budget import estimate
     from ..reporting.symbolic import describe, render_equations, render_let
@@ -75,8 +79,50 @@ def check(
     for name in ("data", "augment", "observe", "train"):  # the blocks as `train` runs them
         if name in blocks:
             console.print(Text(f"{name} ", style="bold").append(blocks[name], style=""))
-    for warning in unrepresentable_missing(spec) + identifiability_warnings(spec):
+    for warning in unrepresentable_missing(spec) + symmetry_warnings(spec):
         console.print(Text(f"warning: {warning}", style="yellow"))
     if info["blocks"]:
         console.print(f"  blocks: {', '.join(info['blocks'])}")
     console.print("[green]ok[/]")
+    if identifiability:
+        _identifiability(spec)
+
+
+def _identifiability(spec) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..experiment import identifiability as identifiability_fn
+    from .app import fail
+
+    if spec.prior is None or not spec.prior.learn or spec.prior.hamiltonian is not None:
+        fail("--identifiability: the spec learns no parameters of a `prior:` block "
+             "(add `learn NAME` to it)")
+    try:
+        result = identifiability_fn(spec)
+    except (ValueError, RuntimeError) as exc:
+        fail(f"--identifiability: {exc}")
+        return
+    console.print(Text("identifiability", style="bold"))
+    lines = result.lines()
+    style = "red" if not result.full_rank else "yellow" if result.near_singular else "green"
+    console.print(Text(lines[0], style=style))
+    table = Table(box=None, padding=(0, 2))
+    for col in ("parameter", "at", "expected std. error", "relative"):
+        table.add_column(col, justify="left" if col == "parameter" else "right")
+    shares = {c.name: c for c in result.confounding}
+    if shares:
+        table.add_column("F_a can absorb", justify="right")
+    for n in result.names:
+        rel = result.rel_std[n]
+        row = [n, f"{result.at[n]:.6g}", f"{result.std[n]:.3g}",
+               f"{100 * rel:.3g} %" if rel != float("inf") else "unbounded"]
+        if shares:
+            c = shares[n]
+            row.append(f"{100 * c.share:.1f} %" + (" (not unique)" if not c.unique else ""))
+        table.add_row(*row)
+    console.print(table)
+    for line in lines[1:]:
+        if line.startswith("  "):
+            continue  # the per-parameter lines are the table
+        console.print(Text(line), soft_wrap=False)

@@ -189,6 +189,8 @@ def _print_report(run, latex: bool = False) -> None:
     rows = parameter_rows(report)
     if rows:
         _parameter_rows(rows, sel)
+    for line in (ins.get("uncertainty") or {}).get("lines", []):
+        console.print(line, markup=False, soft_wrap=True)
     console.print(f"test MSE {ev['mse']:.4g}  (ln {ev['ln_mse']:.3f}, log10 {ev['log10_mse']:.3f})")
     if "ln_mse_median_trajectory" in ev:
         w = ev["worst_trajectory"]
@@ -432,16 +434,26 @@ def inspect(
         "§2.5.4).")] = False,
     labelled: Annotated[int, typer.Option(
         min=1, help="Labelled trajectories for --conjugacy.")] = 10,
+    bootstrap: Annotated[int, typer.Option(
+        metavar="N", help="Intervals from N refits on resampled training trajectories "
+        "instead of the Laplace approximation (slower, fewer assumptions).")] = 0,
+    level: Annotated[float, typer.Option(help="Coverage of the intervals.")] = 0.95,
 ) -> None:
-    """The identified equations with fitted values, beside the true system."""
+    """The identified equations with fitted values and intervals, beside the true system."""
     from ..experiment import Run, RunError
     from ..experiment import inspect as inspect_fn
 
     if checkpoint not in ("best", "last"):
         fail(f"--checkpoint {checkpoint}: choose best or last")
+    if bootstrap < 0 or bootstrap == 1:
+        fail(f"--bootstrap {bootstrap}: give at least 2 replicates (20 or more for 95 % "
+             "intervals), or 0 for the Laplace approximation")
+    if not 0 < level < 1:
+        fail(f"--level {level}: give a coverage between 0 and 1, e.g. 0.95")
     try:
         result = inspect_fn(Run(run_dir), latex=latex, which=checkpoint,
-                            conjugacy=labelled if conjugacy else 0)
+                            conjugacy=labelled if conjugacy else 0, bootstrap=bootstrap,
+                            level=level)
     except SpecError as exc:
         report_spec_error(exc)
         return
@@ -474,6 +486,9 @@ def inspect(
                                                      conj[key].items()), markup=False)
         console.print(f"  relative squared error of the mapped hidden states: "
                       f"{conj['hidden_relative_mse_after']:.4g}", markup=False)
+    if "uncertainty" in result:
+        for line in result["uncertainty"]["lines"]:
+            console.print(line, markup=False, soft_wrap=True)
     if "aug_share" in result:
         console.print(f"the augmentation carries {100 * result['aug_share']:.2f} % of the "
                       f"dynamics on the test data (‖F_a‖/‖F_p + F_a‖)")

@@ -66,17 +66,63 @@ def evaluate(run, split: str = "test", dataset=None):
         return _evaluate(run, split=split, dataset=dataset)
 
 
-def inspect(run, latex: bool = False, dataset=None, which: str = "best", conjugacy: int = 0):
+def inspect(run, latex: bool = False, dataset=None, which: str = "best", conjugacy: int = 0,
+            intervals: str | None = "laplace", bootstrap: int = 0, level: float = 0.95):
     """The identified equations of a run (a :class:`Run` or its directory), at its best
-    validation checkpoint or (``which="last"``) its last state; ``conjugacy=N``: also the
-    map from learned to true states fitted on N labelled test trajectories (partial
+    validation checkpoint or (``which="last"``) its last state, with a ``level`` interval
+    on each learned physical parameter: Laplace by default, or from ``bootstrap`` refits
+    on resampled training trajectories (``intervals=None``: none). ``conjugacy=N``: also
+    the map from learned to true states fitted on N labelled test trajectories (partial
     observation, thesis §2.5.4)."""
     from ..reporting import inspect as _inspect
     from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
     with _threads(run):
-        return _inspect(run, latex=latex, dataset=dataset, which=which, conjugacy=conjugacy)
+        return _inspect(run, latex=latex, dataset=dataset, which=which, conjugacy=conjugacy,
+                        intervals=intervals,
+                        bootstrap=bootstrap, level=level)
+
+
+def identifiability(spec, dataset=None, max_trajectories: int = 32, confounding: bool = True):
+    """Can the spec's learned parameters be told apart from its data? (a :class:`Spec`
+    or a path; see :func:`physml.discover.identifiability.identifiability`). The data:
+    ``dataset`` if given, the spec's data file if it names one, else its design simulated
+    without noise (``max_trajectories`` of them)."""
+    from ..discover.identifiability import identifiability as _identifiability
+    from .build import config_for
+    from .data import data_file
+
+    from ..symbolic.spec import Spec
+
+    spec = spec if isinstance(spec, Spec) else load_spec(spec)
+    cfg = config_for(spec)
+    kw = dict(solver=cfg.solver, step=cfg.step, max_trajectories=max_trajectories,
+              confounding=confounding, relative_norm=cfg.method_options.get(
+                  "norm", "relative" if not spec.system.is_grid else "absolute") == "relative")
+    if dataset is None and data_file(spec) is not None:
+        from .data import dataset_for
+
+        dataset, _ = dataset_for(spec)
+    if dataset is None:
+        return _identifiability(spec, **kw)
+    return _identifiability(spec, **_frames_of(dataset, max_trajectories), **kw)
+
+
+def _frames_of(dataset, max_trajectories: int) -> dict:
+    """The training frames of a dataset for the identifiability check (noiseless where
+    the dataset keeps them), the values they were simulated with and their noise."""
+    import torch
+
+    clean = (getattr(dataset, "splits_clean", None) or {}).get("train")
+    frames = clean if clean is not None else dataset.splits["train"]
+    frames = frames[:, :max_trajectories, dataset.history:].to(torch.float64)
+    times = torch.as_tensor(dataset.times, dtype=torch.float64)[dataset.history:]
+    user = bool(dataset.meta.get("source"))
+    return dict(frames=frames, times=times - times[0],
+                env_params=None if user else dataset.env_params,
+                noise=float(getattr(dataset, "noise", 0.0) or 0.0) or None,
+                n_train=dataset.splits["train"].shape[1])
 
 
 def _threads(run):
@@ -89,4 +135,5 @@ def _threads(run):
 
 __all__ = ["Experiment", "build", "build_field", "build_rollout", "check", "config_for",
            "dataset_for", "default_path", "spec_key", "simulate_keyed", "training_data", "Run", "RunError",
-           "load_spec", "parse_spec", "simulate", "train", "evaluate", "inspect", "vocabulary"]
+           "load_spec", "parse_spec", "simulate", "train", "evaluate", "inspect", "identifiability",
+           "vocabulary"]

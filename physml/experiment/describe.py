@@ -182,7 +182,7 @@ def observe_line(spec: Spec, cfg) -> str | None:
     return "; ".join(parts)
 
 
-def identifiability_warnings(spec: Spec) -> list[str]:
+def symmetry_warnings(spec: Spec) -> list[str]:
     """Learned parameters that partial observations cannot determine: a power scaling of
     a hidden variable the prior's equations are invariant under, when the hidden initial
     states are learned (an encoder or ``fit_initial``) rather than given. Said before

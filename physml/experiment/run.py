@@ -485,10 +485,10 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             cfg = config_for(spec_obj, seed=seed, device=device, **overrides)
             dev = resolve_device(cfg.device)
             exp = build(spec_obj, cfg)  # validated before any data or directory exist
-            from .describe import identifiability_warnings, unrepresentable_missing
+            from .describe import symmetry_warnings, unrepresentable_missing
 
             for warning in unrepresentable_missing(spec_obj) + \
-                    identifiability_warnings(spec_obj):
+                    symmetry_warnings(spec_obj):
                 say(f"warning: {warning}")
             dist = Distributed(dev)
             if dist.is_main:
@@ -510,6 +510,9 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
                 if not dist.is_main:
                     dataset, ds_path = dataset_for(spec_obj, cache_dir=data_dir)
             ds = dataset
+            if dist.is_main:
+                for warning in identifiability_warnings(spec_obj, ds, cfg):
+                    say(f"warning: {warning}")
             data, record = training_data(ds, cfg, dev, observed_channels(spec_obj),
                                          readout_of(spec_obj))
             try:
@@ -574,6 +577,33 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
     finally:
         if lock is not None:
             lock.release()
+
+
+def identifiability_warnings(spec: Spec, dataset, cfg: TrainConfig,
+                             max_trajectories: int = 8) -> list[str]:
+    """What the identifiability check has to say before training, when the Fisher
+    information of the learned prior parameters is near-singular on these data (a few
+    trajectories' sensitivities, scaled to all; nothing when it is well conditioned)."""
+    if spec.prior is None or not spec.prior.learn or spec.prior.hamiltonian is not None:
+        return []
+    if spec.hidden_variables():
+        # The Fisher check reads every channel; with hidden variables the scaling
+        # symmetries are what is said (:func:`.describe.symmetry_warnings`).
+        return []
+    from ..discover.identifiability import identifiability
+    from . import _frames_of
+
+    try:
+        result = identifiability(spec, **_frames_of(dataset, max_trajectories),
+                                 solver=cfg.solver, step=cfg.step,
+                                 max_trajectories=max_trajectories, confounding=False)
+    except Exception as exc:  # noqa: BLE001 - a check before training never stops it
+        return [f"identifiability check skipped ({type(exc).__name__}: {exc})"]
+    if not result.near_singular:
+        return []
+    lines = [line for line in result.lines() if not line.startswith("  ")]
+    return [f"identifiability: {lines[0]}"] + lines[1:2] + \
+        ["see `physml check --identifiability` for the whole analysis"]
 
 
 def _both(first, second):

@@ -129,14 +129,18 @@ def augmentation_share(model, data: torch.Tensor, norm: str | None = None) -> di
 
 
 def inspect(run, latex: bool = False, dataset=None, which: str = "best",
-            conjugacy: int = 0) -> dict[str, Any]:
+            conjugacy: int = 0, intervals: str | None = "laplace", bootstrap: int = 0,
+            level: float = 0.95) -> dict[str, Any]:
     """The identified model in the spec's notation, beside the true system.
 
     ``equations``: the prior's equations with the spec's parameter names kept and the
     network term written ``F_a(…)`` where it acts; ``values``: each learned parameter
     (``T0 = 5.976 (true 6, −0.39 %)``) and the ``let``s computed from it
     (``omega0 = 2*pi/T0 = 1.0513``); ``numeric``: the equations with the values put in;
-    ``true_equations``/``true_values``: the system the data came from, when known.
+    ``true_equations``/``true_values``: the system the data came from, when known;
+    ``uncertainty``: a ``level`` interval on each learned physical parameter, Laplace
+    (``intervals="laplace"``) or from ``bootstrap`` refits on resampled training
+    trajectories (:mod:`physml.discover.uncertainty`; None: no intervals).
     ``conjugacy`` > 0: with hidden variables, the map from learned to true states fitted
     on that many labelled test trajectories (thesis §2.5.4, :func:`.partial.conjugacy`)."""
     model = run.load_model(which)
@@ -193,6 +197,16 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
         out["true_equations"] = [render_equation(eq.var, eq.rhs, latex)
                                  for eq in spec.system.equations]
         out["true_values"] = value_lines(true, None, spec.system.lets, latex)
+    if (intervals is not None or bootstrap) and isinstance(prior, VectorField) \
+            and prior.learnable:
+        try:
+            out["uncertainty"] = parameter_intervals(run, model, dataset, truth, bootstrap,
+                                                     level, which)
+        except (ValueError, RuntimeError) as exc:  # (torch's LinAlgError is one)
+            # A report without intervals is still a report: say why there are none.
+            out["uncertainty"] = {"method": "bootstrap" if bootstrap else "laplace",
+                                  "intervals": [], "note": str(exc),
+                                  "lines": [f"no intervals: {exc}"]}
     _, traj, _ = _split(dataset, "test")
     out.update(augmentation_share(model.field, traj.frames,
                                   run.config.method_options.get("norm")))
@@ -204,6 +218,48 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
             :, dataset.history:].to(traj.frames.dtype)
         out["conjugacy"] = fit_conjugacy(run, model, traj, truth, conjugacy)
     return out
+
+
+def training_trajectories(run, dataset) -> Trajectories:
+    """The trajectories the run trained on: the ``train`` split less those it held out
+    for validation (``config.json``'s record)."""
+    frames = dataset.splits["train"]
+    held = run.validation.get("train_indices_held_out") or []
+    if held:
+        keep = [i for i in range(frames.shape[1]) if i not in set(held)]
+        frames = frames[:, keep]
+    return Trajectories(frames, dataset.times, dataset.history)
+
+
+#: The Laplace Hessian is summed over at most this many training trajectories (scaled to
+#: all of them), so that the report after a large run stays cheap.
+LAPLACE_TRAJECTORIES = 64
+
+
+def parameter_intervals(run, model, dataset, truth: dict[str, float], bootstrap: int = 0,
+                        level: float = 0.95, which: str = "best") -> dict[str, Any]:
+    """Intervals on the learned physical parameters (Laplace, or ``bootstrap`` refits)."""
+    from ..discover import uncertainty
+
+    train = training_trajectories(run, dataset)
+    cfg = run.config
+    if bootstrap:
+        from ..objectives import build_objective
+
+        objective = None
+        if model.field.augmentation is not None:
+            objective = build_objective(cfg.method, cfg.method_options, run.spec.system.is_grid,
+                                        loss=cfg.loss)
+            state = run.checkpoint(which).get("objective")
+            if isinstance(state, dict):
+                objective.load_state_dict(state)
+        result = uncertainty.bootstrap(model, train, bootstrap, loss=cfg.loss, level=level,
+                                       truth=truth, seed=cfg.seed, lr=cfg.lr,
+                                       lr_phys=cfg.lr_phys, objective=objective)
+    else:
+        result = uncertainty.laplace(model, train, loss=cfg.loss, level=level, truth=truth,
+                                     max_trajectories=LAPLACE_TRAJECTORIES)
+    return {**result.to_dict(), "lines": result.lines()}
 
 
 def parameter_trajectory(metrics: list[dict], fraction: float = 0.2,
@@ -345,6 +401,9 @@ def markdown(run, report: dict[str, Any]) -> str:
                          f"{f('error_pct', '{:.3f} %')}"
                          + (f" ({r['note']})" if "note" in r else "") + " |")
         lines.append("")
+    unc = ins.get("uncertainty")
+    if unc:
+        lines += ["## Intervals", "", "```"] + list(unc["lines"]) + ["```", ""]
     lines += ["## Test error", "",
               f"- MSE over {ev['frames']} frames of {ev['trajectories']} trajectories: "
               f"{ev['mse']:.4g} (ln MSE {ev['ln_mse']:.3f}, log10 MSE {ev['log10_mse']:.3f})"]
