@@ -67,22 +67,42 @@ class Rollout(nn.Module):
         x0 = batch.x0
         if self.training and self.x0_offset is not None:
             x0 = x0 + self.x0_offset[batch.traj]
-        pred = self.integrate(x0, batch.t)
+        if batch.restart is not None and bool(batch.restart.any()):
+            pred = self._integrate_restarting(x0, batch)
+        else:
+            pred = self.integrate(x0, batch.t, batch.env)
         terms: dict[str, torch.Tensor] = {}
         if regulariser is not None:
             # Eq. 3.6: the mean over training states of ‖F_a(x)‖² (or (‖F_a‖/‖x‖)²).
             # A network that takes t (`augment ... with t`) sees each frame's time.
             times = batch.t.repeat(len(batch)) if self.field.aug_takes_time else None
-            terms["aug_norm"] = self.field.augmentation_norm(
-                batch.target.flatten(0, 1), relative=regulariser == "relative", times=times)
+            terms.update(self.field.norm_terms(
+                batch.target.flatten(0, 1), batch.env.repeat_interleave(batch.t.shape[0]),
+                relative=regulariser == "relative", times=times))
         return RolloutOutput(pred, terms)
 
-    def integrate(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Solve from ``x0`` ``(B, *state)`` on ``t``; returns ``(B, T, *state)``."""
+    def _integrate_restarting(self, x0: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Teacher forcing (thesis §3.4.4): the integration restarts from the observed
+        frame at each frame flagged in ``batch.restart``; the prediction at that frame is
+        the previous segment's, so every frame but the first is still a forecast."""
+        T = batch.t.shape[0]
+        cuts = [k for k in batch.restart.nonzero().flatten().tolist() if 0 < k < T - 1]
+        pieces, start, x = [], 0, x0
+        for k in cuts + [T - 1]:
+            seg = self.integrate(x, batch.t[start:k + 1], batch.env)
+            pieces.append(seg if not pieces else seg[:, 1:])
+            start, x = k, batch.target[:, k]
+        return torch.cat(pieces, dim=1)
+
+    def integrate(self, x0: torch.Tensor, t: torch.Tensor,
+                  env: torch.Tensor | None = None) -> torch.Tensor:
+        """Solve from ``x0`` ``(B, *state)`` on ``t``; returns ``(B, T, *state)``. ``env``
+        ``(B,)``: each row's environment (for models over several, §3.4)."""
         s = self.solver
         compiled = s.compiled and self.training
         # Compiled steps fuse the parameter transform themselves; eager ones share it.
-        with (nullcontext() if compiled or s.adjoint or s.recompute else self.field.solving()):
+        with self.field.at_environments(env), \
+                (nullcontext() if compiled or s.adjoint or s.recompute else self.field.solving()):
             return odeint(self.field, x0, t, s.name, step=s.step, rtol=s.rtol, atol=s.atol,
                           adjoint=s.adjoint, compiled=compiled,
                           recompute=s.recompute and torch.is_grad_enabled())
@@ -94,7 +114,8 @@ class Rollout(nn.Module):
         was = self.training
         self.eval()
         try:
-            return torch.cat([self.integrate(batch.x0[i:i + chunk], batch.t)
+            return torch.cat([self.integrate(batch.x0[i:i + chunk], batch.t,
+                                             batch.env[i:i + chunk])
                               for i in range(0, len(batch), chunk)])
         finally:
             self.train(was)

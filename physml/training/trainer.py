@@ -337,7 +337,7 @@ class Trainer:
         self.rollout.eval()
         per = []
         for chunk in self.data.val.chunks(max(1, self.cfg.batch * 4)):
-            pred = self.rollout.integrate(chunk.x0, chunk.t)
+            pred = self.rollout.integrate(chunk.x0, chunk.t, chunk.env)
             per.append(per_trajectory_errors(pred, chunk.target, chunk.mask))
         self.rollout.train()
         return float(aggregate_errors(torch.cat(per), self.cfg.loss))
@@ -370,6 +370,15 @@ class Trainer:
         # Every process updates the objective's state (λ) with the same, averaged value.
         self.objective.after_batch(self.dist.mean(traj_value))
         return float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}
+
+    def _restarts(self, frames: int) -> torch.Tensor:
+        """Teacher forcing (thesis §3.4.4, the LEADS authors' schedule): each frame after
+        the first restarts the integration from the data with probability ρ^(step/10),
+        drawn from the run's generator (so a resumed run draws the same)."""
+        p = self.cfg.teacher_forcing ** (self.step / 10)
+        restart = torch.rand(frames, generator=self.generator, dtype=torch.float64) < p
+        restart[0] = False
+        return restart
 
     def _on_nonfinite(self) -> None:
         where = f"step {self.step} (epoch {self.epoch})"
@@ -461,6 +470,8 @@ class Trainer:
                     rows = self.perm[self.batch_index * cfg.batch:
                                      (self.batch_index + 1) * cfg.batch]
                     batch = self.data.train.batch(self.dist.shard(rows).to(self.device), h)
+                    if cfg.teacher_forcing is not None:
+                        batch.restart = self._restarts(batch.t.shape[0])
                     if self.step % 10 == 0:
                         # A recent state that gave finite losses, to come back to on NaN.
                         self._good = self._copy()
