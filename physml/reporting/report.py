@@ -15,9 +15,12 @@ import sympy
 import torch
 
 from ..data import Trajectories
+from ..models.environments import MultiEnvModel
 from ..symbolic import VectorField
 from ..training.checkpoint import atomic_write_text
 from ..symbolic.spec import Equation
+from .environments import environment_norms, environment_parameters, \
+    per_environment_errors, shared_truth
 from .symbolic import augmented, render_equation, value_lines
 
 
@@ -69,7 +72,31 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     errors = [p["error_pct"] for p in out["parameters"] if p.get("error_pct") is not None]
     if errors:
         out["param_error_pct"] = sum(errors) / len(errors)
-    out.update(augmentation_share(model.field, data, run.config.method_options.get("norm")))
+    if isinstance(model.field, MultiEnvModel) or len(dataset.env_names) > 1:
+        out.update(_environments(run, model, dataset, batch, pred))
+    if not isinstance(model.field, MultiEnvModel):
+        out.update(augmentation_share(model.field, data,
+                                      run.config.method_options.get("norm")))
+    return out
+
+
+def _environments(run, model, dataset, batch, pred) -> dict[str, Any]:
+    """Per environment (thesis Tables 3.13–3.15): test and train MSE with their mean ±
+    std over environments, ‖G_e‖², and the per-environment parameters."""
+    names = tuple(dataset.env_names)
+    out: dict[str, Any] = {"environments": per_environment_errors(pred, batch.target,
+                                                                  batch.env, names)}
+    if "train" in dataset.splits and dataset.splits["train"].numel():
+        tr = Trajectories(dataset.splits["train"], dataset.times, dataset.history).batch()
+        out["train_environments"] = per_environment_errors(model.predict(tr), tr.target,
+                                                           tr.env, names)
+    field = model.field
+    if isinstance(field, MultiEnvModel):
+        norm = run.config.method_options.get("norm", "relative")
+        out["g_norms"] = environment_norms(field, batch.target.flatten(0, 1),
+                                           batch.env.repeat_interleave(batch.t.shape[0]),
+                                           relative=norm == "relative")
+        out["environment_parameters"] = environment_parameters(field, dataset)
     return out
 
 
@@ -77,6 +104,11 @@ def parameter_table(model, dataset) -> list[dict[str, Any]]:
     learned = {k: float(v.detach()) for k, v in model.physical_parameters().items()}
     envs = getattr(dataset, "env_params", None) or []
     truth = envs[0] if len(envs) == 1 else {}
+    if len(envs) > 1:  # shared values all environments agree on, and `name[env]`
+        truth = shared_truth(dataset, learned)
+        if not dataset.meta.get("source"):
+            truth.update({f"{k}[{n}]": v for n, e in zip(dataset.env_names, envs)
+                          for k, v in e.items()})
     rows = []
     for name, value in learned.items():
         row: dict[str, Any] = {"name": name, "identified": value}
@@ -130,8 +162,19 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict
         out["equations"] = [render_equation(eq.var, eq.rhs, latex) for eq in equations]
         values = {k: float(v.detach()) for k, v in prior.param_values().items()}
         learned = [r["name"] for r in out["parameters"]]
-        out["values"] = value_lines(values, truth, prior.lets, latex, names=learned)
+        per_env = {k: float(v.detach()) for k, v in model.physical_parameters().items()
+                   if k not in values}
+        out["values"] = value_lines({**values, **per_env}, truth, prior.lets, latex,
+                                    names=learned)
+        if per_env:  # each environment's equations, its own values put in
+            out["environment_equations"] = _environment_equations(field, latex)
         eqs = prior.sympy(substitute=True)
+        if per_env:  # per-environment parameters stay symbols in the shared equations
+            keep = {sympy.Symbol(n) for n in field.env_params.raw}
+            eqs = [sympy.Eq(e.lhs, r.rhs.xreplace(
+                {k: v for k, v in {sympy.Symbol(n): sympy.Float(values[n], 6)
+                                   for n in values}.items() if k not in keep}))
+                for e, r in zip(eqs, prior.sympy(substitute=False))]
         numeric = [Equation(eq.var, r.rhs) for eq, r in zip(prior.equations, eqs)]
         if field.augmentation is not None:
             numeric = augmented(numeric, variables, on)
@@ -153,8 +196,31 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict
                                  for eq in spec.system.equations]
         out["true_values"] = value_lines(true, None, spec.system.lets, latex)
     _, traj, _ = _split(dataset, "test")
+    if isinstance(field, MultiEnvModel):
+        norm = run.config.method_options.get("norm", "relative")
+        out["g_norms"] = environment_norms(field, traj.frames.flatten(0, 1),
+                                           traj.env.repeat_interleave(traj.n_frames),
+                                           relative=norm == "relative")
+        out["environment_parameters"] = environment_parameters(field, dataset)
+        return out
     out.update(augmentation_share(model.field, traj.frames,
                                   run.config.method_options.get("norm")))
+    return out
+
+
+def _environment_equations(field, latex: bool) -> dict[str, list[str]]:
+    """Each environment's prior equations with its parameter values (shared and own)."""
+    prior = field.prior
+    shared = {k: float(v.detach()) for k, v in prior.param_values().items()}
+    own = {k: v.detach() for k, v in field.env_params.values().items()}
+    out = {}
+    for e, name in enumerate(field.env_names):
+        vals = {**shared, **{k: float(v[e]) for k, v in own.items()}}
+        subs = {sympy.Symbol(k): sympy.Float(v, 6) for k, v in vals.items()}
+        eqs = [Equation(eq.var, eq.rhs.xreplace(subs)) for eq in prior.equations]
+        if field.per_env is not None:
+            eqs = augmented(eqs, list(prior.variables), None)
+        out[name] = [render_equation(eq.var, eq.rhs, latex) for eq in eqs]
     return out
 
 
