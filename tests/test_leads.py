@@ -372,3 +372,18 @@ def test_check_accepts_the_leads_specs_and_the_new_syntax():
         "learn alpha, gamma per environment", "learn alpha per environment from 0.6, gamma")),
         "s.phy")
     assert spec.prior.per_environment == ("alpha",) and dict(spec.prior.learn)["alpha"] == 0.6
+
+
+def test_readme_leads_block_parses_checks_and_builds():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = text.split("### Several environments (LEADS)", 1)[1].split("```", 2)[1].strip()
+    spec = physml.parse_spec(block + "\n", str(Path(__file__).resolve().parents[1] / "specs"
+                                                / "readme.phy"))
+    assert spec.prior.per_environment == ("alpha", "gamma")
+    assert dict(spec.prior.learn)["alpha"] == 0.6
+    assert physml.check(spec).teacher_forcing == 0.99
+    model = build_multi_env_model(spec, "leads")
+    assert model.env_params.values()["alpha"].tolist() == pytest.approx([0.6, 0.6])
+    assert model.per_env.n_envs == 2 and model.augmentation is None

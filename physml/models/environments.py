@@ -133,51 +133,74 @@ class StackedNetworks(nn.Module):
         env = env.reshape(-1)
         counts = torch.bincount(env, minlength=self.n_envs)
         n = int(counts[0])
+        plan: dict = {"grouped": 0, "order": None}
         if n > 0 and bool((counts == n).all()):
             order = torch.sort(env, stable=True).indices
-            inverse = torch.empty_like(order)
-            inverse[order] = torch.arange(order.numel(), device=order.device)
-            return {"grouped": n, "order": order, "inverse": inverse,
-                    "params": self.stacked()}
-        return {"grouped": 0, "params": {k: v[env] for k, v in self.stacked().items()}}
+            plan["grouped"] = n
+            if not bool((order == torch.arange(order.numel(), device=order.device)).all()):
+                inverse = torch.empty_like(order)
+                inverse[order] = torch.arange(order.numel(), device=order.device)
+                plan["order"], plan["inverse"] = order, inverse
+            params = self.stacked()
+        else:
+            params = {k: v[env] for k, v in self.stacked().items()}
+        if self._linear_chain is not None:
+            plan["layers"] = self._fold(params)
+        else:
+            plan["params"] = params
+        return plan
+
+    def _fold(self, params: dict[str, torch.Tensor]) -> list:
+        """An MLP's layers as ``(Wᵀ, b)`` batched over environments (or rows), computed
+        once per solve: transposed for ``baddbmm``, with the input scale folded into
+        the first layer and the output scale into the last (fewer operations per
+        evaluation, so a shorter graph to differentiate through)."""
+        linear = [name for name, _ in self._linear_chain if name is not None]
+        out = []
+        for name, mod in self._linear_chain:
+            if name is None:
+                out.append(mod)
+                continue
+            W, b = params[name + ".weight"], params.get(name + ".bias")
+            if b is None:
+                b = W.new_zeros(W.shape[:2])
+            if name == linear[0]:
+                W = W / self.in_scale.to(W.dtype)
+            if name == linear[-1]:
+                scale = self.out_scale.to(W.dtype)
+                W, b = W * scale.unsqueeze(-1), b * scale
+            out.append((W.transpose(1, 2), b.unsqueeze(1)))
+        return out
 
     def forward(self, x: torch.Tensor, env: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``(B, *state)``; ``env`` ``(B,)`` (or the rows set by :meth:`at_rows`)."""
         plan = self._rows if env is None else self._plan(env)
         if plan is None:
             raise RuntimeError("StackedNetworks: no environment given for the rows")
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        x = x / self.in_scale.view(shape)
         n = plan["grouped"]
-        if n:  # (E·n, …) grouped by environment → (E, n, …): vmap over environments
-            xs = x[plan["order"]].unflatten(0, (self.n_envs, n))
-            out = self._call(plan["params"], xs, per_row=False).flatten(0, 1)
-            out = out[plan["inverse"]]
+        if plan["order"] is not None:
+            x = x[plan["order"]]
+        if "layers" in plan:
+            # An MLP: each layer one batched matmul over the environments' weights.
+            h = x.view(self.n_envs, n, -1) if n else x.unsqueeze(1)
+            for layer in plan["layers"]:
+                h = torch.baddbmm(layer[1], h, layer[0]) if isinstance(layer, tuple) \
+                    else layer(h)
+            out = h.reshape(x.shape[0], -1)
         else:
-            out = self._call(plan["params"], x, per_row=True)
-        return out * self.out_scale.view(shape)
-
-    def _call(self, params: dict[str, torch.Tensor], x: torch.Tensor, per_row: bool):
-        """The networks on ``x`` with leading dims matching ``params``' first: ``(E, n,
-        …)`` (``per_row`` False) or ``(B, …)`` (True)."""
-        base = self.base[0]
-        if self._linear_chain is not None:
-            # An MLP: each layer one batched matmul (bmm) over the stacked weights.
-            h = x if not per_row else x.unsqueeze(1)
-            for name, mod in self._linear_chain:
-                if name is None:
-                    h = mod(h)
-                else:
-                    W, b = params[name + ".weight"], params.get(name + ".bias")
-                    h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)) if b is not None \
-                        else torch.bmm(h, W.transpose(1, 2))
-            return h if not per_row else h.squeeze(1)
-
-        def one(p, xb):
-            return functional_call(base, p, (xb,) if not per_row else (xb.unsqueeze(0),))
-
-        out = vmap(one)(params, x)
-        return out if not per_row else out.squeeze(1)
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            base = self.base[0]
+            xs = x / self.in_scale.view(shape)
+            if n:  # (E·n, …) grouped by environment → (E, n, …): vmap over environments
+                out = vmap(lambda p, xb: functional_call(base, p, (xb,)))(
+                    plan["params"], xs.unflatten(0, (self.n_envs, n))).flatten(0, 1)
+            else:
+                out = vmap(lambda p, xb: functional_call(base, p, (xb.unsqueeze(0),)))(
+                    plan["params"], xs).squeeze(1)
+            out = out * self.out_scale.view(shape)
+        if plan["order"] is not None:
+            out = out[plan["inverse"]]
+        return out
 
     @torch.no_grad()
     def fit_scales(self, frames: torch.Tensor, dt: float) -> None:
@@ -299,6 +322,16 @@ class MultiEnvModel(HybridModel):
             self._env = None
             if isinstance(self.prior, VectorField):
                 self.prior.set_batch_params(None)
+
+    def row_order(self, env: torch.Tensor | None) -> torch.Tensor | None:
+        """Rows grouped by environment (each G_e layer is then one bmm on contiguous
+        rows, with no gather per evaluation); None when they already are."""
+        if env is None or env.numel() < 2:
+            return None
+        order = torch.sort(env, stable=True).indices
+        if bool((order == torch.arange(order.numel(), device=order.device)).all()):
+            return None
+        return order
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         out = None

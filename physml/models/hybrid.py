@@ -63,6 +63,11 @@ class HybridModel(nn.Module):
         :class:`~physml.models.environments.MultiEnvModel`)."""
         return nullcontext()
 
+    def row_order(self, env: torch.Tensor | None) -> torch.Tensor | None:
+        """A permutation of a solve's rows that this model evaluates faster (None: as
+        they come)."""
+        return None
+
     def norm_terms(self, states: torch.Tensor, env: torch.Tensor, relative: bool,
                    times: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The regulariser terms of a batch's states (``aug_norm``, Eq. 3.6)."""
