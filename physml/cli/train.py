@@ -268,6 +268,53 @@ def _param_table(rows) -> None:
     console.print(table)
 
 
+def _environment_tables(result) -> None:
+    """Per environment (LEADS, thesis Tables 3.13–3.15): train/test MSE with mean ± std,
+    ‖G_e‖², and each environment's learned parameters against the true ones."""
+    from rich.table import Table
+
+    test, train = result.get("environments"), result.get("train_environments")
+    norms = {r["environment"]: r["g_norm"] for r in result.get("g_norms", [])}
+    if test or norms:
+        table = Table(box=None, padding=(0, 2))
+        table.add_column("environment")
+        names = [r["environment"] for r in test["per_environment"]] if test else list(norms)
+        cols = []
+        if train:
+            cols.append(("train MSE", {r["environment"]: r["mse"]
+                                       for r in train["per_environment"]}))
+        if test:
+            cols.append(("test MSE", {r["environment"]: r["mse"] for r in test["per_environment"]}))
+        if norms:
+            cols.append(("‖G_e‖²", norms))
+        for title, _ in cols:
+            table.add_column(title, justify="right")
+        for n in names:
+            table.add_row(n, *(f"{c[n]:.4g}" if n in c else "—" for _, c in cols))
+        if test:
+            row = ["mean ± std"]
+            if train:
+                row.append(f"{train['mse_env_mean']:.3g} ± {train['mse_env_std']:.2g}")
+            row.append(f"{test['mse_env_mean']:.3g} ± {test['mse_env_std']:.2g}")
+            if norms:
+                row.append("")
+            table.add_row(*row)
+        console.print(table)
+    rows = result.get("environment_parameters") or []
+    if rows:
+        params = [k for k in rows[0] if k != "environment" and not k.endswith(("_true",
+                                                                               "_error_pct"))]
+        table = Table(box=None, padding=(0, 2))
+        table.add_column("environment")
+        for p in params:
+            table.add_column(f"{p} (true, error)", justify="right")
+        for r in rows:
+            table.add_row(r["environment"], *(
+                f"{r[p]:.5g}" + (f" ({r[p + '_true']:.4g}, {r[p + '_error_pct']:.2f} %)"
+                                 if p + "_true" in r else "") for p in params))
+        console.print(table)
+
+
 def _interrupted_by_user(exc: BaseException) -> bool:
     """A KeyboardInterrupt, or an error a compiler raised because of one."""
     seen = set()
@@ -387,6 +434,7 @@ def evaluate(
             table.add_row(key, f"{v:.6g}" if isinstance(v, float) else str(v))
     console.print(table)
     _param_table(result["parameters"])
+    _environment_tables(result)
     steps = result["mse_per_step"]
     if steps:
         marks = sorted({0, len(steps) // 4, len(steps) // 2, 3 * len(steps) // 4, len(steps) - 1})
@@ -429,6 +477,9 @@ def inspect(
     else:
         _equations(result, None if checkpoint == "last" else "best")
     _param_table(result["parameters"])
+    _environment_tables(result)
+    for env, lines in (result.get("environment_equations") or {}).items():
+        console.print(f"{env}:  " + "    ".join(lines), markup=False, soft_wrap=True)
     if "aug_share" in result:
         console.print(f"the augmentation carries {100 * result['aug_share']:.2f} % of the "
                       f"dynamics on the test data (‖F_a‖/‖F_p + F_a‖)")
