@@ -216,11 +216,11 @@ def test_resume_of_a_leads_run_is_bit_exact(tmp_path, lv_data):
 
 
 @pytest.mark.parametrize("method", ["leads", "leads_no_min", "one_for_all", "one_per_env",
-                                    "ft_node"])
+                                    "ft_node", "gbml(switch=1)"])
 def test_every_method_trains_and_reports_per_environment(tmp_path, lv_data, method):
     spec = physml.parse_spec(lv_text(method=method, train="epochs 2 teacher_forcing 0.99"),
                              "lv.phy")
-    run = physml.train(spec, dataset=lv_data, out=tmp_path / method)
+    run = physml.train(spec, dataset=lv_data, out=tmp_path / method[:4])
     rep = json.loads((run.path / "report.json").read_text())["evaluate"]
     envs = rep["environments"]
     assert [r["environment"] for r in envs["per_environment"]] == ["e1", "e2", "e3"]
@@ -229,6 +229,32 @@ def test_every_method_trains_and_reports_per_environment(tmp_path, lv_data, meth
     assert envs["mse_env_std"] == pytest.approx(float(np.std(mses, ddof=1)))
     assert rep["mse"] == pytest.approx(envs["mse_env_mean"], rel=1e-5)  # 4 test each
     assert len(rep["train_environments"]["per_environment"]) == 3
+
+
+def test_gbml_fine_tunes_copies_of_the_shared_network(lv_data):
+    from physml.data import Trajectories
+    from physml.experiment import build
+
+    exp = build(physml.parse_spec(lv_text(method="gbml(switch=2)"), "lv.phy"))
+    batch = Trajectories(lv_data.splits["train"], lv_data.times).batch()
+    opt = torch.optim.Adam(exp.rollout.parameters(), lr=1e-2)
+    field = exp.rollout.field
+    for step in range(4):
+        if step == 2:
+            shared = {k: v.clone() for k, v in field.augmentation.net.state_dict().items()}
+        loss, _ = exp.objective.loss(exp.rollout, batch)
+        if step == 2:  # the switch: every environment starts from the shared network
+            assert int(field.phase) == 1
+            for k, v in shared.items():
+                w = field.per_env.weights[k.replace(".", "__")]
+                assert torch.equal(w.detach(), v.expand_as(w)), k
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        exp.objective.after_batch(float(loss))
+    w = field.per_env.weights["net__0__weight"]
+    assert not torch.equal(w[0], w[1])  # fine-tuned apart
+    assert torch.equal(field.augmentation.net.net[0].weight, shared["net.0.weight"])
 
 
 def test_one_per_env_shares_nothing_and_one_for_all_has_no_g(lv_data):

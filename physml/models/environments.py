@@ -298,6 +298,24 @@ class MultiEnvModel(HybridModel):
         self.aug_inputs = bool(getattr(augmentation, "inputs", ()))
         self.aug_takes_time = bool(getattr(augmentation, "takes_time", False))
         self._env: torch.Tensor | None = None
+        # GBML-like baseline: 0 while the shared network trains, 1 once each environment
+        # fine-tunes its own copy (a buffer: saved, so a resumed run is in the same phase)
+        self.register_buffer("phase", torch.zeros((), dtype=torch.long))
+        self.two_phase = False
+
+    @torch.no_grad()
+    def start_fine_tuning(self) -> None:
+        """Copy the shared network into every environment's network and use those from
+        now on (the GBML-like baseline of Table 3.14: train One-For-All, then fine-tune a
+        copy per environment)."""
+        net, stacked = self.augmentation.net, self.per_env
+        for name, value in net.state_dict().items():
+            if name in stacked.names:
+                stacked.weights[name.replace(".", "__")].copy_(value.expand_as(
+                    stacked.weights[name.replace(".", "__")]))
+        stacked.in_scale.copy_(self.augmentation.in_scale)
+        stacked.out_scale.copy_(self.augmentation.out_scale)
+        self.phase.fill_(1)
 
     @contextmanager
     def at_environments(self, env: torch.Tensor | None):
@@ -334,6 +352,10 @@ class MultiEnvModel(HybridModel):
         return order
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.two_phase:
+            shared = self.prior(t, x) if self.prior is not None else None
+            part = self.augmentation(x) if int(self.phase) == 0 else self.per_env(x)
+            return part if shared is None else shared + part
         out = None
         if self.prior is not None or self.augmentation is not None:
             out = HybridModel.forward(self, t, x)
@@ -412,7 +434,9 @@ def build_multi_env_model(spec: Spec, structure: str, n_envs: int | None = None
     - ``one_for_all``: one model for all (per-environment parameters shared);
     - ``one_per_env``: every learned parameter per environment, and the ``augment``
       network as ``G_e`` (nothing shared);
-    - ``ft_node``: shared prior plus a network fed each row's one-hot environment code.
+    - ``ft_node``: shared prior plus a network fed each row's one-hot environment code;
+    - ``gbml``: shared prior, a shared network trained first, then one copy of it per
+      environment fine-tuned (:meth:`MultiEnvModel.start_fine_tuning`).
     """
     n_envs = n_envs or max(1, len(spec.environments))
     names = tuple(e.name for e in spec.environments) if len(spec.environments) == n_envs \
@@ -453,6 +477,15 @@ def build_multi_env_model(spec: Spec, structure: str, n_envs: int | None = None
                              "code); use leads or one_per_env on a grid")
         opts = dict(spec.augment.options()) if has_aug and spec.augment.name == "mlp" else {}
         per_env = EnvironmentCode(shape[0], n_envs, **opts)
+    if structure == "gbml":
+        call = _g_call(spec)
+        augmentation = Scaled(build_network(call, shape, system.domain), shape[0],
+                              domain=system.domain)
+        per_env = StackedNetworks(lambda: build_network(call, shape, system.domain), n_envs,
+                                  shape[0])
+        model = MultiEnvModel(prior, augmentation, per_env, None, n_envs, names)
+        model.two_phase = True
+        return model
     if structure == "one_for_all" and prior is None and augmentation is None:
         augmentation = Scaled(build_network(_g_call(spec), shape, system.domain), shape[0],
                               domain=system.domain)

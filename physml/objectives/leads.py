@@ -17,7 +17,8 @@ step, since the weights move little between steps.
 The baselines share the model machinery (:mod:`physml.models.environments`):
 ``one_for_all`` (one model for all environments), ``one_per_env`` (an independent model
 per environment, batched), ``leads_no_min`` (LEADS's model without Ω), ``ft_node`` (a
-Neural ODE fed a one-hot environment code in every layer).
+Neural ODE fed a one-hot environment code in every layer), ``gbml`` (One-For-All, then a
+fine-tuned copy per environment).
 """
 from __future__ import annotations
 
@@ -184,3 +185,43 @@ class FtNode(Trajectory):
 
     name = "ft_node"
     structure = "ft_node"
+
+
+@register_objective("gbml")
+class Gbml(Trajectory):
+    """GBML-like baseline (Table 3.14): train one model for all environments for
+    ``switch`` steps (One-For-All), then copy its network to every environment and
+    fine-tune the copies, each on its own environment's data (the prior stays shared)."""
+
+    name = "gbml"
+    options = ("switch",)
+    structure = "gbml"
+
+    def __init__(self, switch: int = 1000, loss: str = "mse"):
+        super().__init__(loss)
+        if int(switch) < 0:
+            raise ValueError("gbml: switch (the steps before fine-tuning) must be ≥ 0")
+        self.switch = int(switch)
+        self.steps = 0
+
+    @classmethod
+    def create(cls, method: str, options: dict[str, Any], is_grid: bool, loss: str):
+        return cls(**options, loss=loss)
+
+    def loss(self, rollout, batch):
+        field = _model(rollout).field
+        if self.steps >= self.switch and int(field.phase) == 0:
+            field.start_fine_tuning()
+        return super().loss(rollout, batch)
+
+    def after_batch(self, traj_loss: float) -> None:
+        self.steps += 1
+
+    def state_dict(self):
+        return {"steps": torch.tensor(self.steps)}
+
+    def load_state_dict(self, state):
+        self.steps = int(state["steps"])
+
+    def describe(self):
+        return {"fine_tuning": int(self.steps >= self.switch)}
