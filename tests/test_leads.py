@@ -413,3 +413,41 @@ def test_readme_leads_block_parses_checks_and_builds():
     model = build_multi_env_model(spec, "leads")
     assert model.env_params.values()["alpha"].tolist() == pytest.approx([0.6, 0.6])
     assert model.per_env.n_envs == 2 and model.augmentation is None
+
+
+NEW_ENVS = """environments:
+    n1: alpha = 0.625, gamma = 0.625
+    n2: alpha = 0.875, gamma = 0.875
+"""
+
+
+def test_adapt_learns_only_new_g_and_leaves_f_bit_identical(tmp_path, lv_data):
+    from typer.testing import CliRunner
+
+    from physml.cli.app import app
+    from physml.experiment import adapt
+
+    spec = physml.parse_spec(lv_text(train="epochs 20 lr 1e-2"), "lv.phy")
+    run = physml.train(spec, dataset=lv_data, out=tmp_path / "run", report=False)
+    (tmp_path / "new.phy").write_text(lv_text(envs=NEW_ENVS))
+    res = adapt(run, tmp_path / "new.phy", out=tmp_path / "ad", budget=60,
+                data_dir=tmp_path / "data")
+    old = torch.load(run.path / "checkpoints/best.pt", weights_only=True)["model"]
+    shared = [k for k in res["frozen_F"] if k.startswith(("augmentation.", "prior."))]
+    assert shared
+    for k in shared:
+        assert torch.equal(res["frozen_F"][k], old["field." + k]), k
+    assert set(res["table"]) == {"pretrained_F", "one_per_env", "leads"}
+    assert set(res["table"]["leads"]) == {"50", "60"}
+    mse = res["test_mse"]
+    assert len(set(mse["pretrained_F"].values())) == 1  # nothing learned
+    # LEADS starts from F alone (G_e' = 0) and then learns G_e'
+    assert mse["leads"]["0"] == mse["pretrained_F"]["0"] != mse["leads"]["60"]
+    assert all(math.isfinite(v) for r in mse.values() for v in r.values())
+    assert (tmp_path / "ad" / "adapt.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "ad" / "adapt.json").read_text())
+    assert saved["environments"] == ["n1", "n2"]
+    out = CliRunner().invoke(app, ["adapt", str(run.path), str(tmp_path / "new.phy"),
+                                   "--steps", "5", "--data-dir", str(tmp_path / "data")])
+    assert out.exit_code == 0, out.output
+    assert "pretrained_F" in out.output and (run.path / "adapt" / "adapt.json").exists()

@@ -443,6 +443,46 @@ def evaluate(
 
 
 @app.command()
+def adapt(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A trained LEADS run.")],
+    source: Annotated[Path, typer.Argument(
+        metavar="DATA_OR_SPEC", help="The new environments: a spec (.phy) or a dataset.")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder for adapt.json and adapt.png "
+                                                "(default RUN/adapt).")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps of each scheme.")] = 10000,
+    data_dir: Annotated[Path, typer.Option(help="Cache of simulated data.")] = Path("data"),
+) -> None:
+    """New environments (Table 3.13): freeze the run's shared F, learn only G_e' (and
+    per-environment parameters); compare with F alone and One-Per-Env from scratch."""
+    from ..experiment import Run, RunError
+    from ..experiment import adapt as adapt_fn
+
+    try:
+        result = adapt_fn(Run(run_dir), source, out=out or Path(run_dir) / "adapt",
+                          budget=steps, data_dir=data_dir)
+    except SpecError as exc:
+        report_spec_error(exc)
+        return
+    except (RunError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+        return
+    except OSError as exc:
+        fail_os(exc)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, padding=(0, 2))
+    table.add_column("test MSE")
+    cols = list(next(iter(result["table"].values())))
+    for c in cols:
+        table.add_column(f"step {c}", justify="right")
+    for name, row in result["table"].items():
+        table.add_row(name, *(f"{row[c]:.4g}" for c in cols))
+    console.print(table)
+    console.print(f"wrote {result['folder']}/adapt.json and adapt.png", markup=False)
+
+
+@app.command()
 def inspect(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
     latex: Annotated[bool, typer.Option("--latex", help="Equations as LaTeX.")] = False,
