@@ -71,7 +71,7 @@ def check(
     est = estimate(s, spec.data, len(spec.environments))
     if est is not None:
         console.print(Text(f"  data: {est.describe()}"))
-    for name in ("data", "augment", "train"):  # the blocks as `train` will run them
+    for name in ("data", "augment", "per_environment", "train"):  # as `train` will run them
         if name in blocks:
             console.print(Text(f"{name} ", style="bold").append(blocks[name], style=""))
     for warning in unrepresentable_missing(spec):
