@@ -269,7 +269,7 @@ def test_one_per_env_shares_nothing_and_one_for_all_has_no_g(lv_data):
 
 def test_per_environment_parameters_are_recovered_from_one_trajectory(tmp_path):
     text = lv_text(model=PHYSICAL, method="leads",
-                   train="epochs 300 lr 3e-2 val_every 50 solver rk4(step=0.25)",
+                   train="epochs 200 lr 3e-2 val_every 50 solver rk4(step=0.25)",
                    t1=9.5)
     run = physml.train(physml.parse_spec(text, "lv.phy"), out=tmp_path / "phys",
                        data_dir=tmp_path / "data")
@@ -367,6 +367,14 @@ def test_per_environment_with_a_one_model_method_is_located():
     msg = _error(text, check=True)
     assert msg.startswith(f"s.phy:{line}:{col}: 'alpha' is learned per environment, but "
                           "`train physics` learns one model for all environments")
+
+
+def test_per_environment_network_with_a_one_model_method_is_located():
+    text = lv_text(model='per_environment mlp(hidden=8)', method="neural")
+    line, col = _where(text, "mlp(hidden=8)")
+    assert _error(text, check=True).startswith(
+        f"s.phy:{line}:{col}: `per_environment mlp` declares networks per environment, but "
+        "`train neural` learns one model for all environments")
 
 
 def test_environment_count_differing_from_the_data_file_is_located(tmp_path):

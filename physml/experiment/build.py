@@ -52,6 +52,13 @@ def build_field(spec: Spec, method: str) -> HybridModel:
                           "one model for all environments", pos, spec.text, length=len(name),
                           hint="train leads, one_per_env, leads_no_min or ft_node, or drop "
                           "`per environment`")
+    if spec.per_environment is not None:
+        pos = spec.per_environment.pos
+        raise OptionError(f"`per_environment {spec.per_environment.name}` declares networks per "
+                          f"environment, but `train {method}` learns one model for all "
+                          "environments", pos, spec.text, length=len(spec.per_environment.name),
+                          hint="train leads (or a baseline: leads_no_min, one_per_env, "
+                          "one_for_all, ft_node, gbml), or drop the line")
     return build_model(spec, use_prior=cls.uses_prior, use_network=cls.uses_network)
 
 
