@@ -148,8 +148,9 @@ def train_line(cfg) -> str:
         budget.append(f"{cfg.steps} steps")
     if cfg.minutes:
         budget.append(f"{cfg.minutes:g} min")
+    forcing = f", teacher forcing {cfg.teacher_forcing:g}" if cfg.teacher_forcing else ""
     return (f"{_call(cfg.method, cfg.method_options)} solver {solver}, batch {cfg.batch}, "
-            f"lr {cfg.lr:g}" + (f", {', '.join(budget)}" if budget else ""))
+            f"lr {cfg.lr:g}" + (f", {', '.join(budget)}" if budget else "") + forcing)
 
 
 def describe_experiment(spec: Spec) -> tuple[Any, dict[str, str]]:
