@@ -285,7 +285,7 @@ class MultiEnvModel(HybridModel):
     def __init__(self, prior: nn.Module | None, augmentation: nn.Module | None,
                  per_env: StackedNetworks | EnvironmentCode | None,
                  env_params: EnvironmentParameters | None, n_envs: int,
-                 env_names: tuple[str, ...] = ()):
+                 env_names: tuple[str, ...] = (), two_phase: bool = False):
         nn.Module.__init__(self)
         if prior is None and augmentation is None and per_env is None:
             raise ValueError("a model needs a prior or a network")
@@ -300,8 +300,9 @@ class MultiEnvModel(HybridModel):
         self._env: torch.Tensor | None = None
         # GBML-like baseline: 0 while the shared network trains, 1 once each environment
         # fine-tunes its own copy (a buffer: saved, so a resumed run is in the same phase)
-        self.register_buffer("phase", torch.zeros((), dtype=torch.long))
-        self.two_phase = False
+        self.two_phase = two_phase
+        if two_phase:
+            self.register_buffer("phase", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def start_fine_tuning(self) -> None:
@@ -483,9 +484,7 @@ def build_multi_env_model(spec: Spec, structure: str, n_envs: int | None = None
                               domain=system.domain)
         per_env = StackedNetworks(lambda: build_network(call, shape, system.domain), n_envs,
                                   shape[0])
-        model = MultiEnvModel(prior, augmentation, per_env, None, n_envs, names)
-        model.two_phase = True
-        return model
+        return MultiEnvModel(prior, augmentation, per_env, None, n_envs, names, two_phase=True)
     if structure == "one_for_all" and prior is None and augmentation is None:
         augmentation = Scaled(build_network(_g_call(spec), shape, system.domain), shape[0],
                               domain=system.domain)

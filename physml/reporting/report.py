@@ -317,6 +317,23 @@ def parameter_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _environment_markdown(ev: dict[str, Any]) -> list[str]:
+    """Per environment: train and test MSE, ‖G_e‖², and their mean ± std (Table 3.14)."""
+    test, train = ev["environments"], ev.get("train_environments")
+    norms = {r["environment"]: r["g_norm"] for r in ev.get("g_norms", [])}
+    tr = {r["environment"]: r["mse"] for r in train["per_environment"]} if train else {}
+    lines = ["", "| environment | train MSE | test MSE | ‖G_e‖² |", "|---|---|---|---|"]
+    for r in test["per_environment"]:
+        n = r["environment"]
+        lines.append(f"| {n} | {tr[n]:.4g} | {r['mse']:.4g} | " if n in tr else
+                     f"| {n} | — | {r['mse']:.4g} | ")
+        lines[-1] += f"{norms[n]:.4g} |" if n in norms else "— |"
+    mean = f"{test['mse_env_mean']:.3g} ± {test['mse_env_std']:.2g}"
+    tmean = f"{train['mse_env_mean']:.3g} ± {train['mse_env_std']:.2g}" if train else "—"
+    lines += [f"| mean ± std | {tmean} | {mean} | |", ""]
+    return lines
+
+
 def markdown(run, report: dict[str, Any]) -> str:
     ev, ins = report["evaluate"], report["inspect"]
     sel = report.get("selection", {})
@@ -364,6 +381,8 @@ def markdown(run, report: dict[str, Any]) -> str:
     if "worst_trajectory" in ev:
         w = ev["worst_trajectory"]
         lines.append(f"- worst test trajectory: #{w['index']} (MSE {w['mse']:.4g})")
+    if "environments" in ev:
+        lines += _environment_markdown(ev)
     if "aug_share" in ev:
         lines.append(f"- ‖F_a‖² = {ev['aug_norm']:.4g}; the network carries "
                      f"{100 * ev['aug_share']:.2f} % of the dynamics (‖F_a‖/‖F_p+F_a‖)")
