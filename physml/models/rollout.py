@@ -87,6 +87,9 @@ class Rollout(nn.Module):
         the previous segment's, so every frame but the first is still a forecast."""
         T = batch.t.shape[0]
         cuts = [k for k in batch.restart.nonzero().flatten().tolist() if 0 < k < T - 1]
+        if batch.mask is not None:  # restart only from frames observed in full
+            seen = batch.mask.expand_as(batch.target).flatten(2).bool().all(dim=2).all(dim=0)
+            cuts = [k for k in cuts if bool(seen[k])]
         pieces, start, x = [], 0, x0
         for k in cuts + [T - 1]:
             seg = self.integrate(x, batch.t[start:k + 1], batch.env)
