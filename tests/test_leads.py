@@ -459,3 +459,14 @@ def test_adapt_learns_only_new_g_and_leaves_f_bit_identical(tmp_path, lv_data):
                                    "--steps", "5", "--data-dir", str(tmp_path / "data")])
     assert out.exit_code == 0, out.output
     assert "pretrained_F" in out.output and (run.path / "adapt" / "adapt.json").exists()
+
+
+def test_teacher_forcing_trains_a_one_environment_method(tmp_path):
+    text = lv_text(envs="", model=PHYSICAL.replace("    learn alpha, gamma per environment\n",
+                                                   "    learn alpha, gamma\n"),
+                   method="physics", train="epochs 3 teacher_forcing 0.5")
+    run = physml.train(physml.parse_spec(text, "lv.phy"), out=tmp_path / "p", report=False,
+                       data_dir=tmp_path / "data")
+    steps = [m for m in run.metrics() if "loss" in m]
+    assert len(steps) == 3 and all(math.isfinite(m["loss"]) for m in steps)
+    assert run.config.teacher_forcing == 0.5
