@@ -28,6 +28,7 @@ def _pct(value: float, true: float | None) -> str:
 
 def _progress_table(p, notes: list[str]):
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, show_header=False, padding=(0, 2))
     table.add_column(style="bold")
@@ -48,7 +49,7 @@ def _progress_table(p, notes: list[str]):
     if p.best_val is not None:
         table.add_row("best val MSE", f"{p.best_val:.4g}")
     for name, value in p.params.items():
-        table.add_row(f"{name} (current)", f"{value:.6g}{_pct(value, p.truth.get(name))}")
+        table.add_row(Text(f"{name} (current)"), f"{value:.6g}{_pct(value, p.truth.get(name))}")
     if p.lr is not None:
         table.add_row("lr", f"{p.lr:.3g}")
     for note in notes[-3:]:
@@ -228,6 +229,7 @@ def _equations(ins: dict, best_step=None) -> None:
 
 def _parameter_rows(rows, sel: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, padding=(0, 2))
     best, last = sel.get("best_step"), sel.get("last_step")
@@ -241,7 +243,7 @@ def _parameter_rows(rows, sel: dict) -> None:
         avg = "—"
         if "average" in r:
             avg = f"{r['average']:.6g} ({'settled' if r['settled'] else 'still moving'})"
-        table.add_row(r["name"], f"{r['best']:.6g}",
+        table.add_row(Text(r["name"]), f"{r['best']:.6g}",
                       f"{r['last']:.6g}" if "last" in r else "—", avg,
                       f"{r['true']:.6g}" if "true" in r else "—",
                       f"{r['error_pct']:.3f} %" if "error_pct" in r else "—")
@@ -255,6 +257,7 @@ def _parameter_rows(rows, sel: dict) -> None:
 
 def _param_table(rows) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     if not rows:
         return
@@ -262,7 +265,7 @@ def _param_table(rows) -> None:
     for col in ("parameter", "identified", "true", "error"):
         table.add_column(col, justify="right" if col != "parameter" else "left")
     for p in rows:
-        table.add_row(p["name"], f"{p['identified']:.6g}",
+        table.add_row(Text(p["name"]), f"{p['identified']:.6g}",
                       f"{p['true']:.6g}" if "true" in p else "—",
                       f"{p['error_pct']:.3f} %" if "error_pct" in p else "—")
     console.print(table)
@@ -272,6 +275,7 @@ def _environment_tables(result) -> None:
     """Per environment (LEADS, thesis Tables 3.13–3.15): train/test MSE with mean ± std,
     ‖G_e‖², and each environment's learned parameters against the true ones."""
     from rich.table import Table
+    from rich.text import Text
 
     test, train = result.get("environments"), result.get("train_environments")
     norms = {r["environment"]: r["g_norm"] for r in result.get("g_norms", [])}
@@ -290,7 +294,7 @@ def _environment_tables(result) -> None:
         for title, _ in cols:
             table.add_column(title, justify="right")
         for n in names:
-            table.add_row(n, *(f"{c[n]:.4g}" if n in c else "—" for _, c in cols))
+            table.add_row(Text(n), *(f"{c[n]:.4g}" if n in c else "—" for _, c in cols))
         if test:
             row = ["mean ± std"]
             if train:
@@ -309,7 +313,7 @@ def _environment_tables(result) -> None:
         for p in params:
             table.add_column(f"{p} (true, error)", justify="right")
         for r in rows:
-            table.add_row(r["environment"], *(
+            table.add_row(Text(r["environment"]), *(
                 f"{r[p]:.5g}" + (f" ({r[p + '_true']:.4g}, {r[p + '_error_pct']:.2f} %)"
                                  if p + "_true" in r else "") for p in params))
         console.print(table)
@@ -422,6 +426,7 @@ def evaluate(
         print(json.dumps(result, default=float, indent=2))
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, padding=(0, 2))
     table.add_column("metric")
@@ -470,6 +475,7 @@ def adapt(
         fail_os(exc)
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, padding=(0, 2))
     table.add_column("test MSE")
