@@ -283,6 +283,14 @@ def test_per_environment_parameters_are_recovered_from_one_trajectory(tmp_path):
     assert [r["environment"] for r in table] == ["e1", "e2", "e3"]
     assert table[1]["alpha_true"] == 1.0 and table[2]["gamma_true"] == 1.0
     assert "e2" in rep["inspect"]["environment_equations"]
+    from typer.testing import CliRunner
+
+    from physml.cli.app import app
+
+    out = CliRunner().invoke(app, ["evaluate", str(run.path)]).output
+    assert "gamma[e2]" in out and "mean ± std" in out and "alpha (true, error)" in out
+    out = CliRunner().invoke(app, ["inspect", str(run.path)]).output
+    assert "e3:  d(u)/dt =" in out
 
 
 @pytest.mark.slow
