@@ -229,6 +229,7 @@ def test_every_method_trains_and_reports_per_environment(tmp_path, lv_data, meth
     assert envs["mse_env_std"] == pytest.approx(float(np.std(mses, ddof=1)))
     assert rep["mse"] == pytest.approx(envs["mse_env_mean"], rel=1e-5)  # 4 test each
     assert len(rep["train_environments"]["per_environment"]) == 3
+    assert (run.path / "plots" / "environments.png").stat().st_size > 0
 
 
 def test_gbml_fine_tunes_copies_of_the_shared_network(lv_data):
