@@ -55,7 +55,6 @@ def test_unknown_training_solver_is_located(tmp_path):
 
 
 @pytest.mark.parametrize("name,where", [
-    ("leads_lotka_volterra", "unknown method 'leads'"),
     ("leads_navier_stokes", "unknown augmentation 'fno'"),
 ])
 def test_check_refuses_what_train_cannot_run(name, where):
@@ -67,9 +66,9 @@ def test_check_refuses_what_train_cannot_run(name, where):
 
 def test_train_fails_before_simulating_or_creating_anything(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    res = CliRunner().invoke(app, ["train", str(ROOT / "specs" / "leads_lotka_volterra.phy"),
+    res = CliRunner().invoke(app, ["train", str(ROOT / "specs" / "leads_navier_stokes.phy"),
                                    "--out", "run"])
-    assert res.exit_code == 1 and "unknown method 'leads'" in res.output
+    assert res.exit_code == 1 and "unknown augmentation 'fno'" in res.output
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
     # A method that needs a prior, without one: refused at build time, before any data.
     spec = tmp_path / "s.phy"

@@ -226,10 +226,10 @@ def test_blocks_the_library_cannot_train_are_located_errors():
     line = EXPERIMENT.splitlines().index("encoder convnet(channels=8)") + 1
     assert str(info.value).startswith(f"e.phy:{line}:9: unknown encoder 'convnet'")
     assert "choices: mlp, gru, unet" in str(info.value)
-    text = EXPERIMENT.replace("train aphynity(lambda0=1, tau2=10, niter=3)", "train leads()")
+    text = EXPERIMENT.replace("train aphynity(lambda0=1, tau2=10, niter=3)", "train lead()")
     text = text.replace("observe theta\nencoder convnet(channels=8)\n", "")
     with pytest.raises(physml.SpecError) as info:
         physml.parse_spec(text, "e.phy")
-    line = text.splitlines().index(next(l for l in text.splitlines() if "leads" in l)) + 1
-    assert str(info.value).startswith(f"e.phy:{line}:7: unknown method 'leads'")
-    assert "choices: neural, physics, augmented, aphynity" in str(info.value)
+    line = text.splitlines().index(next(l for l in text.splitlines() if "lead" in l)) + 1
+    assert str(info.value).startswith(f"e.phy:{line}:7: unknown method 'lead'")
+    assert "did you mean 'leads'?" in str(info.value)

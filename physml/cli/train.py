@@ -28,6 +28,7 @@ def _pct(value: float, true: float | None) -> str:
 
 def _progress_table(p, notes: list[str]):
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, show_header=False, padding=(0, 2))
     table.add_column(style="bold")
@@ -48,7 +49,7 @@ def _progress_table(p, notes: list[str]):
     if p.best_val is not None:
         table.add_row("best val MSE", f"{p.best_val:.4g}")
     for name, value in p.params.items():
-        table.add_row(f"{name} (current)", f"{value:.6g}{_pct(value, p.truth.get(name))}")
+        table.add_row(Text(f"{name} (current)"), f"{value:.6g}{_pct(value, p.truth.get(name))}")
     if p.lr is not None:
         table.add_row("lr", f"{p.lr:.3g}")
     for note in notes[-3:]:
@@ -232,6 +233,7 @@ def _equations(ins: dict, best_step=None) -> None:
 
 def _parameter_rows(rows, sel: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, padding=(0, 2))
     best, last = sel.get("best_step"), sel.get("last_step")
@@ -245,7 +247,7 @@ def _parameter_rows(rows, sel: dict) -> None:
         avg = "—"
         if "average" in r:
             avg = f"{r['average']:.6g} ({'settled' if r['settled'] else 'still moving'})"
-        table.add_row(r["name"], f"{r['best']:.6g}",
+        table.add_row(Text(r["name"]), f"{r['best']:.6g}",
                       f"{r['last']:.6g}" if "last" in r else "—", avg,
                       f"{r['true']:.6g}" if "true" in r else "—",
                       f"{r['error_pct']:.3f} % ({r['note']})" if "note" in r else
@@ -260,6 +262,7 @@ def _parameter_rows(rows, sel: dict) -> None:
 
 def _param_table(rows) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     if not rows:
         return
@@ -267,7 +270,7 @@ def _param_table(rows) -> None:
     for col in ("parameter", "identified", "true", "error"):
         table.add_column(col, justify="right" if col != "parameter" else "left")
     for p in rows:
-        table.add_row(p["name"], f"{p['identified']:.6g}",
+        table.add_row(Text(p["name"]), f"{p['identified']:.6g}",
                       f"{p['true']:.6g}" if "true" in p else "—", _error_text(p))
     console.print(table)
 
@@ -292,6 +295,54 @@ def _partial_lines(part: dict) -> None:
                                                      part[key].items()), markup=False)
     for sym in part.get("symmetries", []):
         console.print(f"symmetry of the hidden states: {sym}", markup=False)
+
+
+def _environment_tables(result) -> None:
+    """Per environment (LEADS, thesis Tables 3.13–3.15): train/test MSE with mean ± std,
+    ‖G_e‖², and each environment's learned parameters against the true ones."""
+    from rich.table import Table
+    from rich.text import Text
+
+    test, train = result.get("environments"), result.get("train_environments")
+    norms = {r["environment"]: r["g_norm"] for r in result.get("g_norms", [])}
+    if test or norms:
+        table = Table(box=None, padding=(0, 2))
+        table.add_column("environment")
+        names = [r["environment"] for r in test["per_environment"]] if test else list(norms)
+        cols = []
+        if train:
+            cols.append(("train MSE", {r["environment"]: r["mse"]
+                                       for r in train["per_environment"]}))
+        if test:
+            cols.append(("test MSE", {r["environment"]: r["mse"] for r in test["per_environment"]}))
+        if norms:
+            cols.append(("‖G_e‖²", norms))
+        for title, _ in cols:
+            table.add_column(title, justify="right")
+        for n in names:
+            table.add_row(Text(n), *(f"{c[n]:.4g}" if n in c else "—" for _, c in cols))
+        if test:
+            row = ["mean ± std"]
+            if train:
+                row.append(f"{train['mse_env_mean']:.3g} ± {train['mse_env_std']:.2g}")
+            row.append(f"{test['mse_env_mean']:.3g} ± {test['mse_env_std']:.2g}")
+            if norms:
+                row.append("")
+            table.add_row(*row)
+        console.print(table)
+    rows = result.get("environment_parameters") or []
+    if rows:
+        params = [k for k in rows[0] if k != "environment" and not k.endswith(("_true",
+                                                                               "_error_pct"))]
+        table = Table(box=None, padding=(0, 2))
+        table.add_column("environment")
+        for p in params:
+            table.add_column(f"{p} (true, error)", justify="right")
+        for r in rows:
+            table.add_row(Text(r["environment"]), *(
+                f"{r[p]:.5g}" + (f" ({r[p + '_true']:.4g}, {r[p + '_error_pct']:.2f} %)"
+                                 if p + "_true" in r else "") for p in params))
+        console.print(table)
 
 
 def _interrupted_by_user(exc: BaseException) -> bool:
@@ -401,6 +452,7 @@ def evaluate(
         print(json.dumps(result, default=float, indent=2))
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, padding=(0, 2))
     table.add_column("metric")
@@ -415,11 +467,53 @@ def evaluate(
     _param_table(result["parameters"])
     if "partial" in result:
         _partial_lines(result["partial"])
+    _environment_tables(result)
     steps = result["mse_per_step"]
     if steps:
         marks = sorted({0, len(steps) // 4, len(steps) // 2, 3 * len(steps) // 4, len(steps) - 1})
         console.print("MSE per step: " + ", ".join(f"[{i}] {steps[i]:.3g}" for i in marks),
                       markup=False)
+
+
+@app.command()
+def adapt(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A trained LEADS run.")],
+    source: Annotated[Path, typer.Argument(
+        metavar="DATA_OR_SPEC", help="The new environments: a spec (.phy) or a dataset.")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder for adapt.json and adapt.png "
+                                                "(default RUN/adapt).")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps of each scheme.")] = 10000,
+    data_dir: Annotated[Path, typer.Option(help="Cache of simulated data.")] = Path("data"),
+) -> None:
+    """New environments (Table 3.13): freeze the run's shared F, learn only G_e' (and
+    per-environment parameters); compare with F alone and One-Per-Env from scratch."""
+    from ..experiment import Run, RunError
+    from ..experiment import adapt as adapt_fn
+
+    try:
+        result = adapt_fn(Run(run_dir), source, out=out or Path(run_dir) / "adapt",
+                          budget=steps, data_dir=data_dir)
+    except SpecError as exc:
+        report_spec_error(exc)
+        return
+    except (RunError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+        return
+    except OSError as exc:
+        fail_os(exc)
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, padding=(0, 2))
+    table.add_column("test MSE")
+    cols = list(next(iter(result["table"].values())))
+    for c in cols:
+        table.add_column(f"step {c}", justify="right")
+    for name, row in result["table"].items():
+        table.add_row(name, *(f"{row[c]:.4g}" for c in cols))
+    console.print(table)
+    console.print(f"wrote {result['folder']}/adapt.json and adapt.png", markup=False)
 
 
 @app.command()
@@ -489,6 +583,9 @@ def inspect(
     if "uncertainty" in result:
         for line in result["uncertainty"]["lines"]:
             console.print(line, markup=False, soft_wrap=True)
+    _environment_tables(result)
+    for env, lines in (result.get("environment_equations") or {}).items():
+        console.print(f"{env}:  " + "    ".join(lines), markup=False, soft_wrap=True)
     if "aug_share" in result:
         console.print(f"the augmentation carries {100 * result['aug_share']:.2f} % of the "
                       f"dynamics on the test data (‖F_a‖/‖F_p + F_a‖)")

@@ -32,6 +32,9 @@ class Batch:
     traj: torch.Tensor
     context: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    #: ``(T,)`` bool, teacher forcing: the frames from which the integration restarts from
+    #: the data (the prediction at such a frame is still the model's); None: never
+    restart: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.target.shape[0]
@@ -39,7 +42,7 @@ class Batch:
     def to(self, device) -> "Batch":
         move = lambda x: x.to(device) if x is not None else None  # noqa: E731
         return Batch(move(self.x0), move(self.t), move(self.target), move(self.env),
-                     move(self.traj), move(self.context), move(self.mask))
+                     move(self.traj), move(self.context), move(self.mask), self.restart)
 
     def select(self, rows: torch.Tensor | slice) -> "Batch":
         """The sub-batch of some rows (a DDP rank's share, an evaluation chunk)."""

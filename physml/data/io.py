@@ -706,9 +706,16 @@ def _load_user(path: Path, spec, mapping, arrays, budget) -> Dataset:
     envs = [e.name for e in spec.environments] or ["default"]
     E = next(iter(splits.values())).shape[0]
     if E != len(envs):
-        if E == 1 and len(envs) > 1:
-            raise DataError(f"{path}: the spec declares {len(envs)} environments but the "
-                            "arrays have none; give arrays of shape (E, N, T, ...)")
+        if spec.environments:
+            # Located at the spec's `environments:` block: the two must agree.
+            from ..errors import OptionError
+
+            have = "none (arrays of shape (N, T, ...))" if E == 1 else str(E)
+            raise OptionError(f"the spec declares {len(envs)} environments but the data file "
+                              f"{path} holds {have}", spec.environments[0].pos, spec.text,
+                              length=len(envs[0]), hint="list one environment per row of "
+                              "the file's first axis, in the file's order, or give arrays of "
+                              "shape (E, N, T, ...)")
         envs = [f"env{i}" for i in range(E)]
     # Measured data have no true parameter values: the system's values are the model's
     # initial guesses, so only what the spec states of each environment is kept.

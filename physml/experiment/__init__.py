@@ -19,6 +19,7 @@ _LAZY = {
     "dataset_for": ".data", "default_path": ".data", "spec_key": ".data",
     "simulate_keyed": ".data",
     "training_data": ".data", "Run": ".run", "RunError": ".run", "train": ".run",
+    "adapt": ".adapt",
 }
 
 

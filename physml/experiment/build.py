@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..errors import OptionError
-from ..models import HybridModel, Rollout, SolverConfig, build_model
+from ..models import HybridModel, Rollout, SolverConfig, build_model, build_multi_env_model
 from ..objectives import OBJECTIVES, Objective, build_objective
 from ..symbolic.spec import Spec
 from ..training.config import TrainConfig
@@ -44,6 +44,21 @@ def config_for(spec: Spec, **overrides: Any) -> TrainConfig:
 def build_field(spec: Spec, method: str) -> HybridModel:
     """The vector field (prior and/or network) a method trains."""
     cls = OBJECTIVES[method]
+    if cls.structure is not None:
+        return build_multi_env_model(spec, cls.structure)
+    if spec.prior is not None and spec.prior.per_environment:
+        name, pos = spec.prior.per_environment_pos[0]
+        raise OptionError(f"'{name}' is learned per environment, but `train {method}` learns "
+                          "one model for all environments", pos, spec.text, length=len(name),
+                          hint="train leads, one_per_env, leads_no_min or ft_node, or drop "
+                          "`per environment`")
+    if spec.per_environment is not None:
+        pos = spec.per_environment.pos
+        raise OptionError(f"`per_environment {spec.per_environment.name}` declares networks per "
+                          f"environment, but `train {method}` learns one model for all "
+                          "environments", pos, spec.text, length=len(spec.per_environment.name),
+                          hint="train leads (or a baseline: leads_no_min, one_per_env, "
+                          "one_for_all, ft_node, gbml), or drop the line")
     return build_model(spec, use_prior=cls.uses_prior, use_network=cls.uses_network)
 
 

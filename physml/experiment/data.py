@@ -150,6 +150,12 @@ def true_values(dataset: Dataset, learned) -> dict[str, float]:
     environment only). User data (``meta["source"]``, the file they were read from) have
     none: their spec's parameter values are initial guesses, not a reference."""
     envs = dataset.env_params or []
-    if len(envs) != 1 or dataset.meta.get("source"):
+    if not envs or dataset.meta.get("source"):
         return {}
+    if len(envs) > 1:  # several environments (§3.4): `name[env]`, and values all share
+        out = {f"{k}[{n}]": float(v) for n, e in zip(dataset.env_names, envs)
+               for k, v in e.items() if f"{k}[{n}]" in learned}
+        out.update({k: float(next(iter(vals))) for k in learned
+                    if len(vals := {e.get(k) for e in envs}) == 1 and None not in vals})
+        return out
     return {k: float(v) for k, v in envs[0].items() if k in learned}

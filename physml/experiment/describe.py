@@ -74,6 +74,27 @@ def augment_line(spec: Spec, model) -> str | None:
     return f"{_call(name, options)}{note} on {on}; {weights:,} weights"
 
 
+def environments_line(spec: Spec, model) -> str | None:
+    """What a multi-environment model learns per environment (thesis §3.4): the G_e
+    networks and the per-environment parameters."""
+    from ..models.environments import MultiEnvModel, StackedNetworks
+
+    if not isinstance(model, MultiEnvModel):
+        return None
+    parts = []
+    if isinstance(model.per_env, StackedNetworks):
+        call = spec.per_environment or spec.augment
+        name = _call(call.name, call.options()) if call is not None and call.name != "none" \
+            else "default network"
+        each = sum(p.numel() for p in model.per_env.parameters()) // model.n_envs
+        parts.append(f"G_e {name} × {model.n_envs} environments, {each:,} weights each")
+    elif model.per_env is not None:
+        parts.append(f"{type(model.per_env).__name__} over {model.n_envs} environments")
+    if model.env_params is not None:
+        parts.append("per environment: " + ", ".join(model.env_params.raw))
+    return "; ".join(parts) or None
+
+
 def _inline_lets(lets) -> dict:
     import sympy
 
@@ -127,8 +148,9 @@ def train_line(cfg) -> str:
         budget.append(f"{cfg.steps} steps")
     if cfg.minutes:
         budget.append(f"{cfg.minutes:g} min")
+    forcing = f", teacher forcing {cfg.teacher_forcing:g}" if cfg.teacher_forcing else ""
     return (f"{_call(cfg.method, cfg.method_options)} solver {solver}, batch {cfg.batch}, "
-            f"lr {cfg.lr:g}" + (f", {', '.join(budget)}" if budget else ""))
+            f"lr {cfg.lr:g}" + (f", {', '.join(budget)}" if budget else "") + forcing)
 
 
 def describe_experiment(spec: Spec) -> tuple[Any, dict[str, str]]:
@@ -153,6 +175,9 @@ def describe_experiment(spec: Spec) -> tuple[Any, dict[str, str]]:
     line = observe_line(spec, exp.config)
     if line is not None:
         blocks["observe"] = line
+    line = environments_line(spec, exp.rollout.field)
+    if line is not None:
+        blocks["per_environment"] = line
     blocks["train"] = train_line(exp.config)
     return exp.config, blocks
 

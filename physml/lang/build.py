@@ -29,7 +29,8 @@ _SYSTEM_KINDS = ("system", "domain", "boundary", "state", "field", "mask", "para
 #: Most time steps (or history frames) in a data block; the memory budget usually binds first.
 _MAX_STEPS = 1e12
 
-_ONCE = ("system", "domain", "dynamics", "data", "prior", "augment", "environments",
+_ONCE = ("system", "domain", "dynamics", "data", "prior", "augment", "per_environment",
+         "environments",
          "observe", "encoder", "train", "use")
 
 
@@ -201,6 +202,9 @@ class _Builder:
             if "augment" in seen else (),
             augment_with=self.build_augment_with(seen["augment"], system)
             if "augment" in seen else (),
+            per_environment=self.network(seen["per_environment"].data["call"],
+                                         "per-environment network")
+            if "per_environment" in seen else None,
             environments=self.build_envs(seen["environments"], system)
             if "environments" in seen else (),
             **self.observe_fields(seen.get("observe"), system),
@@ -535,10 +539,17 @@ class _Builder:
                 defined.add(b.data["name"].text)
                 ctx.add_let(b.data["name"].text, b.data["expr"])
         learn, learned, hamiltonian, stencil = [], set(), None, None
+        per_env: list[tuple[str, Pos]] = []
         names = [p.name for p in system.params]
         for b in s.body:
             if b.kind == "learn":
-                for name, init in b.data["items"]:
+                items = b.data["items"]
+                # `per environment` ending the line (no `from` after it) covers every name
+                # on the line; written after one name, followed by `from` or `,`, that name.
+                whole_line = bool(items[-1][2]) and items[-1][1] is None
+                for name, init, per in items:
+                    if per or whole_line:
+                        per_env.append((name.text, name.pos))
                     if name.text not in names:
                         raise self.name_err(UnknownSymbolError, f"`learn`: '{name.text}' is not a "
                                             "parameter", name, hint=suggest(name.text, names))
@@ -574,7 +585,23 @@ class _Builder:
         else:
             equations = self.build_equations(eq_stmts, system.variables, ctx, defined, s.pos,
                                              "prior")
-        return PriorSpec(equations, tuple(lets), tuple(learn), hamiltonian, stencil, s.pos)
+        if per_env and hamiltonian is not None:
+            name, pos = per_env[0]
+            raise self.err(DeclarationError, f"'{name}' per environment: a hamiltonian prior "
+                           "has no parameters to learn per environment", pos, length=len(name))
+        used = set().union(*(e.rhs.free_symbols for e in equations)) if equations else set()
+        for let in (*system.lets, *lets):  # a let may carry it (omega0 = 2*pi/T0)
+            used |= let.expr.free_symbols
+        used = {str(x) for x in used}
+        for name, pos in per_env:
+            if name not in used:
+                raise self.err(DeclarationError, f"'{name}' is learned per environment but the "
+                               "prior does not use it, so nothing learns it", pos,
+                               length=len(name), hint="remove it from the `learn` line, or "
+                               "write it in the prior's equations")
+        return PriorSpec(equations, tuple(lets), tuple(learn), hamiltonian, stencil, s.pos,
+                         per_environment=tuple(n for n, _ in per_env),
+                         per_environment_pos=tuple(per_env))
 
     def network(self, call: dict, what: str) -> Call:
         c = self.call(call, "networks", what)
@@ -744,7 +771,7 @@ class _Builder:
             if env_name in seen:
                 raise self.err(DeclarationError, f"duplicate environment '{env_name}'", pos)
             seen.add(env_name)
-            envs.append(Environment(env_name, tuple(values)))
+            envs.append(Environment(env_name, tuple(values), pos))
 
         for b in s.body:
             if b.kind == "env":

@@ -653,7 +653,10 @@ class _ToStatements(Transformer):
 
     # prior block
     def learn_item(self, c):
-        return (self._name(c[0]), c[1])
+        return (self._name(c[0]), c[2], c[1])
+
+    def per_env(self, c):
+        return True
 
     @v_args(meta=True)
     def learn(self, meta, c):
@@ -683,6 +686,10 @@ class _ToStatements(Transformer):
         on = next((x[1] for x in c[1:] if x[0] == "on"), [])
         with_ = next((x[1] for x in c[1:] if x[0] == "with"), [])
         return self._stmt("augment", meta, call=self._bare_call(c[0]), on=on, with_=with_)
+
+    @v_args(meta=True)
+    def per_environment_decl(self, meta, c):
+        return self._stmt("per_environment", meta, call=self._bare_call(c[0]))
 
     def augment_on(self, c):
         return ("on", [self._name(t) for t in c])
@@ -947,8 +954,8 @@ _TOKEN_WORDS = {
 #: Keyword groups in grammar order: a long list of keywords reads as "a statement".
 _KEYWORD_GROUPS = [
     ("a statement", ["system", "use", "domain", "boundary", "state", "field", "mask", "param",
-                     "let", "dynamics", "data", "prior", "augment", "environments", "observe",
-                     "encoder", "train"]),
+                     "let", "dynamics", "data", "prior", "augment", "per_environment",
+                     "environments", "observe", "encoder", "train"]),
     ("a `data:` entry", ["trajectories", "time", "initial", "noise", "solver", "seed", "file",
                          "map", "history", "warmup", "split"]),
     ("a `prior:` entry", ["d", "let", "learn", "hamiltonian", "stencil"]),

@@ -57,6 +57,22 @@ class HybridModel(nn.Module):
             out = out + (self.augmentation(x, t) if self.aug_inputs else self.augmentation(x))
         return out
 
+    def at_environments(self, env: torch.Tensor | None):
+        """A context for one solve whose rows belong to environments ``env`` (``(B,)``):
+        one model serves every environment here (see
+        :class:`~physml.models.environments.MultiEnvModel`)."""
+        return nullcontext()
+
+    def row_order(self, env: torch.Tensor | None) -> torch.Tensor | None:
+        """A permutation of a solve's rows that this model evaluates faster (None: as
+        they come)."""
+        return None
+
+    def norm_terms(self, states: torch.Tensor, env: torch.Tensor, relative: bool,
+                   times: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The regulariser terms of a batch's states (``aug_norm``, Eq. 3.6)."""
+        return {"aug_norm": self.augmentation_norm(states, relative, times)}
+
     def solving(self):
         """A context for one solve: the prior's parameters are transformed once
         (:meth:`VectorField.frozen_parameters`)."""

@@ -129,8 +129,10 @@ class Rollout(nn.Module):
         x0 = self.initial_state(batch)
         if self.training and self.sampling_decay is not None:
             pred = self._scheduled_sampling(x0, batch)
+        elif batch.restart is not None and bool(batch.restart.any()):
+            pred = self._integrate_restarting(x0, batch)
         else:
-            pred = self.integrate(x0, batch.t)
+            pred = self.integrate(x0, batch.t, batch.env)
         terms: dict[str, torch.Tensor] = {}
         if regulariser is not None:
             # Eq. 3.6: the mean over training states of ‖F_a(x)‖² (or (‖F_a‖/‖x‖)²).
@@ -139,9 +141,26 @@ class Rollout(nn.Module):
             times = batch.t.repeat(len(batch)) if self.field.aug_takes_time else None
             partial = self.observed is not None or self.readout is not None
             states = pred if partial else batch.target
-            terms["aug_norm"] = self.field.augmentation_norm(
-                states.flatten(0, 1), relative=regulariser == "relative", times=times)
+            terms.update(self.field.norm_terms(
+                states.flatten(0, 1), batch.env.repeat_interleave(batch.t.shape[0]),
+                relative=regulariser == "relative", times=times))
         return RolloutOutput(self.observations(pred), terms)
+
+    def _integrate_restarting(self, x0: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Teacher forcing (thesis §3.4.4): the integration restarts from the observed
+        frame at each frame flagged in ``batch.restart``; the prediction at that frame is
+        the previous segment's, so every frame but the first is still a forecast."""
+        T = batch.t.shape[0]
+        cuts = [k for k in batch.restart.nonzero().flatten().tolist() if 0 < k < T - 1]
+        if batch.mask is not None:  # restart only from frames observed in full
+            seen = batch.mask.expand_as(batch.target).flatten(2).bool().all(dim=2).all(dim=0)
+            cuts = [k for k in cuts if bool(seen[k])]
+        pieces, start, x = [], 0, x0
+        for k in cuts + [T - 1]:
+            seg = self.integrate(x, batch.t[start:k + 1], batch.env)
+            pieces.append(seg if not pieces else seg[:, 1:])
+            start, x = k, batch.target[:, k]
+        return torch.cat(pieces, dim=1)
 
     def observations(self, states: torch.Tensor) -> torch.Tensor:
         """What the data measure of states ``(B, T, C, …)``: ``H·X`` under linear
@@ -152,23 +171,31 @@ class Rollout(nn.Module):
 
     def forecast(self, batch: Batch) -> torch.Tensor:
         """The observations a forecast from the batch's initial states predicts."""
-        return self.observations(self.integrate(self.initial_state(batch), batch.t))
+        return self.observations(self.integrate(self.initial_state(batch), batch.t, batch.env))
 
-    def integrate(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Solve from ``x0`` ``(B, *state)`` on ``t``; returns ``(B, T, *state)``."""
+    def integrate(self, x0: torch.Tensor, t: torch.Tensor,
+                  env: torch.Tensor | None = None) -> torch.Tensor:
+        """Solve from ``x0`` ``(B, *state)`` on ``t``; returns ``(B, T, *state)``. ``env``
+        ``(B,)``: each row's environment (for models over several, §3.4)."""
+        order = self.field.row_order(env)
+        if order is not None:  # solve in the order the field prefers, answer in the given
+            pred = self.integrate(x0[order], t, env[order])
+            return pred[torch.argsort(order)]
         if self.substeps > 1 and t.numel() > 1:
             # `substeps n`: n solver steps per observation interval, on a finer time grid.
             frac = torch.arange(self.substeps, dtype=t.dtype, device=t.device) / self.substeps
             fine = torch.cat([(t[:-1, None] + (t[1:] - t[:-1])[:, None] * frac).flatten(),
                               t[-1:]])
-            return self._solve(x0, fine)[:, ::self.substeps]
-        return self._solve(x0, t)
+            return self._solve(x0, fine, env)[:, ::self.substeps]
+        return self._solve(x0, t, env)
 
-    def _solve(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _solve(self, x0: torch.Tensor, t: torch.Tensor,
+               env: torch.Tensor | None = None) -> torch.Tensor:
         s = self.solver
         compiled = s.compiled and self.training
         # Compiled steps fuse the parameter transform themselves; eager ones share it.
-        with (nullcontext() if compiled or s.adjoint or s.recompute else self.field.solving()):
+        with self.field.at_environments(env), \
+                (nullcontext() if compiled or s.adjoint or s.recompute else self.field.solving()):
             return odeint(self.field, x0, t, s.name, step=s.step, rtol=s.rtol, atol=s.atol,
                           adjoint=s.adjoint, compiled=compiled,
                           recompute=s.recompute and torch.is_grad_enabled())
@@ -183,7 +210,7 @@ class Rollout(nn.Module):
         channels = channels.view(1, -1, *(1,) * (x0.dim() - 2))
         x, out = x0, [x0]
         for k in range(len(batch.t) - 1):
-            x = self.integrate(x, batch.t[k:k + 2])[:, -1]
+            x = self.integrate(x, batch.t[k:k + 2], batch.env)[:, -1]
             out.append(x)
             teach = torch.rand(x.shape[0], device=x.device) < p
             if bool(teach.any()):
@@ -201,8 +228,9 @@ class Rollout(nn.Module):
         was = self.training
         self.eval()
         try:
-            return torch.cat([self.integrate(self.initial_state(batch.select(
-                slice(i, i + chunk))), batch.t) for i in range(0, len(batch), chunk)])
+            chunks = [batch.select(slice(i, i + chunk)) for i in range(0, len(batch), chunk)]
+            return torch.cat([self.integrate(self.initial_state(c), c.t, c.env)
+                              for c in chunks])
         finally:
             self.train(was)
 

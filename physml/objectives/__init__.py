@@ -9,6 +9,7 @@ from .base import OBJECTIVES, Objective, build_objective, register_objective
 from .losses import LOSSES, aggregate_errors, per_trajectory_errors, trajectory_loss
 from .trajectory import Augmented, Neural, Physics, Trajectory
 from .aphynity import Aphynity
+from .leads import FtNode, Gbml, Leads, LeadsNoMin, OneForAll, OnePerEnv
 
 __all__ = ["Objective", "OBJECTIVES", "register_objective", "build_objective", "Trajectory", "Neural", "Physics", "Augmented",
-           "Aphynity", "LOSSES", "trajectory_loss", "aggregate_errors", "per_trajectory_errors"]
+           "Aphynity", "Leads", "LeadsNoMin", "OneForAll", "OnePerEnv", "FtNode", "Gbml", "LOSSES", "trajectory_loss", "aggregate_errors", "per_trajectory_errors"]

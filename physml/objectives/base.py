@@ -29,6 +29,9 @@ class Objective(ABC):
     options: ClassVar[tuple[str, ...]] = ()
     uses_prior: ClassVar[bool] = True
     uses_network: ClassVar[bool] = True
+    #: a model over several environments (thesis §3.4): which structure of
+    #: :func:`~physml.models.environments.build_multi_env_model` (None: one model)
+    structure: ClassVar[str | None] = None
     niter: int = 1
 
     def __init__(self, loss: str = "mse"):

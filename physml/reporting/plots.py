@@ -158,7 +158,54 @@ def figures(run, dataset, metrics: list[dict]) -> dict[str, plt.Figure]:
                 axes[row, j].set_ylabel("y (grid index)")
                 fig.colorbar(im, ax=axes[row, j], shrink=0.8)
         figs["fields"] = fig
+    if len(dataset.env_names) > 1:
+        fig = _per_environment(dataset.env_names, batch.env, data, pred, variables, times)
+        if fig is not None:
+            figs["environments"] = fig
     return figs
+
+
+def _per_environment(names, env, data, pred, variables, times):
+    """One panel per environment, its first test trajectory (thesis Fig. 3.6, 3.11):
+    a phase portrait for 2-D ODEs, the state over time for other ODEs, and the final
+    state with its error map for grids."""
+    rows = [int((env == e).nonzero()[0]) for e in range(len(names)) if bool((env == e).any())]
+    if not rows:
+        return None
+    n = len(rows)
+    if data.dim() == 3:
+        cols = min(n, 5)
+        fig, axes = plt.subplots(-(-n // cols), cols, figsize=(3 * cols, 3 * -(-n // cols)),
+                                 squeeze=False)
+        for ax, k in zip(axes.flat, rows):
+            if len(variables) == 2:
+                line, = ax.plot(data[k, :, 0], data[k, :, 1], "o", ms=3)
+                ax.plot(pred[k, :, 0], pred[k, :, 1], "-", color=line.get_color())
+                ax.set_xlabel(pretty(variables[0]))
+                ax.set_ylabel(pretty(variables[1]))
+            else:
+                for i in range(data.shape[2]):
+                    line, = ax.plot(times, data[k, :, i], "o", ms=3)
+                    ax.plot(times, pred[k, :, i], "-", color=line.get_color())
+                ax.set_xlabel(TIME)
+            ax.set_title(names[int(env[k])], fontsize=9)
+        for ax in list(axes.flat)[n:]:
+            ax.axis("off")
+        fig.suptitle("per environment, first test trajectory (dots: data, lines: model)",
+                     fontsize=9)
+        return fig
+    fig, axes = plt.subplots(3, n, figsize=(3 * n, 8), squeeze=False)
+    for j, k in enumerate(rows):
+        truth, guess = data[k, -1, 0], pred[k, -1, 0]
+        while truth.dim() > 2:
+            truth, guess = truth[..., truth.shape[-1] // 2], guess[..., guess.shape[-1] // 2]
+        for r, (img, title) in enumerate([(truth, "data"), (guess, "model"),
+                                          ((guess - truth).abs(), "|error|")]):
+            im = axes[r, j].imshow(img.T, origin="lower")
+            axes[r, j].set_title(f"{names[int(env[k])]}: {pretty(variables[0])} {title}",
+                                 fontsize=8)
+            fig.colorbar(im, ax=axes[r, j], shrink=0.8)
+    return fig
 
 
 def missing_term(spec, truth: dict[str, float]):

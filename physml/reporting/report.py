@@ -15,9 +15,12 @@ import sympy
 import torch
 
 from ..data import Trajectories
+from ..models.environments import MultiEnvModel
 from ..symbolic import VectorField
 from ..training.checkpoint import atomic_write_text
 from ..symbolic.spec import Equation
+from .environments import environment_norms, environment_parameters, \
+    per_environment_errors, shared_truth
 from .symbolic import augmented, render_equation, value_lines
 
 
@@ -91,9 +94,33 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     errors = [p["error_pct"] for p in out["parameters"] if p.get("error_pct") is not None]
     if errors:
         out["param_error_pct"] = sum(errors) / len(errors)
-    # With hidden variables the data are no states: the forecast's states are used.
-    out.update(augmentation_share(model.field, states if run.spec.hidden_variables() else data,
-                                  run.config.method_options.get("norm")))
+    if isinstance(model.field, MultiEnvModel) or len(dataset.env_names) > 1:
+        out.update(_environments(run, model, dataset, batch, pred))
+    if not isinstance(model.field, MultiEnvModel):
+        # With hidden variables the data are no states: the forecast's states are used.
+        out.update(augmentation_share(model.field,
+                                      states if run.spec.hidden_variables() else data,
+                                      run.config.method_options.get("norm")))
+    return out
+
+
+def _environments(run, model, dataset, batch, pred) -> dict[str, Any]:
+    """Per environment (thesis Tables 3.13–3.15): test and train MSE with their mean ±
+    std over environments, ‖G_e‖², and the per-environment parameters."""
+    names = tuple(dataset.env_names)
+    out: dict[str, Any] = {"environments": per_environment_errors(pred, batch.target,
+                                                                  batch.env, names)}
+    if "train" in dataset.splits and dataset.splits["train"].numel():
+        tr = Trajectories(dataset.splits["train"], dataset.times, dataset.history).batch()
+        out["train_environments"] = per_environment_errors(model.predict(tr), tr.target,
+                                                           tr.env, names)
+    field = model.field
+    if isinstance(field, MultiEnvModel):
+        norm = run.config.method_options.get("norm", "relative")
+        out["g_norms"] = environment_norms(field, batch.target.flatten(0, 1),
+                                           batch.env.repeat_interleave(batch.t.shape[0]),
+                                           relative=norm == "relative")
+        out["environment_parameters"] = environment_parameters(field, dataset)
     return out
 
 
@@ -101,6 +128,11 @@ def parameter_table(model, dataset) -> list[dict[str, Any]]:
     learned = {k: float(v.detach()) for k, v in model.physical_parameters().items()}
     envs = getattr(dataset, "env_params", None) or []
     truth = envs[0] if len(envs) == 1 else {}
+    if len(envs) > 1:  # shared values all environments agree on, and `name[env]`
+        truth = shared_truth(dataset, learned)
+        if not dataset.meta.get("source"):
+            truth.update({f"{k}[{n}]": v for n, e in zip(dataset.env_names, envs)
+                          for k, v in e.items()})
     rows = []
     for name, value in learned.items():
         row: dict[str, Any] = {"name": name, "identified": value}
@@ -172,11 +204,22 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
         out["equations"] = [render_equation(eq.var, eq.rhs, latex) for eq in equations]
         values = {k: float(v.detach()) for k, v in prior.param_values().items()}
         learned = [r["name"] for r in out["parameters"]]
-        out["values"] = value_lines(values, truth, prior.lets, latex, names=learned)
+        per_env = {k: float(v.detach()) for k, v in model.physical_parameters().items()
+                   if k not in values}
+        out["values"] = value_lines({**values, **per_env}, truth, prior.lets, latex,
+                                    names=learned)
+        if per_env:  # each environment's equations, its own values put in
+            out["environment_equations"] = _environment_equations(field, latex)
         out["values"] += [f"{r['name']}: not identifiable from the observations "
                           f"({r['symmetry']}); only {r['identifiable_combination']} is"
                           for r in out["parameters"] if r.get("identifiable") is False]
         eqs = prior.sympy(substitute=True)
+        if per_env:  # per-environment parameters stay symbols in the shared equations
+            keep = {sympy.Symbol(n) for n in field.env_params.raw}
+            eqs = [sympy.Eq(e.lhs, r.rhs.xreplace(
+                {k: v for k, v in {sympy.Symbol(n): sympy.Float(values[n], 6)
+                                   for n in values}.items() if k not in keep}))
+                for e, r in zip(eqs, prior.sympy(substitute=False))]
         numeric = [Equation(eq.var, r.rhs) for eq, r in zip(prior.equations, eqs)]
         if field.augmentation is not None:
             numeric = augmented(numeric, variables, on)
@@ -197,7 +240,16 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
         out["true_equations"] = [render_equation(eq.var, eq.rhs, latex)
                                  for eq in spec.system.equations]
         out["true_values"] = value_lines(true, None, spec.system.lets, latex)
+    unsupported = ("models over several environments" if isinstance(field, MultiEnvModel)
+                   else "hidden variables" if spec.hidden_variables() else None)
     if (intervals is not None or bootstrap) and isinstance(prior, VectorField) \
+            and prior.learnable and unsupported is not None:
+        # Laplace and bootstrap are written for one environment with every channel seen.
+        out["uncertainty"] = {"method": "bootstrap" if bootstrap else "laplace",
+                              "intervals": [], "note": f"not computed for {unsupported}",
+                              "lines": [f"no intervals: not computed for {unsupported} "
+                                        "in this version"]}
+    elif (intervals is not None or bootstrap) and isinstance(prior, VectorField) \
             and prior.learnable:
         try:
             out["uncertainty"] = parameter_intervals(run, model, dataset, truth, bootstrap,
@@ -208,6 +260,13 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
                                   "intervals": [], "note": str(exc),
                                   "lines": [f"no intervals: {exc}"]}
     _, traj, _ = _split(dataset, "test")
+    if isinstance(field, MultiEnvModel):
+        norm = run.config.method_options.get("norm", "relative")
+        out["g_norms"] = environment_norms(field, traj.frames.flatten(0, 1),
+                                           traj.env.repeat_interleave(traj.n_frames),
+                                           relative=norm == "relative")
+        out["environment_parameters"] = environment_parameters(field, dataset)
+        return out
     out.update(augmentation_share(model.field, traj.frames,
                                   run.config.method_options.get("norm")))
     if conjugacy:
@@ -260,6 +319,22 @@ def parameter_intervals(run, model, dataset, truth: dict[str, float], bootstrap:
         result = uncertainty.laplace(model, train, loss=cfg.loss, level=level, truth=truth,
                                      max_trajectories=LAPLACE_TRAJECTORIES)
     return {**result.to_dict(), "lines": result.lines()}
+
+
+def _environment_equations(field, latex: bool) -> dict[str, list[str]]:
+    """Each environment's prior equations with its parameter values (shared and own)."""
+    prior = field.prior
+    shared = {k: float(v.detach()) for k, v in prior.param_values().items()}
+    own = {k: v.detach() for k, v in field.env_params.values().items()}
+    out = {}
+    for e, name in enumerate(field.env_names):
+        vals = {**shared, **{k: float(v[e]) for k, v in own.items()}}
+        subs = {sympy.Symbol(k): sympy.Float(v, 6) for k, v in vals.items()}
+        eqs = [Equation(eq.var, eq.rhs.xreplace(subs)) for eq in prior.equations]
+        if field.per_env is not None:
+            eqs = augmented(eqs, list(prior.variables), None)
+        out[name] = [render_equation(eq.var, eq.rhs, latex) for eq in eqs]
+    return out
 
 
 def parameter_trajectory(metrics: list[dict], fraction: float = 0.2,
@@ -362,6 +437,23 @@ def parameter_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _environment_markdown(ev: dict[str, Any]) -> list[str]:
+    """Per environment: train and test MSE, ‖G_e‖², and their mean ± std (Table 3.14)."""
+    test, train = ev["environments"], ev.get("train_environments")
+    norms = {r["environment"]: r["g_norm"] for r in ev.get("g_norms", [])}
+    tr = {r["environment"]: r["mse"] for r in train["per_environment"]} if train else {}
+    lines = ["", "| environment | train MSE | test MSE | ‖G_e‖² |", "|---|---|---|---|"]
+    for r in test["per_environment"]:
+        n = r["environment"]
+        lines.append(f"| {n} | {tr[n]:.4g} | {r['mse']:.4g} | " if n in tr else
+                     f"| {n} | — | {r['mse']:.4g} | ")
+        lines[-1] += f"{norms[n]:.4g} |" if n in norms else "— |"
+    mean = f"{test['mse_env_mean']:.3g} ± {test['mse_env_std']:.2g}"
+    tmean = f"{train['mse_env_mean']:.3g} ± {train['mse_env_std']:.2g}" if train else "—"
+    lines += [f"| mean ± std | {tmean} | {mean} | |", ""]
+    return lines
+
+
 def markdown(run, report: dict[str, Any]) -> str:
     ev, ins = report["evaluate"], report["inspect"]
     sel = report.get("selection", {})
@@ -430,6 +522,8 @@ def markdown(run, report: dict[str, Any]) -> str:
         for sym in part.get("symmetries", []):
             lines.append(f"- symmetry: {sym} leaves the observations unchanged; not "
                          f"identifiable: {', '.join(part.get('not_identifiable', []))}")
+    if "environments" in ev:
+        lines += _environment_markdown(ev)
     if "aug_share" in ev:
         lines.append(f"- ‖F_a‖² = {ev['aug_norm']:.4g}; the network carries "
                      f"{100 * ev['aug_share']:.2f} % of the dynamics (‖F_a‖/‖F_p+F_a‖)")

@@ -159,8 +159,8 @@ def describe(spec: Spec) -> dict:
         "parameters": [{"name": p.name, "value": p.value, "bounds": p.bounds_text()}
                        for p in s.params],
         "uses": spec.uses,
-        "blocks": [name for name in ("data", "prior", "augment", "environments", "observe",
-                                     "encoder", "train")
+        "blocks": [name for name in ("data", "prior", "augment", "per_environment",
+                                     "environments", "observe", "encoder", "train")
                    if getattr(spec, name) not in (None, ())],
     }
 

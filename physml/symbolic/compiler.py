@@ -413,9 +413,13 @@ class VectorField(ExactBuffers):
     def __init__(self, system: System, equations: Sequence[Equation], lets: Sequence[Let] = (),
                  learn: Mapping[str, float | None] | None = None,
                  values: Mapping[str, float] | None = None, stencil: str | None = None,
-                 fold_constants: bool = True, functions: Mapping[str, Callable] | None = None):
+                 fold_constants: bool = True, functions: Mapping[str, Callable] | None = None,
+                 varying: Iterable[str] = ()):
         super().__init__()
         self.system = system
+        # Parameters given per trajectory by set_batch_params (LEADS's per-environment
+        # values, §3.4): never folded, whatever `fold_constants` says.
+        self.varying = tuple(varying)
         self.equations = tuple(equations)
         self.lets = tuple(lets)
         self.variables = system.variables
@@ -456,8 +460,8 @@ class VectorField(ExactBuffers):
         compiler = _Compiler(self.ops, functions)
         # Fixed parameters become numbers in the compiled code when folding is on; the
         # symbolic equations (self.sympy()) keep the symbols.
-        subs = {sympy.Symbol(n): sympy.Float(values[n], 17) for n in self.fixed_names} \
-            if fold_constants else {}
+        subs = {sympy.Symbol(n): sympy.Float(values[n], 17) for n in self.fixed_names
+                if n not in self.varying} if fold_constants else {}
         self._mask_names = []
         for m in system.masks:
             self._build_mask(m, compiler, values)
@@ -510,7 +514,7 @@ class VectorField(ExactBuffers):
         for name in values:
             if name not in self.params_spec:
                 raise KeyError(f"unknown parameter {name!r}")
-            if self.folded and name in self.fixed_names:
+            if self.folded and name in self.fixed_names and name not in self.varying:
                 raise ValueError(f"parameter {name!r} was folded into the compiled code; "
                                  "compile with fold_constants=False to vary it per trajectory")
         self.batch_params = dict(values)
@@ -588,7 +592,8 @@ def compile_dynamics(spec: Spec | System, which: str = "dynamics",
                      learn: Iterable[str] | Mapping[str, float | None] | str | None = None,
                      values: Mapping[str, float] | None = None, stencil: str | None = None,
                      fold_constants: bool = True,
-                     functions: Mapping[str, Callable] | None = None) -> VectorField:
+                     functions: Mapping[str, Callable] | None = None,
+                     varying: Iterable[str] = ()) -> VectorField:
     """Compile a spec's ``dynamics`` (the true system) or its ``prior`` into a module.
 
     ``learn`` names the parameters to make learnable (``"all"`` for every one; a mapping
@@ -620,4 +625,4 @@ def compile_dynamics(spec: Spec | System, which: str = "dynamics",
     else:
         learn_map = {name: None for name in learn}
     return VectorField(system, equations, lets, learn_map, values, stencil, fold_constants,
-                       functions)
+                       functions, varying)

@@ -262,6 +262,10 @@ class PriorSpec:
     hamiltonian: Call | None = None
     stencil: str | None = None
     pos: Pos | None = field(default=None, compare=False)
+    #: ``learn alpha per environment``: learned parameters with one value per environment
+    per_environment: tuple[str, ...] = ()
+    #: where each ``per environment`` parameter is named (for located errors)
+    per_environment_pos: tuple[tuple[str, Pos], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,7 @@ class Environment:
 
     name: str
     values: tuple[tuple[str, float], ...]
+    pos: Pos | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.values)
@@ -299,6 +304,8 @@ class Spec:
     #: ``augment NET with x, y, t``: extra network inputs (the domain's axes, ``t``)
     augment_with: tuple[str, ...] = ()
     environments: tuple[Environment, ...] = ()
+    #: ``per_environment NET(...)``: the architecture of LEADS's G_e (thesis §3.4)
+    per_environment: Call | None = None
     #: ``observe``: the measured variables; for linear maps (``observe u + v``) the text
     #: of each measured quantity, with ``observe_matrix`` its coefficients ``H`` (one row
     #: per quantity, one column per variable)

@@ -59,6 +59,9 @@ class TrainConfig:
     #: exponential scheduled sampling: observed channels teacher-forced with probability
     #: k^i at training pass i (thesis §2.5.2, §2.7: k = 0.9999)
     scheduled_sampling: float | None = None
+    #: teacher forcing (thesis §3.4.4): at step i each frame restarts the integration from
+    #: the data with probability ρ^(i/10); None: never
+    teacher_forcing: float | None = None
 
     def __post_init__(self) -> None:
         # Checked here, so that a resumed run's overrides are held to the same rules.
@@ -78,6 +81,9 @@ class TrainConfig:
         for name in ("batch", "epochs", "val_every", "plateau", "substeps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"training option `{name}` must be at least 1")
+        if self.teacher_forcing is not None and not 0.0 < self.teacher_forcing <= 1.0:
+            raise ValueError("training option `teacher_forcing` is the decay ρ of the restart "
+                             "probability ρ^(step/10): it must lie in (0, 1], e.g. 0.99")
         if self.tau1 is not None:  # the thesis calls Adam's learning rate τ₁
             self.lr = self.tau1
 

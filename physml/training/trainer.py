@@ -371,6 +371,15 @@ class Trainer:
         self.objective.after_batch(self.dist.mean(traj_value))
         return float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}
 
+    def _restarts(self, frames: int) -> torch.Tensor:
+        """Teacher forcing (thesis §3.4.4, the LEADS authors' schedule): each frame after
+        the first restarts the integration from the data with probability ρ^(step/10),
+        drawn from the run's generator (so a resumed run draws the same)."""
+        p = self.cfg.teacher_forcing ** (self.step / 10)
+        restart = torch.rand(frames, generator=self.generator, dtype=torch.float64) < p
+        restart[0] = False
+        return restart
+
     def _on_nonfinite(self) -> None:
         where = f"step {self.step} (epoch {self.epoch})"
         if self._good is not None:
@@ -461,6 +470,8 @@ class Trainer:
                     rows = self.perm[self.batch_index * cfg.batch:
                                      (self.batch_index + 1) * cfg.batch]
                     batch = self.data.train.batch(self.dist.shard(rows).to(self.device), h)
+                    if cfg.teacher_forcing is not None:
+                        batch.restart = self._restarts(batch.t.shape[0])
                     if self.step % 10 == 0:
                         # A recent state that gave finite losses, to come back to on NaN.
                         self._good = self._copy()
