@@ -1,6 +1,6 @@
 """Spec dataclasses, SymPy helpers, the SymPy → torch compiler and spatial operators."""
 from .functions import register_function
-from .spec import (Boundary, Call, DataSpec, Domain, Environment, Equation, Let, Mask, Param,
+from .spec import (Boundary, Call, DataSpec, DiscoverSpec, Domain, Environment, Equation, Let, Mask, Param,
                    PriorSpec, Sampler, Spec, System, TrainSpec)
 
 # The compiler and the stencils need torch; the language (parse, check) needs only the
@@ -19,6 +19,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "VectorField", "compile_dynamics", "register_function", "STENCILS", "GridOperators",
-    "Boundary", "Call", "DataSpec", "Domain", "Environment", "Equation", "Let", "Mask", "Param",
+    "Boundary", "Call", "DataSpec", "DiscoverSpec", "Domain", "Environment", "Equation", "Let", "Mask", "Param",
     "PriorSpec", "Sampler", "Spec", "System", "TrainSpec",
 ]
