@@ -28,10 +28,13 @@ RANKS = {
     "training": 7,
     "reporting": 8,
     "lang": 9,
-    "experiment": 10,
-    "cli": 11,
-    "__main__": 12,
-    "__init__": 12,
+    # Discovery writes specs (lang's printer) from trained models; the experiment layer
+    # reads run directories and retrains for it.
+    "discover": 10,
+    "experiment": 11,
+    "cli": 12,
+    "__main__": 13,
+    "__init__": 13,
     "_version": 0,
     "limits": 0,
     "storage": 0,

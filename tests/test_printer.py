@@ -102,6 +102,12 @@ def test_round_trip_of_generated_expressions(rhs):
         spec = parse_spec(SYSTEM.format(rhs=rhs))
     except SpecError:
         return  # e.g. a constant division by zero: nothing to print
+    rhs_tree = spec.system.equations[0].rhs
+    if rhs_tree.has(sympy.I) or any(f.is_number for f in rhs_tree.atoms(sympy.Function)):
+        # SymPy rewrote a constant into a function of floats (exp(pi)^0.5 → exp(0.5*pi)),
+        # which the parser folds to a float when written, or (-abs(x))^0.5 into
+        # I*sqrt(abs(x)): no text spells such a tree.
+        return
     text = format_spec(spec)
     again = parse_spec(text)
     assert again.system.equations[0].rhs == spec.system.equations[0].rhs, text

@@ -19,6 +19,7 @@ _LAZY = {
     "dataset_for": ".data", "default_path": ".data", "spec_key": ".data",
     "simulate_keyed": ".data",
     "training_data": ".data", "Run": ".run", "RunError": ".run", "train": ".run",
+    "discover_run": ".discover", "absorb_run": ".discover", "refit": ".discover",
 }
 
 
@@ -87,4 +88,5 @@ def _threads(run):
 
 __all__ = ["Experiment", "build", "build_field", "build_rollout", "check", "config_for",
            "dataset_for", "default_path", "spec_key", "simulate_keyed", "training_data", "Run", "RunError",
-           "load_spec", "parse_spec", "simulate", "train", "evaluate", "inspect", "vocabulary"]
+           "load_spec", "parse_spec", "simulate", "train", "evaluate", "inspect", "vocabulary",
+           "discover_run", "absorb_run", "refit"]

@@ -115,7 +115,9 @@ class _ExprPrinter:
         return " ".join(out)
 
     def _mul(self, e) -> tuple[str, int]:
-        coeff, factors = e.as_coeff_mul()
+        coeff, rest = e.as_coeff_Mul()
+        # SymPy's own reading order (u^2*v, not v*u^2), the numeric coefficient apart
+        factors = rest.as_ordered_factors() if rest.is_Mul else [rest]
         num, den = [], []
         for f in factors:
             if f.is_Pow and f.exp.is_number and f.exp.is_negative:
@@ -139,8 +141,10 @@ class _ExprPrinter:
                 sign, text = "-", text[1:]
             head = [text]
         parts = head + [self(f, _UNARY) for f in num]
-        if not parts:
-            parts = ["1"]
+        if not parts or (sign and not head and num[0].is_Add):
+            # `-(a + b)*c` would negate the bracket first (SymPy then distributes the
+            # sign over it); `-1*(a + b)*c` is one product, as the tree is.
+            parts.insert(0, "1")
         text = sign + "*".join(parts)
         for d in den:
             text += f"/{self(d, _UNARY)}"
