@@ -164,6 +164,7 @@ def test_bootstrap_gives_inclusion_and_intervals():
     assert fit.low[2] < -0.5 < fit.high[2]
 
 
+@pytest.mark.slow  # importing PySINDy (scikit-learn) alone takes seconds
 def test_pysindy_engine_agrees():
     pytest.importorskip("pysindy")
     rng = np.random.default_rng(2)
@@ -197,7 +198,7 @@ def test_absorb_writes_a_spec_check_accepts(tmp_path):
     result = absorb(spec, disc, method="physics", path=str(tmp_path / "new.phy"))
     assert "    param k_omega_omega = 0.2004 in (0, inf)" in result.text
     assert "-k_omega_omega*omega" in result.text
-    assert "learn T0 from 3, k_omega_omega" in result.text
+    assert "learn T0 from 5, k_omega_omega" in result.text
     assert "train physics " in result.text
     (tmp_path / "new.phy").write_text(result.text)
     res = CliRunner().invoke(app, ["check", str(tmp_path / "new.phy")])
@@ -237,3 +238,69 @@ prior:
     assert math.isclose(float(field.param_values()["k"]), 0.3, rel_tol=1e-6)
     with pytest.raises(SpecError, match="already declared in the system"):
         parse_spec(text.replace("param k =", "param alpha ="), str(ROOT / "specs" / "x.phy"))
+
+
+# -- discover on a model whose F_a is known ------------------------------------------------
+
+class _Friction(torch.nn.Module):
+    """F_a = (0, −0.2·omega + 0.05·theta^3): the missing physics, exactly."""
+
+    def forward(self, x):
+        theta, omega = x[..., 0], x[..., 1]
+        return torch.stack([torch.zeros_like(theta), -0.2 * omega + 0.05 * theta ** 3], -1)
+
+
+def test_discover_finds_a_known_augmentation_exactly():
+    from physml.discover import discover
+    from physml.models import HybridModel
+    from physml.symbolic import compile_dynamics
+
+    path = ROOT / "specs" / "discover" / "pendulum_frictionless.phy"
+    spec = parse_spec(path.read_text(), str(path))
+    model = HybridModel(compile_dynamics(spec, "prior"), _Friction())
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(6, 20, 2, generator=g) * 4 - 2
+    times = torch.linspace(0, 10, 20)
+    found = discover(spec, model, frames, times, bootstrap=20)
+    assert [eq.var for eq in found.equations] == ["omega"]  # `augment ... on omega`
+    eq = found.fit("omega")
+    kept = {t.name: t.coefficient for t in eq.kept}
+    assert set(kept) == {"omega", "theta^3"}
+    assert abs(kept["omega"] + 0.2) < 1e-6 and abs(kept["theta^3"] - 0.05) < 1e-6
+    assert eq.terms[0].inclusion == 1.0 and eq.residual_rms < 1e-6
+    assert "T0" in found.learned
+    assert found.as_dict()["equations"][0]["expression"] == "-0.2*omega + 0.05*theta^3"
+
+
+# -- the command ---------------------------------------------------------------------------
+
+def test_discover_command_writes_json_and_an_absorbed_spec(tmp_path):
+    """`physml discover RUN --absorb -o NEW` on a (briefly) trained run: the table,
+    discovery.json, and a spec `physml check` accepts. The numbers of a 3-step run mean
+    nothing, so every term is kept (a tiny threshold) to have something to absorb."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import physml
+    from physml.cli.app import app
+
+    run = physml.train(LV, out=tmp_path / "run", data_dir=tmp_path / "data", steps=3,
+                       report=False)
+    new = tmp_path / "lv_absorbed.phy"
+    res = CliRunner().invoke(app, ["discover", str(run.path), "--bootstrap", "3",
+                                   "--threshold", "1e-6", "--absorb", "-o", str(new)],
+                             terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "F_a in d(u)/dt" in res.output and "identified:" in res.output
+    info = json.loads((run.path / "discovery.json").read_text())
+    assert info["library"][:3] == ["1", "u", "v"] and info["bootstrap"] == 3
+    assert {e["var"] for e in info["equations"]} == {"u", "v"}
+    text = new.read_text()
+    assert text.startswith("# Written by `physml discover") and "    param k_u_u = " in text
+    assert "learn k_u_" in text
+    res = CliRunner().invoke(app, ["check", str(new)])
+    assert res.exit_code == 0, res.output
+    # A run without a network has nothing to discover: one line, exit 1.
+    res = CliRunner().invoke(app, ["discover", str(run.path), "--refit", "physics"])
+    assert res.exit_code == 1 and "go with --absorb" in res.output

@@ -2,7 +2,8 @@
 
 Each kept term ``ξ·Θ`` of equation ``d(var)/dt`` becomes ``k·Θ`` in the prior with a new
 learnable parameter ``k`` declared in the prior (``param`` inside ``prior:``), started at
-the discovered coefficient. Where the bootstrap interval of the coefficient excludes 0 the
+the discovered coefficient; the prior's own learned parameters start at the values the run
+identified. Where the bootstrap interval of the coefficient excludes 0 the
 sign is known: the term is written with that sign and ``k`` is bounded to ``(0, inf)``
 (``-k_omega_omega*omega`` with ``k_omega_omega > 0`` — a friction coefficient stays a
 friction coefficient while it is refitted).
@@ -104,7 +105,10 @@ def absorb(spec: Spec, discovery: Discovery, method: str | None = None,
                 rhs = rhs + k * term.term
             placed.setdefault(eq.var, []).append((name, term, sign))
         equations.append(Equation(eq.var, rhs))
-    learn = tuple(spec.prior.learn) + tuple((p.name, None) for p in params)
+    # The prior's parameters start where the run left them (its identified values).
+    learn = tuple((name, float(f"{discovery.learned[name]:.6g}") if name in discovery.learned
+                   else start) for name, start in spec.prior.learn) + \
+        tuple((p.name, None) for p in params)
     prior = PriorSpec(tuple(equations), spec.prior.lets, spec.prior.params + tuple(params),
                       learn, None, spec.prior.stencil)
     train = spec.train

@@ -104,6 +104,8 @@ class Discovery:
     bootstrap: int
     engine: str
     prior: dict[str, sympy.Expr] = field(default_factory=dict)
+    #: the prior's learned parameters at the checkpoint the augmentation was taken from
+    learned: dict[str, float] = field(default_factory=dict)
 
     def fit(self, var: str) -> EquationFit:
         for eq in self.equations:
@@ -129,6 +131,7 @@ class Discovery:
             "equations": [eq.as_dict() for eq in self.equations],
             "identified": {v: format_expr(e) for v, e in ident.items()},
             "identified_latex": {v: sympy.latex(e) for v, e in ident.items()},
+            "learned": dict(self.learned),
         }
 
 
@@ -218,6 +221,7 @@ def discover(spec: Spec, field_model, frames: torch.Tensor, times: torch.Tensor,
             for let in reversed(lets):
                 rhs = rhs.xreplace({sympy.Symbol(let.name): let.expr})
             prior[eq.var] = rhs.xreplace(values)
+    learned = {k: float(v) for k, v in field_model.physical_parameters().items()}
     return Discovery(fits, library, threshold, len(states), len(states) * points, bootstrap,
-                     engine, prior)
+                     engine, prior, learned)
 

@@ -84,7 +84,8 @@ def absorb_run(run, out: str | Path, discovery: Discovery | None = None,
             ci = f", 95 % interval [{term.low:.4g}, {term.high:.4g}], kept in " \
                  f"{100 * term.inclusion:.0f} % of the bootstrap fits" \
                 if term.inclusion is not None else ""
-            header.append(f"#   d({var})/dt: {'-' if sign < 0 else '+'}{name}*{term.name}"
+            product = name if term.term == 1 else f"{name}*{term.name}"
+            header.append(f"#   d({var})/dt: {'-' if sign < 0 else '+'}{product}"
                           f"   (discovered coefficient {shown}{ci})")
     text = "\n".join(header) + "\n" + result.text
     spec_new = parse_spec(text, str(out))  # located errors, as `physml check` gives them
