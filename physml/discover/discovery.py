@@ -118,7 +118,7 @@ class Discovery:
         out = dict(self.prior)
         for eq in self.equations:
             out[eq.var] = out.get(eq.var, sympy.Integer(0)) + eq.expr(digits)
-        return out
+        return {v: _round(e, digits) for v, e in out.items()}
 
     def as_dict(self) -> dict[str, Any]:
         ident = self.identified()
@@ -133,6 +133,13 @@ class Discovery:
             "identified_latex": {v: sympy.latex(e) for v, e in ident.items()},
             "learned": dict(self.learned),
         }
+
+
+def _round(expr: sympy.Expr, digits: int) -> sympy.Expr:
+    """Every float of ``expr`` to ``digits`` significant digits (sums of rounded floats
+    print as 0.22204400000000002 otherwise)."""
+    return expr.xreplace({f: sympy.Float(float(f"{float(f):.{digits}g}"))
+                          for f in expr.atoms(sympy.Float)})
 
 
 def _states(frames: torch.Tensor, times: torch.Tensor, max_states: int, seed: int
