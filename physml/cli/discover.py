@@ -42,6 +42,11 @@ def _print_discovery(result, latex: bool, top: int) -> None:
         if not shown:
             table.add_row("", "(no term kept: F_a is below the threshold here)", "", "", "", "")
         console.print(table)
+        for name, eta in eq.shifts.items():
+            value = result.learned.get(name)
+            console.print(Text(f"  F_a also holds the prior's own term in {name}: as if "
+                               f"{name} = {value + eta:.6g} instead of {value:.6g} (excluded "
+                               "from the terms above)", style="dim"))
     import sympy
 
     from ..lang.printer import format_expr
@@ -61,7 +66,7 @@ def discover(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run trained with a "
                                             "prior and an augmentation network.")],
     threshold: Annotated[float, typer.Option(
-        help="Drop terms carrying less than this share of their equation's rate.")] = 0.01,
+        help="Drop terms carrying less than this share of their equation's rate.")] = 0.02,
     bootstrap: Annotated[int, typer.Option(
         help="Resampled refits for inclusion probabilities and intervals (0: none).")] = 100,
     degree: Annotated[Optional[int], typer.Option(

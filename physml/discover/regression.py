@@ -70,32 +70,62 @@ def _stlsq_normal(G: np.ndarray, b: np.ndarray, threshold: float, ridge: float,
     return xi
 
 
+def _stlsq_rows(tn: np.ndarray, yn: np.ndarray, threshold: float, ridge: float,
+                max_iter: int, engine: str) -> np.ndarray:
+    if engine == "pysindy":
+        return _pysindy(tn, yn, threshold, ridge, max_iter)
+    m = len(yn)
+    xi = _stlsq_normal(tn.T @ tn / m, tn.T @ yn / m, threshold, ridge, max_iter)
+    # The support found, its coefficients from the rows themselves (an orthogonal
+    # factorisation: the normal equations square the condition number).
+    idx = np.flatnonzero(xi)
+    if idx.size:
+        xi[idx] = np.linalg.lstsq(tn[:, idx], yn, rcond=None)[0]
+    return xi
+
+
+def _fit(tn: np.ndarray, yn: np.ndarray, always: np.ndarray, threshold: float, ridge: float,
+         max_iter: int, engine: str) -> np.ndarray:
+    """Normalised coefficients: STLSQ on the free columns, the ``always`` columns kept
+    without threshold. The kept columns are regressed out first (Frisch–Waugh–Lovell:
+    the free coefficients are those of the joint least squares), so either engine runs
+    unchanged on the rest."""
+    free = ~always
+    xi = np.zeros(tn.shape[1])
+    if always.any():
+        Q, _ = np.linalg.qr(tn[:, always])
+        tf = tn[:, free] - Q @ (Q.T @ tn[:, free])
+        yf = yn - Q @ (Q.T @ yn)
+    else:
+        tf, yf = tn, yn
+    if free.any():
+        xi[free] = _stlsq_rows(tf, yf, threshold, ridge, max_iter, engine)
+    if always.any():
+        xi[always] = np.linalg.lstsq(tn[:, always], yn - tn[:, free] @ xi[free],
+                                     rcond=None)[0]
+    return xi
+
+
 def stlsq(theta: np.ndarray, y: np.ndarray, threshold: float = 0.01,
           scale: float | None = None, ridge: float = 1e-10, max_iter: int = 25,
-          engine: str = "stlsq") -> SparseFit:
+          engine: str = "stlsq", always: np.ndarray | None = None) -> SparseFit:
     """Sparse ``y ≈ Θ ξ`` (``theta`` ``(n, p)``, ``y`` ``(n,)``, float64).
 
     ``threshold``: the smallest contribution kept, relative to ``scale`` (default: the
     RMS of ``y``). ``ridge``: Tikhonov term on the normalised problem (conditioning only).
+    ``always``: a mask of columns kept whatever their size (never thresholded).
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown regression engine {engine!r}; engines: {', '.join(ENGINES)}")
     theta = np.asarray(theta, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    always = np.zeros(theta.shape[1], dtype=bool) if always is None else \
+        np.asarray(always, dtype=bool)
     scale = float(np.sqrt(np.mean(y ** 2))) if scale is None else float(scale)
     scale = scale if scale > 0 else 1.0
     tn, rms = _normalise(theta)
     yn = y / scale
-    if engine == "pysindy":
-        xi = _pysindy(tn, yn, threshold, ridge, max_iter)
-    else:
-        m = len(yn)
-        xi = _stlsq_normal(tn.T @ tn / m, tn.T @ yn / m, threshold, ridge, max_iter)
-        # The support found, its coefficients from the rows themselves (an orthogonal
-        # factorisation: the normal equations square the condition number).
-        idx = np.flatnonzero(xi)
-        if idx.size:
-            xi[idx] = np.linalg.lstsq(tn[:, idx], yn, rcond=None)[0]
+    xi = _fit(tn, yn, always, threshold, ridge, max_iter, engine)
     coef = xi * scale / rms
     resid = float(np.sqrt(np.mean((yn - tn @ xi) ** 2)))
     return SparseFit(coef=coef, contribution=np.abs(xi), residual=resid)
@@ -113,15 +143,18 @@ def _pysindy(tn, yn, threshold, ridge, max_iter) -> np.ndarray:
 
 def bootstrap(theta: np.ndarray, y: np.ndarray, threshold: float = 0.01,
               scale: float | None = None, n: int = 100, seed: int = 0,
-              ridge: float = 1e-10, engine: str = "stlsq") -> SparseFit:
+              ridge: float = 1e-10, engine: str = "stlsq",
+              always: np.ndarray | None = None) -> SparseFit:
     """:func:`stlsq` on all rows, plus ``n`` refits on rows drawn with replacement: the
     share of refits that keep each term (inclusion probability) and the 2.5–97.5 %
     percentiles of its coefficient over the refits that keep it."""
-    fit = stlsq(theta, y, threshold, scale, ridge, engine=engine)
+    fit = stlsq(theta, y, threshold, scale, ridge, engine=engine, always=always)
     if n <= 0:
         return fit
     theta = np.asarray(theta, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    always = np.zeros(theta.shape[1], dtype=bool) if always is None else \
+        np.asarray(always, dtype=bool)
     scale = float(np.sqrt(np.mean(y ** 2))) if scale is None else float(scale)
     scale = scale if scale > 0 else 1.0
     tn, rms = _normalise(theta)
@@ -130,16 +163,8 @@ def bootstrap(theta: np.ndarray, y: np.ndarray, threshold: float = 0.01,
     m, p = tn.shape
     coefs = np.zeros((n, p))
     for i in range(n):
-        # Multinomial counts = rows drawn with replacement, as weights on the normal
-        # equations (no copy of the rows).
-        w = rng.multinomial(m, np.full(m, 1.0 / m)).astype(np.float64)
-        tw = tn * w[:, None]
-        if engine == "pysindy":
-            rows = np.repeat(np.arange(m), w.astype(int))
-            xi = _pysindy(tn[rows], yn[rows], threshold, ridge, 25)
-        else:
-            xi = _stlsq_normal(tw.T @ tn / m, tw.T @ yn / m, threshold, ridge, 25)
-        coefs[i] = xi * scale / rms
+        rows = rng.integers(0, m, size=m)
+        coefs[i] = _fit(tn[rows], yn[rows], always, threshold, ridge, 25, engine) * scale / rms
     kept = coefs != 0
     fit.inclusion = kept.mean(axis=0)
     low, high = np.zeros(p), np.zeros(p)
