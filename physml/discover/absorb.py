@@ -3,7 +3,7 @@
 Each kept term ``ξ·Θ`` of equation ``d(var)/dt`` becomes ``k·Θ`` in the prior with a new
 learnable parameter ``k`` declared in the prior (``param`` inside ``prior:``), started at
 the discovered coefficient; the prior's own learned parameters start at the values the run
-identified. Where the bootstrap interval of the coefficient excludes 0 the
+identified, moved by what F_a held of their own terms. Where the bootstrap interval of the coefficient excludes 0 the
 sign is known: the term is written with that sign and ``k`` is bounded to ``(0, inf)``
 (``-k_omega_omega*omega`` with ``k_omega_omega > 0`` — a friction coefficient stays a
 friction coefficient while it is refitted).
@@ -105,9 +105,15 @@ def absorb(spec: Spec, discovery: Discovery, method: str | None = None,
                 rhs = rhs + k * term.term
             placed.setdefault(eq.var, []).append((name, term, sign))
         equations.append(Equation(eq.var, rhs))
-    # The prior's parameters start where the run left them (its identified values).
-    learn = tuple((name, float(f"{discovery.learned[name]:.6g}") if name in discovery.learned
-                   else start) for name, start in spec.prior.learn) + \
+    # The prior's parameters start where the run left them, moved by what F_a held of
+    # their own terms (:attr:`EquationFit.shifts`, averaged over the equations).
+    starts = {}
+    for name, value in discovery.learned.items():
+        shifts = [eq.shifts[name] for eq in discovery.equations if name in eq.shifts]
+        moved = value + (sum(shifts) / len(shifts) if shifts else 0.0)
+        p = next((q for q in (*spec.system.params, *spec.prior.params) if q.name == name), None)
+        starts[name] = float(f"{(moved if p is None or p.contains(moved) else value):.6g}")
+    learn = tuple((name, starts.get(name, start)) for name, start in spec.prior.learn) + \
         tuple((p.name, None) for p in params)
     prior = PriorSpec(tuple(equations), spec.prior.lets, spec.prior.params + tuple(params),
                       learn, None, spec.prior.stencil)
