@@ -3,10 +3,10 @@
 Each kept term ``ξ·Θ`` of equation ``d(var)/dt`` becomes ``k·Θ`` in the prior with a new
 learnable parameter ``k`` declared in the prior (``param`` inside ``prior:``), started at
 the discovered coefficient; the prior's own learned parameters start at the values the run
-identified, moved by what F_a held of their own terms. Where the bootstrap interval of the coefficient excludes 0 the
-sign is known: the term is written with that sign and ``k`` is bounded to ``(0, inf)``
-(``-k_omega_omega*omega`` with ``k_omega_omega > 0`` — a friction coefficient stays a
-friction coefficient while it is refitted).
+identified, moved by what F_a held of their own terms. Where the bootstrap interval of the
+coefficient excludes 0 the sign is known: the term is written with that sign and ``k`` is
+bounded to ``(0, inf)`` (``-k_omega_omega*omega`` with ``k_omega_omega > 0``: a friction
+coefficient stays a friction coefficient while it is refitted).
 """
 from __future__ import annotations
 

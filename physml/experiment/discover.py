@@ -10,7 +10,6 @@ from typing import Any
 
 from ..data import Trajectories
 from ..discover import THRESHOLD, Absorbed, Discovery, absorb, discover
-from ..lang.printer import format_spec
 from ..training.checkpoint import atomic_write_text
 from .run import Run, RunError
 from .spec import parse_spec
@@ -121,4 +120,4 @@ def refit(run, spec_path: str | Path, out: str | Path | None = None,
     return result
 
 
-__all__ = ["discover_run", "absorb_run", "refit", "DISCOVERY_FILE", "format_spec"]
+__all__ = ["discover_run", "absorb_run", "refit", "DISCOVERY_FILE"]

@@ -1,7 +1,7 @@
 """Spec dataclasses, SymPy helpers, the SymPy → torch compiler and spatial operators."""
 from .functions import register_function
-from .spec import (Boundary, Call, DataSpec, DiscoverSpec, Domain, Environment, Equation, Let, Mask, Param,
-                   PriorSpec, Sampler, Spec, System, TrainSpec)
+from .spec import (Boundary, Call, DataSpec, DiscoverSpec, Domain, Environment, Equation, Let,
+                   Mask, Param, PriorSpec, Sampler, Spec, System, TrainSpec)
 
 # The compiler and the stencils need torch; the language (parse, check) needs only the
 # dataclasses and functions above, so they are imported on first use.
@@ -19,7 +19,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "VectorField", "compile_dynamics", "TermModule", "compile_terms", "register_function", "STENCILS", "GridOperators",
-    "Boundary", "Call", "DataSpec", "DiscoverSpec", "Domain", "Environment", "Equation", "Let", "Mask", "Param",
-    "PriorSpec", "Sampler", "Spec", "System", "TrainSpec",
+    "VectorField", "compile_dynamics", "TermModule", "compile_terms", "register_function",
+    "STENCILS", "GridOperators", "Boundary", "Call", "DataSpec", "DiscoverSpec", "Domain",
+    "Environment", "Equation", "Let", "Mask", "Param", "PriorSpec", "Sampler", "Spec", "System", "TrainSpec",
 ]
