@@ -26,15 +26,16 @@ RANKS = {
     "models": 5,
     "objectives": 6,
     "training": 7,
-    # Identifiability and uncertainty simulate, build models and retrain (bootstrap), and
+    # Discovery fits trained models' augmentations and writes specs (symbolic's printer);
+    # identifiability and uncertainty simulate, build models and retrain (bootstrap), and
     # the reports show their intervals: between training and reporting.
     "discover": 7.5,
     "reporting": 8,
     "lang": 9,
-    "experiment": 10,
-    "cli": 11,
-    "__main__": 12,
-    "__init__": 12,
+    "experiment": 11,
+    "cli": 12,
+    "__main__": 13,
+    "__init__": 13,
     "_version": 0,
     "limits": 0,
     "storage": 0,

@@ -99,6 +99,7 @@ def report_spec_error(exc: SpecError) -> None:
 
 # Sub-commands register themselves on `app` when their module is imported.
 from . import check as _check, simulate as _simulate, train as _train  # noqa: E402,F401
+from . import discover as _discover  # noqa: E402,F401
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ _LAZY = {
     "simulate_keyed": ".data",
     "training_data": ".data", "Run": ".run", "RunError": ".run", "train": ".run",
     "adapt": ".adapt",
+    "discover_run": ".discover", "absorb_run": ".discover", "refit": ".discover",
 }
 
 
@@ -137,4 +138,4 @@ def _threads(run):
 __all__ = ["Experiment", "build", "build_field", "build_rollout", "check", "config_for",
            "dataset_for", "default_path", "spec_key", "simulate_keyed", "training_data", "Run", "RunError",
            "load_spec", "parse_spec", "simulate", "train", "evaluate", "inspect", "identifiability",
-           "vocabulary"]
+           "vocabulary", "discover_run", "absorb_run", "refit"]

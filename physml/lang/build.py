@@ -19,8 +19,9 @@ from .. import limits
 from ..errors import (BoundsError, DeclarationError, OperatorError, OptionError, Pos,
                       SpecSyntaxError, UnknownSymbolError, UseError, suggest)
 from ..symbolic.functions import FUNCTIONS, RESERVED, SpatialOperator, div, grad
-from ..symbolic.spec import (AXES, Boundary, Call, DataSpec, Domain, Environment, Equation, Let,
-                             Mask, Param, PriorSpec, Sampler, Spec, System, TrainSpec)
+from ..symbolic.spec import (AXES, Boundary, Call, DataSpec, DiscoverSpec, Domain, Environment,
+                             Equation, Let, Mask, Param, PriorSpec, Sampler, Spec, System,
+                             TrainSpec)
 from . import budget, schema
 from .parser import Name, Stmt, approx, parse_statements
 
@@ -30,8 +31,7 @@ _SYSTEM_KINDS = ("system", "domain", "boundary", "state", "field", "mask", "para
 _MAX_STEPS = 1e12
 
 _ONCE = ("system", "domain", "dynamics", "data", "prior", "augment", "per_environment",
-         "environments",
-         "observe", "encoder", "train", "use")
+         "environments", "observe", "encoder", "train", "use", "discover")
 
 
 def library_path(name: str) -> Path | None:
@@ -213,6 +213,7 @@ class _Builder:
             encoder_given=tuple(n.text for n in seen["encoder"].data["given"])
             if "encoder" in seen else (),
             train=self.build_train(seen["train"]) if "train" in seen else None,
+            discover=self.build_discover(seen["discover"], ctx) if "discover" in seen else None,
             path=self.path, text=self.text,
             uses=uses.data["target"].strip('"') if uses else None,
         )
@@ -280,8 +281,10 @@ class _Builder:
                                 "the domain", name, hint="choose another name")
         if text in table:
             kind0, pos0 = table[text]
+            where = f"as {kind0} at line {pos0.line}" if pos0 is not None else "in the system"
             raise self.name_err(DeclarationError, f"duplicate name '{text}' (already declared "
-                                f"as {kind0} at line {pos0.line})", name)
+                                f"{where})", name, hint=None if pos0 is not None else
+                                "choose another name")
         table[text] = (kind, name.pos)
 
     def build_system(self, stmts: list[Stmt], seen: dict[str, Stmt]) -> System:
@@ -530,6 +533,13 @@ class _Builder:
         table = {n: ("declared", None) for n in ctx.known}
         coords = ctx.coords
         defined = set(ctx.known)
+        params: list[Param] = []
+        for b in s.body:
+            if b.kind == "param":  # parameters only the prior has (absorbed terms)
+                self.declare(table, b.data["name"], "param", coords)
+                params.append(self.build_param(b))
+                defined.add(params[-1].name)
+                ctx.known.add(params[-1].name)
         lets = []
         for b in s.body:
             if b.kind == "let":
@@ -540,7 +550,8 @@ class _Builder:
                 ctx.add_let(b.data["name"].text, b.data["expr"])
         learn, learned, hamiltonian, stencil = [], set(), None, None
         per_env: list[tuple[str, Pos]] = []
-        names = [p.name for p in system.params]
+        every = {p.name: p for p in (*system.params, *params)}
+        names = list(every)
         for b in s.body:
             if b.kind == "learn":
                 items = b.data["items"]
@@ -560,7 +571,7 @@ class _Builder:
                     value = None
                     if init is not None:
                         value = self.number(init, name.pos, f"the start of '{name.text}'")
-                        p = system.param(name.text)
+                        p = every[name.text]
                         if not p.contains(value):
                             raise self.name_err(BoundsError, f"start {value:g} of '{name.text}' "
                                                 f"lies outside its bounds {p.bounds_text()}", name)
@@ -599,9 +610,43 @@ class _Builder:
                                "prior does not use it, so nothing learns it", pos,
                                length=len(name), hint="remove it from the `learn` line, or "
                                "write it in the prior's equations")
-        return PriorSpec(equations, tuple(lets), tuple(learn), hamiltonian, stencil, s.pos,
+        return PriorSpec(equations, tuple(lets), tuple(params), tuple(learn), hamiltonian,
+                         stencil, s.pos,
                          per_environment=tuple(n for n, _ in per_env),
                          per_environment_pos=tuple(per_env))
+
+    def build_discover(self, s: Stmt, ctx: "_Context") -> DiscoverSpec:
+        """``discover terms …``: every term is an expression of the variables (and of the
+        coordinates, parameters and lets) that the compiler can evaluate."""
+        default, degree, terms, seen = False, None, [], set()
+        defined = set(ctx.known) | {"t"}
+        for kind, pos, value in s.data["items"]:
+            if kind == "default":
+                if default:
+                    raise self.err(DeclarationError, "`default` listed twice", pos, length=7)
+                default = True
+            elif kind == "poly":
+                n, length = value
+                if degree is not None:
+                    raise self.err(DeclarationError, "`poly(d)` given twice", pos, length=4)
+                if not 1 <= n <= 6:
+                    raise self.err(BoundsError, f"poly({n}): the degree lies in 1 … 6", pos,
+                                   length=6 + length, hint="degree 3 holds cubic terms "
+                                   "such as u^3 and u^2*v")
+                degree = n
+            else:
+                if value.is_number:
+                    value = sympy.Integer(1) if value != 0 else value
+                if value == 0:
+                    raise self.err(SpecSyntaxError, "the term 0 cannot be fitted", pos)
+                if value in seen:
+                    raise self.err(DeclarationError, f"the term {sympy.sstr(value)} is listed "
+                                   "twice", pos)
+                seen.add(value)
+                terms.append(value)
+        # Names and operators are checked at the place they were written.
+        self.check_expr(s, ctx, defined)
+        return DiscoverSpec(default, degree, tuple(terms), s.pos)
 
     def network(self, call: dict, what: str) -> Call:
         c = self.call(call, "networks", what)

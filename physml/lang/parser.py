@@ -716,6 +716,22 @@ class _ToStatements(Transformer):
         return self._stmt("environments", meta, body=list(c))
 
     @v_args(meta=True)
+    def discover_default(self, meta, c):
+        return ("default", Pos(self.file, meta.line, meta.column), None)
+
+    @v_args(meta=True)
+    def discover_poly(self, meta, c):
+        return ("poly", Pos(self.file, meta.line, meta.column), (int(c[0]), len(c[0])))
+
+    @v_args(meta=True)
+    def discover_term(self, meta, c):
+        return ("term", Pos(self.file, meta.line, meta.column), c[0])
+
+    @v_args(meta=True)
+    def discover_decl(self, meta, c):
+        return self._stmt("discover", meta, items=c)
+
+    @v_args(meta=True)
     def observe_decl(self, meta, c):
         return self._stmt("observe", meta, exprs=list(c))
 
@@ -955,10 +971,11 @@ _TOKEN_WORDS = {
 _KEYWORD_GROUPS = [
     ("a statement", ["system", "use", "domain", "boundary", "state", "field", "mask", "param",
                      "let", "dynamics", "data", "prior", "augment", "per_environment",
-                     "environments", "observe", "encoder", "train"]),
+                     "environments", "observe", "encoder", "discover",
+                     "train"]),
     ("a `data:` entry", ["trajectories", "time", "initial", "noise", "solver", "seed", "file",
                          "map", "history", "warmup", "split"]),
-    ("a `prior:` entry", ["d", "let", "learn", "hamiltonian", "stencil"]),
+    ("a `prior:` entry", ["d", "let", "param", "learn", "hamiltonian", "stencil"]),
 ]
 
 

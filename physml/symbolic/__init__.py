@@ -1,11 +1,12 @@
 """Spec dataclasses, SymPy helpers, the SymPy → torch compiler and spatial operators."""
 from .functions import register_function
-from .spec import (Boundary, Call, DataSpec, Domain, Environment, Equation, Let, Mask, Param,
-                   PriorSpec, Sampler, Spec, System, TrainSpec)
+from .spec import (Boundary, Call, DataSpec, DiscoverSpec, Domain, Environment, Equation, Let,
+                   Mask, Param, PriorSpec, Sampler, Spec, System, TrainSpec)
 
 # The compiler and the stencils need torch; the language (parse, check) needs only the
 # dataclasses and functions above, so they are imported on first use.
 _LAZY = {"VectorField": ".compiler", "compile_dynamics": ".compiler",
+         "TermModule": ".compiler", "compile_terms": ".compiler",
          "STENCILS": ".stencils", "GridOperators": ".stencils"}
 
 
@@ -18,7 +19,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "VectorField", "compile_dynamics", "register_function", "STENCILS", "GridOperators",
-    "Boundary", "Call", "DataSpec", "Domain", "Environment", "Equation", "Let", "Mask", "Param",
-    "PriorSpec", "Sampler", "Spec", "System", "TrainSpec",
+    "VectorField", "compile_dynamics", "TermModule", "compile_terms", "register_function",
+    "STENCILS", "GridOperators", "Boundary", "Call", "DataSpec", "DiscoverSpec", "Domain",
+    "Environment", "Equation", "Let", "Mask", "Param", "PriorSpec", "Sampler", "Spec", "System", "TrainSpec",
 ]

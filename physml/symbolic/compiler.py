@@ -612,6 +612,10 @@ def compile_dynamics(spec: Spec | System, which: str = "dynamics",
             raise ValueError("a hamiltonian prior is a network; build it with physml.models")
         equations = spec.prior.equations
         lets = lets + spec.prior.lets
+        if spec.prior.params:  # the prior's own parameters (absorbed terms)
+            import dataclasses
+
+            system = dataclasses.replace(system, params=system.params + spec.prior.params)
         default_learn = dict(spec.prior.learn)
         stencil = stencil or spec.prior.stencil
     else:
@@ -626,3 +630,42 @@ def compile_dynamics(spec: Spec | System, which: str = "dynamics",
         learn_map = {name: None for name in learn}
     return VectorField(system, equations, lets, learn_map, values, stencil, fold_constants,
                        functions, varying)
+
+
+class TermModule(VectorField):
+    """Candidate terms compiled into one module: ``forward(t, X)`` returns every term at
+    once, stacked where a vector field stacks its equations — ``(..., n_terms)`` for ODE
+    states ``(..., n_state)``, ``(..., n_terms, *grid)`` for fields ``(..., n_fields,
+    *grid)``. One CSE runs over all terms (``u^2`` is computed once for ``u^2``, ``u^3``
+    and ``u^2*v``); grid operators, masks and lets are the vector field's own."""
+
+    def __init__(self, system: System, terms: Sequence[sympy.Expr], lets: Sequence[Let] = (),
+                 values: Mapping[str, float] | None = None, stencil: str | None = None,
+                 functions: Mapping[str, Callable] | None = None):
+        terms = tuple(terms)
+        if not terms:
+            raise ValueError("no terms to compile")
+        equations = [Equation(f"__term{i}", t) for i, t in enumerate(terms)]
+        super().__init__(system, equations, lets, None, values, stencil, True, functions)
+        self.terms = terms
+
+
+def compile_terms(spec: Spec | System, terms: Sequence[sympy.Expr],
+                  values: Mapping[str, float] | None = None, stencil: str | None = None,
+                  functions: Mapping[str, Callable] | None = None) -> TermModule:
+    """Compile SymPy ``terms`` (expressions of a system's variables, coordinates,
+    parameters and lets) into one :class:`TermModule` returning all of them at once.
+
+    A :class:`Spec` with a prior lends the prior's lets, its own parameters and stencil, so
+    a term may use any name the prior may; ``values`` overrides parameter values.
+    """
+    system = spec.system if isinstance(spec, Spec) else spec
+    lets: tuple[Let, ...] = system.lets
+    if isinstance(spec, Spec) and spec.prior is not None:
+        import dataclasses
+
+        lets = lets + spec.prior.lets
+        if spec.prior.params:
+            system = dataclasses.replace(system, params=system.params + spec.prior.params)
+        stencil = stencil or spec.prior.stencil
+    return TermModule(system, terms, lets, values, stencil, functions)

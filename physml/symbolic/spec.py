@@ -258,6 +258,9 @@ class PriorSpec:
 
     equations: tuple[Equation, ...] = ()
     lets: tuple[Let, ...] = ()
+    #: ``param`` lines inside ``prior:``: parameters only the prior has (coefficients of
+    #: terms absorbed from ``physml discover``); the true system knows nothing of them
+    params: tuple[Param, ...] = ()
     learn: tuple[tuple[str, float | None], ...] = ()
     hamiltonian: Call | None = None
     stencil: str | None = None
@@ -266,6 +269,23 @@ class PriorSpec:
     per_environment: tuple[str, ...] = ()
     #: where each ``per environment`` parameter is named (for located errors)
     per_environment_pos: tuple[tuple[str, Pos], ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class DiscoverSpec:
+    """``discover terms default, poly(3), sin(theta), lap(u)``: the candidate terms
+    ``physml discover`` fits the learned augmentation with.
+
+    ``default``: the default library (polynomials of the variables, the functions in the
+    prior, spatial derivatives on a grid); ``degree``: the polynomials' highest degree
+    (with ``poly(d)``); ``terms``: further terms, each an expression of the variables.
+    Without ``default`` the library is exactly ``poly(d)`` and the listed terms.
+    """
+
+    default: bool = True
+    degree: int | None = None
+    terms: tuple[sympy.Expr, ...] = ()
+    pos: Pos | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -312,6 +332,7 @@ class Spec:
     observe: tuple[str, ...] = ()
     encoder: Call | None = None
     train: TrainSpec | None = None
+    discover: DiscoverSpec | None = None
     path: str = "<string>"
     text: str = field(default="", compare=False, repr=False)
     uses: str | None = None

@@ -1,0 +1,123 @@
+"""``physml discover RUN``: a trained run's augmentation written as equations, absorbed into
+a new spec, and refitted (the run-directory side of :mod:`physml.discover`)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..data import Trajectories
+from ..discover import THRESHOLD, Absorbed, Discovery, absorb, discover
+from ..training.checkpoint import atomic_write_text
+from .run import Run, RunError
+from .spec import parse_spec
+
+#: The file ``physml discover`` writes into the run directory.
+DISCOVERY_FILE = "discovery.json"
+
+
+def _run(run) -> Run:
+    return run if isinstance(run, Run) else Run(run)
+
+
+def discover_run(run, *, threshold: float = THRESHOLD, bootstrap: int = 100,
+                 degree: int | None = None, engine: str = "stlsq", seed: int = 0,
+                 which: str = "best", dataset=None, write: bool = True) -> Discovery:
+    """Fit the run's learned F_a on its training states with the spec's library (its
+    ``discover terms`` line, else the default one) and write ``RUN/discovery.json``."""
+    from ..training.trainer import compute_threads
+    import torch
+
+    run = _run(run)
+    spec = run.spec
+    if spec.augment is None or spec.augment.name == "none" or run.config.method not in (
+            "aphynity", "augmented"):
+        raise RunError(f"{run.path}: trained with {run.config.method} and no augmentation "
+                       "network on a prior; discovery fits the network F_a of an `aphynity` "
+                       "or `augmented` run")
+    model = run.load_model(which)
+    ds = dataset if dataset is not None else run.dataset()
+    train = Trajectories(ds.splits["train"], ds.times, ds.history)
+    with compute_threads(run.config.threads, torch.device("cpu"), not spec.system.is_grid):
+        result = discover(spec, model.field, train.frames, train.times, threshold=threshold,
+                          bootstrap=bootstrap, seed=seed, engine=engine, degree=degree)
+    if write:
+        info = {"run": str(run.path), "checkpoint": which, "method": run.config.method,
+                **result.as_dict()}
+        atomic_write_text(run.path / DISCOVERY_FILE, json.dumps(info, indent=2,
+                                                                default=_json_float))
+    return result
+
+
+def _json_float(x):
+    return float(x)
+
+
+def absorb_run(run, out: str | Path, discovery: Discovery | None = None,
+               method: str | None = None, min_inclusion: float = 0.5,
+               **discover_kw: Any) -> Absorbed:
+    """Write ``out``: the run's spec with the discovered terms in its prior, each with a
+    learnable coefficient (``method``: the training method of the new spec, ``physics``
+    or ``aphynity``; None keeps the run's). The text is parsed and built back — exactly
+    what ``physml check`` does — before it is written."""
+    from .build import check
+
+    run = _run(run)
+    discovery = discovery if discovery is not None else discover_run(run, **discover_kw)
+    out = Path(out)
+    spec = run.spec
+    if spec.data is not None and spec.data.file is not None and \
+            not Path(spec.data.file).is_absolute() and spec.path != "<string>":
+        # A data file is relative to its spec's folder; the new spec may live elsewhere.
+        data = dataclasses.replace(spec.data, file=str((Path(spec.path).parent /
+                                                        spec.data.file).resolve()))
+        spec = dataclasses.replace(spec, data=data)
+    result = absorb(spec, discovery, method, min_inclusion, path=str(out))
+    header = [f"# Written by `physml discover {run.path} --absorb`: the prior of "
+              f"{Path(spec.path).name} plus"]
+    for var, items in result.terms.items():
+        for name, term, sign in items:
+            shown = f"{term.coefficient:.4g}"
+            ci = f", 95 % interval [{term.low:.4g}, {term.high:.4g}], kept in " \
+                 f"{100 * term.inclusion:.0f} % of the bootstrap fits" \
+                if term.inclusion is not None else ""
+            product = name if term.term == 1 else f"{name}*{term.name}"
+            header.append(f"#   d({var})/dt: {'-' if sign < 0 else '+'}{product}"
+                          f"   (discovered coefficient {shown}{ci})")
+    text = "\n".join(header) + "\n" + result.text
+    spec_new = parse_spec(text, str(out))  # located errors, as `physml check` gives them
+    check(spec_new)
+    atomic_write_text(out, text)
+    return dataclasses.replace(result, spec=spec_new, text=text)
+
+
+def refit(run, spec_path: str | Path, out: str | Path | None = None,
+          callback=None, **overrides: Any) -> dict[str, Any]:
+    """Train the absorbed spec on the run's data and compare it with the run: the
+    ‖F_a‖² on the test states before and after, the identified parameters, and the
+    test forecast error of both."""
+    from ..reporting import evaluate
+    from .run import train
+
+    run = _run(run)
+    data_dir = Path(run.info["dataset"]).parent if run.info.get("dataset") else Path("data")
+    ds = run.dataset()
+    new = train(spec_path, out=out, data_dir=data_dir, callback=callback, **overrides)
+    before = evaluate(run, dataset=ds)
+    after = evaluate(new, dataset=ds)
+    fa0, fa1 = before.get("aug_norm", 0.0), after.get("aug_norm", 0.0)
+    result = {
+        "original": str(run.path), "refit": str(new.path), "method": new.config.method,
+        "aug_norm_before": fa0, "aug_norm_after": fa1,
+        "aug_norm_drop": (fa0 / fa1) if fa1 > 0 else math.inf,
+        "mse_before": before["mse"], "mse_after": after["mse"],
+        "parameters_before": before["parameters"], "parameters_after": after["parameters"],
+    }
+    atomic_write_text(Path(new.path) / "refit.json",
+                      json.dumps(result, indent=2, default=_json_float))
+    return result
+
+
+__all__ = ["discover_run", "absorb_run", "refit", "DISCOVERY_FILE"]
