@@ -124,15 +124,16 @@ def split_spectral(system) -> SpectralSplit:
             term(sympy.Symbol(let.name))
         else:
             new_lets.append(replace(let, expr=rewrite(let.expr)))
+    rhs = [rewrite(eq.rhs) for eq in rest.equations]
     # What depends on the state or time (through lets too) is dynamic; the rest is static.
     dynamic = fields | set(terms.values()) | {"t"}
     for let in new_lets:
         if {s.name for s in let.expr.free_symbols} & dynamic:
             dynamic.add(let.name)
     explicit_eqs, static_eqs = [], []
-    for eq in rest.equations:
+    for eq, r in zip(rest.equations, rhs):
         moving, still = [], []
-        for a in sympy.Add.make_args(rewrite(eq.rhs)):
+        for a in sympy.Add.make_args(r):
             (moving if {s.name for s in a.free_symbols} & dynamic else still).append(a)
         explicit_eqs.append(replace(eq, rhs=sympy.Add(*moving)))
         static_eqs.append(replace(eq, rhs=sympy.Add(*still)))
