@@ -122,11 +122,13 @@ def test_fast_navier_stokes_step_matches_the_plain_one():
     assert float((fast[:, :, -1] - fast[:, :, 0]).abs().max()) > 1e-2   # the flow moved
 
 
-def test_batches_change_no_number(monkeypatch):
+@pytest.mark.parametrize("solver", ["spectral_cn(step=1e-3)", "spectral_rk4(step=0.02)"])
+def test_batches_change_no_number(monkeypatch, solver):
     """The CPU integrates 32 trajectories at a time; how the batch is cut changes nothing,
     and the same seed gives the same bytes."""
-    spec = ns_spec(n=3, t1=0.1)
+    spec = ns_spec(n=3, t1=0.1, solver=solver)
     a = simulate(spec)
+    assert simulate(spec).hash == a.hash
     monkeypatch.setattr(core, "SPECTRAL_CPU_CHUNK", 2)
     b = simulate(spec)
     assert a.hash == b.hash and torch.equal(a["train"], b["train"])
