@@ -65,7 +65,7 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
         c = float((pred - clean).pow(2).mean())
         out["mse_vs_clean"] = c
         out["ln_mse_vs_clean"] = math.log(c) if c > 0 else -math.inf
-    out["parameters"] = parameter_table(model, dataset)
+    out["parameters"] = with_settling(parameter_table(model, dataset), run.metrics())
     errors = [p["error_pct"] for p in out["parameters"] if p.get("error_pct") is not None]
     if errors:
         out["param_error_pct"] = sum(errors) / len(errors)
@@ -119,7 +119,7 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best") -> dict
     field = model.field
     prior = field.prior
     dataset = dataset if dataset is not None else run.dataset()
-    out["parameters"] = parameter_table(model, dataset)
+    out["parameters"] = with_settling(parameter_table(model, dataset), run.metrics())
     truth = {r["name"]: r["true"] for r in out["parameters"] if "true" in r}
     variables = spec.system.variables
     on = spec.augment_on if field.augmentation is not None else None
@@ -178,6 +178,24 @@ def parameter_trajectory(metrics: list[dict], fraction: float = 0.2,
                      "settled": spread <= settled_pct, "from_step": tail[0]["step"],
                      "to_step": tail[-1]["step"]}
     return out
+
+
+def with_settling(rows: list[dict[str, Any]], metrics: list[dict]) -> list[dict[str, Any]]:
+    """Add to each parameter row whether it has ``settled`` over the last 20 % of the
+    logged steps (:func:`parameter_trajectory`), its ``spread_pct`` there, and the
+    ``settled_value`` (the average there) with its error: the figure to report when the
+    parameter has settled; when it has not, any single value is a transient."""
+    traj = parameter_trajectory(metrics)
+    for r in rows:
+        t = traj.get(r["name"])
+        if t is None:
+            continue
+        r.update(settled=t["settled"], spread_pct=t["spread_pct"], settled_value=t["average"])
+        if "true" in r:
+            true = r["true"]
+            r["settled_error_pct"] = abs(t["average"] - true) / abs(true) * 100 if true \
+                else abs(t["average"] - true) * 100
+    return rows
 
 
 def selection(run) -> dict[str, Any]:
