@@ -30,6 +30,9 @@ class Objective(ABC):
     uses_prior: ClassVar[bool] = True
     uses_network: ClassVar[bool] = True
     niter: int = 1
+    #: the fraction of the training budget spent (steps, epochs or minutes, whichever
+    #: ends first); the trainer sets it before each ``after_batch``
+    progress: float = 0.0
 
     def __init__(self, loss: str = "mse"):
         if loss not in LOSSES:
@@ -58,6 +61,12 @@ class Objective(ABC):
 
     def after_batch(self, traj_loss: float) -> None:
         """Called once per batch after the ``niter`` optimiser steps."""
+
+    def prefers(self, val: float, best: float) -> bool:
+        """Whether a state validating at ``val`` replaces the best one (validation error
+        ``best``) as the run's result; the trainer also goes back to the best state on a
+        plateau of states not preferred."""
+        return val < best
 
     def state_dict(self) -> dict[str, Any]:
         return {}
