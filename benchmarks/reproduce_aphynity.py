@@ -141,7 +141,12 @@ def markdown(results: list[dict], quick: bool, collected: bool = False) -> str:
     lines = ["# Thesis Table 3.4 — physml reproduction", "",
              f"Budget: {budget}; CPU unless stated. "
              "ln MSE is the natural log of the test MSE over the full horizon (the thesis's "
-             "“log MSE”).", ""]
+             "“log MSE”). Parameters: the settled value (the mean over the last 20 % of "
+             "training) when every parameter has settled there (spread ≤ 1 %), else the best "
+             "checkpoint's value, marked **transient**. Rows trained before issue 14 used "
+             "the specs of their time: an explicit λ₀ (1e6 on the PDEs, 1 on the pendulum) "
+             "and, on the PDEs, a ConvNet with batch-statistics BatchNorm, with the budgets of "
+             "those specs (“?”: not recorded; “—” wall time: not recorded).", ""]
     for system in NAMES:
         rows = [r for r in results if r["system"] == system]
         if not rows:
@@ -159,7 +164,7 @@ def markdown(results: list[dict], quick: bool, collected: bool = False) -> str:
                 f"| {r['row']} | {_fmt(r['ln_mse'], '.2f')} | {r['thesis_ln_mse']:.2f} | "
                 f"{_err(r)} | {_fmt(r['thesis_param_error_pct'])} | "
                 f"{each or '—'} | {_fmt(r['aug_norm'])} | {_fmt(r['thesis_aug_norm'])} | "
-                f"{policy if 'policy' in r else 'λ₀=1e6 / thesis (before issue 14)'} | "
+                f"{policy if 'policy' in r else 'before issue 14'} | "
                 f"{r.get('budget', '?')} | {r['steps']} | {r['train_seconds']:.0f} | "
                 f"{_fmt(r.get('wall_seconds'), '.0f')} | {r.get('trained_on', 'earlier')} |")
         lines.append("")

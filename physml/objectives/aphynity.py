@@ -26,17 +26,20 @@ class Aphynity(Objective):
        dynamics. With κ = 1e3 the trajectory term outweighs a full-size network a
        thousandfold, so an incomplete prior's network learns the missing terms at once,
        whatever the units of the data.
-    2. *While the trajectory loss improves* (its running average reached a new low by
-       more than 2 % within the last ``window`` batches) λ stays.
-    3. *Once it stalls*, the floor ``L*`` (the lowest running average) is the constraint
-       of Eq. (3.5) made finite: ``L_traj ≤ (1 + tolerance)·L*``. λ falls by a factor
-       ``e^{-rate}`` per batch while the constraint holds — the norm gains weight and
-       shrinks whatever part of ``F_a`` the physical parameters can take over — and rises
-       by ``e^{rate}`` while it is broken (the network carries something the physics
-       cannot, and shrinking it costs trajectory error). A complete prior ends with λ
-       small and ``F_a ≈ 0``; an incomplete one with the smallest ``F_a`` that keeps the
-       fit within ``tolerance`` of its floor. The floor is taken afresh whenever the
-       horizon changes (``curriculum``).
+    2. *Fit* with λ fixed for the first ``SWITCH`` (40 %) of the training budget
+       (:attr:`Objective.progress`). The floor ``L*`` is the lowest running average of
+       the batch trajectory losses, taken afresh whenever the horizon changes
+       (``curriculum``).
+    3. *Shrink*: Eq. (3.5)'s constraint made finite, ``L_traj ≤ (1 + tolerance)·L*``.
+       While it holds, λ falls by ``e^{-rate}`` per batch (``rate`` chosen when the
+       phase starts, so that λ could fall by ``e^TRAVERSE`` over the batches left): the
+       norm gains weight and removes whatever part of ``F_a`` the physical parameters
+       can take over. When it breaks (the network carries something the physics cannot),
+       λ gets back what it lost over the last ``WINDOW`` batches and ``rate`` halves, so
+       λ settles on the constraint's boundary. A complete prior ends with λ small and
+       ``F_a ≈ 0``; an incomplete one with the smallest ``F_a`` that keeps the fit within
+       ``tolerance`` of its floor. In this phase a later state validating within
+       ``tolerance`` of the best one is the better result (:meth:`prefers`).
 
     The loss is written ``L_traj + ‖F_a‖²/λ`` (the same minimisers as Eq. 3.7, divided by
     λ): the physical parameters then see the trajectory loss alone, unscaled, however far
