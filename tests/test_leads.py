@@ -65,7 +65,7 @@ def test_batched_g_equals_a_loop_over_separate_networks(kind, env, float64):
         shape = (3,)
     else:
         make = lambda: ConvNet(2, 2, channels=4, layers=2, activation="swish",  # noqa: E731
-                               batchnorm=False)
+                               norm="none")
         shape = (2, 6, 6)
     g = StackedNetworks(make, 3, shape[0], zero_init=False)
     with torch.no_grad():

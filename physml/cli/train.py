@@ -267,11 +267,16 @@ def _param_table(rows) -> None:
     if not rows:
         return
     table = Table(box=None, padding=(0, 2))
-    for col in ("parameter", "identified", "true", "error"):
+    for col in ("parameter", "identified", "true", "error", "last 20 % of training"):
         table.add_column(col, justify="right" if col != "parameter" else "left")
     for p in rows:
+        settled = "—"
+        if "settled" in p:  # spread over the last 20 % of the steps (a transient if moving)
+            settled = (f"{'settled' if p['settled'] else 'STILL MOVING'} at "
+                       f"{p['settled_value']:.6g} (spread {p['spread_pct']:.2g} %)")
         table.add_row(Text(p["name"]), f"{p['identified']:.6g}",
-                      f"{p['true']:.6g}" if "true" in p else "—", _error_text(p))
+                      f"{p['true']:.6g}" if "true" in p else "—",
+                      _error_text(p), settled)
     console.print(table)
 
 

@@ -420,7 +420,7 @@ def _g_call(spec: Spec) -> Call:
         if spec.system.domain is None:
             return Call("mlp", kwargs=(("hidden", 64), ("layers", 4), ("activation", "swish")))
         return Call("convnet", kwargs=(("channels", 64), ("layers", 4),
-                                       ("activation", "swish"), ("batchnorm", False)))
+                                       ("activation", "swish"), ("norm", "none")))
     return call
 
 

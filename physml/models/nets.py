@@ -76,16 +76,37 @@ def _padding_mode(domain: Domain | None) -> str:
     return "replicate"
 
 
+#: ``convnet(norm=...)``: how hidden channels are normalised. Only ``batch`` makes one
+#: state's ``F_a`` depend on the other states it is evaluated with.
+NORMS = ("none", "batch", "instance")
+
+
 class ConvNet(nn.Module):
-    """Thesis Table 3.2: ``layers`` 3×3 convolutions with ``channels`` hidden channels,
-    BatchNorm without running statistics, ReLU; padding follows the boundary condition."""
+    """Thesis Table 3.2: ``layers`` convolutions (``kernel``×``kernel``) with ``channels``
+    hidden channels and ReLU; padding follows the boundary condition.
+
+    ``norm`` after each hidden convolution:
+
+    - ``none`` (default): ``F_a(x)`` is a function of the state ``x`` alone — a vector
+      field, as Eq. (3.5) assumes — so a forecast does not depend on which other
+      trajectories share its batch, and a ``kernel=1`` network stays pointwise;
+    - ``batch``: the research code's BatchNorm without running statistics (Table 3.2),
+      normalising with the statistics of whatever batch it is given, in training *and* at
+      evaluation: a forecast then depends on its batch. For reproductions only;
+    - ``instance``: per-state, per-channel statistics over the grid (batch-independent,
+      but ``F_a`` at a point then depends on the whole field).
+    """
 
     def __init__(self, n_fields: int, ndim: int, channels: int = 16, layers: int = 3,
-                 kernel: int = 3, activation: str = "relu", batchnorm: bool = True,
+                 kernel: int = 3, activation: str = "relu", norm: str = "none",
                  domain: Domain | None = None, n_in: int | None = None):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"convnet(norm={norm!r}): choices are {', '.join(NORMS)} "
+                             "(`batch` is the thesis's BatchNorm with batch statistics)")
         conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[ndim - 1]
-        norm = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[ndim - 1]
+        batch = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[ndim - 1]
+        instance = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)[ndim - 1]
         act = _activation(activation)
         pad = _padding_mode(domain)
         # n_in > n_fields: extra input channels (coordinates, time: `augment ... with`)
@@ -94,8 +115,10 @@ class ConvNet(nn.Module):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             mods.append(conv(a, b, kernel, padding=kernel // 2, padding_mode=pad))
             if i < len(sizes) - 2:
-                if batchnorm:
-                    mods.append(norm(b, track_running_stats=False))
+                if norm == "batch":
+                    mods.append(batch(b, track_running_stats=False))
+                elif norm == "instance":
+                    mods.append(instance(b, affine=True))
                 mods.append(act())
         self.net = nn.Sequential(*mods)
 
@@ -203,8 +226,7 @@ def _resnet(shape, domain, extra=0, gain=None, **opts):
 NETWORKS: dict[str, NetworkKind] = {k.name: k for k in (
     NetworkKind("mlp", ("hidden", "layers", "activation", "gain"), _mlp,
                 "fully connected, ODE states (Table 3.4 pendulum)"),
-    NetworkKind("convnet", ("channels", "layers", "kernel", "activation", "batchnorm",
-                            "gain"),
+    NetworkKind("convnet", ("channels", "layers", "kernel", "activation", "norm", "gain"),
                 _convnet, "convolutions on the grid (Table 3.2)"),
     NetworkKind("resnet", ("channels", "blocks", "kernel", "activation", "gain"), _resnet,
                 "residual blocks (grid) or residual MLP (ODE)"),

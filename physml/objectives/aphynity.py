@@ -1,27 +1,73 @@
 """APHYNITY (thesis §3.3, Algorithm 2): physics plus the minimal-norm augmentation."""
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import torch
 
 from .base import Objective, register_objective
 
 
 @register_objective("aphynity")
 class Aphynity(Objective):
-    """Minimise ``‖F_a‖² + λ·L_traj`` with ``niter`` Adam steps per batch, then raise the
-    multiplier ``λ ← λ + τ₂·L_traj`` (thesis Algorithm 2, Eq. 3.7).
+    """Thesis Eq. (3.5): ``min ‖F_a‖ subject to ∀ x ∈ D, ∀ t, X_t = X_0 + ∫ (F_p + F_a)``,
+    solved as the penalised problem ``‖F_a‖² + λ·L_traj`` (Eq. 3.7).
 
-    ``adaptive=false`` keeps λ at ``lambda0`` (the non-adaptive ablation of Table 3.6).
+    Two policies for λ:
+
+    **Default (no ``lambda0``): the constrained problem, solved for the trajectory loss's
+    floor.** The user does not say whether the prior is complete, so λ is chosen from the
+    data, in three parts (see the README, "How APHYNITY chooses λ"):
+
+    1. *Start* at ``λ₀ = κ·S_F / L₀``: ``L₀`` is the first batch's trajectory loss, ``S_F``
+       the mean ``‖dX/dt‖²`` of its frames (finite differences; ``(‖dX/dt‖/‖X‖)²`` with
+       the relative norm) — what ``‖F_a‖²`` would be if the network carried all the
+       dynamics. With κ = 1e3 the trajectory term outweighs a full-size network a
+       thousandfold, so an incomplete prior's network learns the missing terms at once,
+       whatever the units of the data.
+    2. *Fit* with λ fixed for the first ``SWITCH`` (40 %) of the training budget
+       (:attr:`Objective.progress`). The floor ``L*`` is the lowest running average of
+       the batch trajectory losses, taken afresh whenever the horizon changes
+       (``curriculum``).
+    3. *Shrink*: Eq. (3.5)'s constraint made finite, ``L_traj ≤ (1 + tolerance)·L*``.
+       While it holds, λ falls by ``e^{-rate}`` per batch (``rate`` chosen when the
+       phase starts, so that λ could fall by ``e^TRAVERSE`` over the batches left): the
+       norm gains weight and removes whatever part of ``F_a`` the physical parameters
+       can take over. When it breaks (the network carries something the physics cannot),
+       λ gets back what it lost over the last ``WINDOW`` batches and ``rate`` halves, so
+       λ settles on the constraint's boundary. A complete prior ends with λ small and
+       ``F_a ≈ 0``; an incomplete one with the smallest ``F_a`` that keeps the fit within
+       ``tolerance`` of its floor. In this phase a later state validating within
+       ``tolerance`` of the best one is the better result (:meth:`prefers`).
+
+    The loss is written ``L_traj + ‖F_a‖²/λ`` (the same minimisers as Eq. 3.7, divided by
+    λ): the physical parameters then see the trajectory loss alone, unscaled, however far
+    λ moves.
+
+    **Thesis (``lambda0`` given):** Algorithm 2 as published: ``niter`` Adam steps on
+    ``‖F_a‖² + λ·L_traj`` per batch, then ``λ ← λ + τ₂·L_traj``; ``adaptive=false``
+    keeps λ at ``lambda0`` (the non-adaptive ablation of Table 3.6).
+
     ``norm`` is ``relative`` (``(‖F_a(x)‖/‖x‖)²``, the pendulum protocol) or ``absolute``
     (``‖F_a(x)‖²``, the PDE protocol); the rollout evaluates it on the batch's frames
     (Eq. 3.6's Monte-Carlo estimate over training states).
     """
 
     name = "aphynity"
-    options = ("lambda0", "tau2", "niter", "adaptive", "norm")
+    options = ("lambda0", "tau2", "niter", "adaptive", "norm", "tolerance")
 
-    def __init__(self, lambda0: float = 1.0, tau2: float = 1.0, niter: int = 1,
-                 adaptive: bool | str = True, norm: str = "relative", loss: str = "mse"):
+    KAPPA = 1e3       #: start: the trajectory term weighs κ full-size networks
+    EMA = 0.9         #: running average of the batch trajectory losses
+    SWITCH = 0.4      #: the fraction of the budget spent fitting before λ moves
+    WINDOW = 10       #: batches the running average needs (and lags the network by)
+    RATE = 0.2        #: the largest log-change of λ per batch (the smallest: RATE/10)
+    TRAVERSE = 3 * math.log(KAPPA)  #: how far λ may fall over the rest of the budget
+    RANGE = 1e6       #: λ stays within [λ₀/RANGE, λ₀·RANGE]
+
+    def __init__(self, lambda0: float | None = None, tau2: float | None = None,
+                 niter: int = 1, adaptive: bool | str = True, norm: str = "relative",
+                 tolerance: float = 1.0, loss: str = "mse"):
         super().__init__(loss)
         if isinstance(adaptive, str):
             adaptive = adaptive.lower() in ("true", "yes", "on", "1")
@@ -29,11 +75,30 @@ class Aphynity(Objective):
             raise ValueError("aphynity: norm must be 'relative' or 'absolute'")
         if int(niter) < 1:
             raise ValueError("aphynity: niter must be ≥ 1")
-        self.lam = float(lambda0)
-        self.tau2 = float(tau2)
+        self.policy = "thesis" if lambda0 is not None else "auto"
+        if self.policy == "auto" and (tau2 is not None or not adaptive):
+            raise ValueError(
+                "aphynity: tau2 and adaptive belong to the thesis's λ schedule (Algorithm 2), "
+                "which needs lambda0 — e.g. aphynity(lambda0=1, tau2=1); leave all three out "
+                "for the default policy, which chooses λ from the data")
+        if not float(tolerance) > 0:
+            raise ValueError("aphynity: tolerance must be > 0 (e.g. 0.25: the trajectory "
+                             "loss may end 25 % above its floor to shrink the network)")
+        self.lam = float(lambda0) if lambda0 is not None else math.nan
+        self.tau2 = float(tau2) if tau2 is not None else 1.0
         self.niter = int(niter)
         self.adaptive = bool(adaptive)
         self.norm = norm
+        self.tolerance = float(tolerance)
+        # the default policy's state (see the class docstring)
+        self.lam0 = math.nan
+        self.horizon = 0
+        self.ema = math.nan
+        self.floor = math.nan
+        self.batches = 0
+        self.phase = "fit"
+        self.rate = math.nan
+        self.seen = 0
 
     @classmethod
     def create(cls, method: str, options: dict[str, Any], is_grid: bool, loss: str):
@@ -48,17 +113,100 @@ class Aphynity(Objective):
         out = rollout(batch, regulariser=self.norm)
         traj = self.trajectory_loss(out.pred, batch)
         norm = out.terms["aug_norm"]
-        return norm + self.lam * traj, {"traj": traj, "norm": norm}
+        if self.policy == "thesis":
+            return norm + self.lam * traj, {"traj": traj, "norm": norm}
+        if len(batch.t) != self.horizon:
+            self._new_horizon(len(batch.t))
+        if not math.isfinite(self.lam):
+            self._start(float(traj.detach()), self.field_scale(batch.target, batch.t))
+        return traj + norm / self.lam, {"traj": traj, "norm": norm}
+
+    def field_scale(self, frames: torch.Tensor, t: torch.Tensor) -> float:
+        """``S_F``: the mean ``‖dX/dt‖²`` over the frames ``(B, T, *state)`` on times
+        ``t``, by finite differences — the size of ``‖F_a‖²`` (Eq. 3.6, same norm) if the
+        network carried all the dynamics."""
+        dt = (t[1:] - t[:-1]).detach().view(1, -1, *(1,) * (frames.dim() - 2))
+        d = ((frames[:, 1:] - frames[:, :-1]) / dt).flatten(0, 1).detach()
+        x = frames[:, :-1].flatten(0, 1).detach()
+        if d.dim() > 2:
+            sq = d.pow(2).sum(dim=1).flatten(1).mean(dim=1)
+            ref = x.pow(2).sum(dim=1).flatten(1).mean(dim=1)
+        else:
+            sq, ref = d.pow(2).sum(dim=1), x.pow(2).sum(dim=1)
+        if self.norm == "relative":
+            sq = sq / ref.clamp_min(1e-10)
+        return float(sq.mean())
+
+    def _start(self, traj: float, scale: float) -> None:
+        lam = self.KAPPA * scale / traj if traj > 0 and scale > 0 else self.KAPPA
+        self.lam = self.lam0 = lam if math.isfinite(lam) else self.KAPPA
+
+    def _new_horizon(self, horizon: int) -> None:
+        self.horizon = horizon
+        self.ema = self.floor = math.nan
+        self.batches = 0
+        self.phase = "fit"
 
     def after_batch(self, traj_loss: float) -> None:
-        if self.adaptive:
-            self.lam = self.lam + self.tau2 * traj_loss
+        if self.policy == "thesis":
+            if self.adaptive:
+                self.lam = self.lam + self.tau2 * traj_loss
+            return
+        if not math.isfinite(traj_loss):
+            return
+        b = self.EMA
+        self.ema = traj_loss if not math.isfinite(self.ema) else b * self.ema + (1 - b) * traj_loss
+        self.floor = self.ema if not math.isfinite(self.floor) else min(self.floor, self.ema)
+        self.batches += 1
+        self.seen += 1
+        if self.progress < self.SWITCH or self.batches < self.WINDOW:
+            return
+        if not math.isfinite(self.rate):
+            # λ may fall by e^TRAVERSE over the rest of the budget (the batches left,
+            # estimated from those seen): enough for a network κ times too free to give
+            # way, slow enough for the running average to follow.
+            left = self.seen / max(self.progress, 1e-9) - self.seen
+            self.rate = min(self.RATE, max(self.RATE / 10, self.TRAVERSE / max(left, 1.0)))
+        lo, hi = self.lam0 / self.RANGE, self.lam0 * self.RANGE
+        if self.ema <= (1 + self.tolerance) * self.floor:
+            self.phase = "shrink"
+            self.lam = max(lo, self.lam * math.exp(-self.rate))
+            return
+        # The constraint broke: give back what λ lost over the last WINDOW batches (the
+        # running average lags the network by about that much), halve the rate so that λ
+        # settles on the constraint's boundary instead of cycling around it, and wait
+        # WINDOW batches for the average to show the effect.
+        self.phase = "restore"
+        self.lam = min(hi, self.lam * math.exp(self.rate * self.WINDOW))
+        self.rate = max(self.rate / 2, self.RATE / 40)
+        self.batches = 0
+
+    def prefers(self, val: float, best: float) -> bool:
+        """Once λ moves (the default policy's constrained phase) a later state is the
+        better result if it validates within ``tolerance`` of the best: the fit is as
+        good as the constraint asks, and the network is smaller. Without this, model
+        selection by validation error alone would keep the state before the norm acted."""
+        if self.policy == "auto" and self.phase in ("shrink", "restore"):
+            return val <= (1 + self.tolerance) * best
+        return val < best
 
     def state_dict(self):
-        return {"lambda": self.lam}
+        return {"lambda": self.lam, "lambda0": self.lam0, "horizon": self.horizon,
+                "ema": self.ema, "floor": self.floor, "batches": self.batches,
+                "phase": self.phase, "rate": self.rate, "seen": self.seen}
 
     def load_state_dict(self, state):
         self.lam = float(state["lambda"])
+        self.lam0 = float(state.get("lambda0", math.nan))
+        self.horizon = int(state.get("horizon", 0))
+        self.ema = float(state.get("ema", math.nan))
+        self.floor = float(state.get("floor", math.nan))
+        self.batches = int(state.get("batches", 0))
+        self.phase = str(state.get("phase", "fit"))
+        self.rate = float(state.get("rate", math.nan))
+        self.seen = int(state.get("seen", 0))
 
     def describe(self):
-        return {"lambda": self.lam}
+        if self.policy == "thesis":
+            return {"lambda": self.lam}
+        return {"lambda": self.lam, "phase": self.phase}

@@ -33,6 +33,9 @@ class Objective(ABC):
     #: :func:`~physml.models.environments.build_multi_env_model` (None: one model)
     structure: ClassVar[str | None] = None
     niter: int = 1
+    #: the fraction of the training budget spent (steps, epochs or minutes, whichever
+    #: ends first); the trainer sets it before each ``after_batch``
+    progress: float = 0.0
 
     def __init__(self, loss: str = "mse"):
         if loss not in LOSSES:
@@ -61,6 +64,12 @@ class Objective(ABC):
 
     def after_batch(self, traj_loss: float) -> None:
         """Called once per batch after the ``niter`` optimiser steps."""
+
+    def prefers(self, val: float, best: float) -> bool:
+        """Whether a state validating at ``val`` replaces the best one (validation error
+        ``best``) as the run's result; the trainer also goes back to the best state on a
+        plateau of states not preferred."""
+        return val < best
 
     def state_dict(self) -> dict[str, Any]:
         return {}

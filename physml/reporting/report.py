@@ -82,7 +82,7 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
         c = float((pred[:, :, obs] - model.observations(clean)[:, :, obs]).pow(2).mean())
         out["mse_vs_clean"] = c
         out["ln_mse_vs_clean"] = math.log(c) if c > 0 else -math.inf
-    out["parameters"] = parameter_table(model, dataset)
+    out["parameters"] = with_settling(parameter_table(model, dataset), run.metrics())
     if run.spec.hidden_variables():
         from .partial import partial_metrics
 
@@ -182,7 +182,7 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
     field = model.field
     prior = field.prior
     dataset = dataset if dataset is not None else run.dataset()
-    out["parameters"] = parameter_table(model, dataset)
+    out["parameters"] = with_settling(parameter_table(model, dataset), run.metrics())
     if spec.hidden_variables():
         from .partial import annotate_parameters, symmetries
 
@@ -357,6 +357,24 @@ def parameter_trajectory(metrics: list[dict], fraction: float = 0.2,
                      "settled": spread <= settled_pct, "from_step": tail[0]["step"],
                      "to_step": tail[-1]["step"]}
     return out
+
+
+def with_settling(rows: list[dict[str, Any]], metrics: list[dict]) -> list[dict[str, Any]]:
+    """Add to each parameter row whether it has ``settled`` over the last 20 % of the
+    logged steps (:func:`parameter_trajectory`), its ``spread_pct`` there, and the
+    ``settled_value`` (the average there) with its error: the figure to report when the
+    parameter has settled; when it has not, any single value is a transient."""
+    traj = parameter_trajectory(metrics)
+    for r in rows:
+        t = traj.get(r["name"])
+        if t is None:
+            continue
+        r.update(settled=t["settled"], spread_pct=t["spread_pct"], settled_value=t["average"])
+        if "true" in r:
+            true = r["true"]
+            r["settled_error_pct"] = abs(t["average"] - true) / abs(true) * 100 if true \
+                else abs(t["average"] - true) * 100
+    return rows
 
 
 def selection(run) -> dict[str, Any]:

@@ -235,6 +235,14 @@ class Trainer:
         total = self.cfg.epochs * self.batches_per_epoch()
         return min(total, self.cfg.steps) if self.cfg.steps else total
 
+    def progress(self, step: int) -> float:
+        """The fraction of the budget spent at ``step``: of the steps (or epochs) or of
+        the minutes, whichever runs out first."""
+        frac = step / max(1, self.total_steps())
+        if self.cfg.minutes:
+            frac = max(frac, self.elapsed / (self.cfg.minutes * 60))
+        return min(1.0, frac)
+
     def _budget_reason(self) -> str | None:
         if self.cfg.steps is not None and self.step >= self.cfg.steps:
             return "steps"
@@ -368,6 +376,7 @@ class Trainer:
             self.optimizer.step()
             traj_value = float(traj)
         # Every process updates the objective's state (λ) with the same, averaged value.
+        self.objective.progress = self.progress(self.step + 1)
         self.objective.after_batch(self.dist.mean(traj_value))
         return float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}
 
@@ -560,11 +569,11 @@ class Trainer:
         log.flush()
         self._validated_step = self.step
         if final:
-            if math.isfinite(val) and val < self.best_val:
+            if math.isfinite(val) and self.objective.prefers(val, self.best_val):
                 self._new_best(val)
             self._notify(math.nan, {}, val, phase="validation")
             return False
-        if math.isfinite(val) and val < self.best_val:
+        if math.isfinite(val) and self.objective.prefers(val, self.best_val):
             self.bad_validations = self.since_improvement = 0
             self._new_best(val)
         else:
@@ -578,7 +587,9 @@ class Trainer:
         return p is not None and self.bad_validations >= p
 
     def _new_best(self, val: float) -> None:
-        self.best_val, self.best_step = val, self.step
+        # the lowest validation error so far (an objective may prefer a later state that
+        # validates within its tolerance of it: Objective.prefers)
+        self.best_val, self.best_step = min(val, self.best_val), self.step
         self._best = self._copy()
         if self.dist.is_main:
             save_checkpoint(self.dir / "checkpoints" / "best.pt",
