@@ -556,3 +556,39 @@ def test_teacher_forcing_trains_a_one_environment_method(tmp_path):
     steps = [m for m in run.metrics() if "loss" in m]
     assert len(steps) == 3 and all(math.isfinite(m["loss"]) for m in steps)
     assert run.config.teacher_forcing == 0.5
+
+
+# -- Table 3.14 (benchmarks/reproduce_leads.py) -------------------------------------------
+def _reproduce_leads():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_leads.py"
+    spec = importlib.util.spec_from_file_location("reproduce_leads", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_table3_14_specs_are_the_leads_specs_with_the_row_method():
+    bench = _reproduce_leads()
+    files = sorted(p.name for p in bench.SPECS.glob("*.phy"))
+    expected = sorted(f"{s}_{k}.phy" for s in bench.SOURCES for k in bench.rows_for(s))
+    assert files == expected and len(files) == 6 + 5 + 5  # no FT-NODE on grids
+    for system in bench.SOURCES:
+        source = physml.load_spec(f"specs/{bench.SOURCES[system]}.phy")
+        for key in bench.rows_for(system):
+            path = bench.SPECS / f"{system}_{key}.phy"
+            # in sync with its source (--write-specs rewrites them)
+            assert path.read_text(encoding="utf-8") == bench.row_spec_text(system, key), path
+            spec = physml.load_spec(path)
+            cfg = physml.check(spec)
+            assert cfg.method == dict((k, m) for k, _, m in bench.ROWS)[key]
+            # same data and networks as the source: the rows share their dataset
+            assert spec.data == source.data and spec.environments == source.environments
+            assert spec.augment == source.augment
+            assert cfg.epochs == physml.check(source).epochs
+    assert physml.check(physml.load_spec(bench.SPECS / "lv_gbml.phy")).method_options == \
+        {"switch": 60000}
+    quick = bench._spec("ns", "leads", quick=True)
+    assert quick.data != physml.load_spec(bench.SPECS / "ns_leads.phy").data
