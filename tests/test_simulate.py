@@ -121,6 +121,7 @@ def _taylor_green_spec(solver: str) -> str:
 
 
 @pytest.mark.parametrize("solver,tol", [("spectral_cn(step=0.005)", 1e-5),
+                                        ("spectral_rk4(step=0.1)", 1e-12),
                                         ("rk4(step=0.01)", 1e-8)])
 def test_taylor_green_vortex_decay(solver, tol):
     from physml.simulation import core

@@ -12,6 +12,7 @@ same spec and seed give the same arrays whatever subset of splits is asked for.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -24,7 +25,7 @@ from ..errors import OptionError, SpecError
 from ..symbolic.compiler import compile_dynamics
 from ..symbolic.spec import SPLITS, Call, Environment, Spec
 from ..solve import SOLVERS, Outcome, Solver
-from ..solve.spectral import spectral_cn, split_diffusion
+from ..solve.spectral import spectral_solve, split_spectral
 from .samplers import draw_initial
 
 #: ``progress(label, fraction)``: called as each split advances (fraction in [0, 1]).
@@ -141,6 +142,47 @@ def _solver_option(p: _Plan, key: str, default=None):
     return p.solver.options().get(key, default)
 
 
+def _compiled(system, p: _Plan, env0: dict, batch_params: dict[str, torch.Tensor], device):
+    """``system`` compiled in float64 on ``device``, with the per-environment parameters."""
+    f = compile_dynamics(lean_system(system, env0, p.varying), values=env0,
+                         fold_constants=not p.varying).to(device=device, dtype=torch.float64)
+    if p.varying:
+        f.set_batch_params({k: v.to(device) for k, v in batch_params.items()})
+    return f
+
+
+#: Trajectories integrated together by the spectral solver on a CPU. A step's working set
+#: (five 32×32 fields per trajectory, complex) then stays in cache: at 32 a batch the
+#: Navier–Stokes step costs a third of what it costs at 160 (benchmarks/simulate_speed.py).
+#: A fixed number, so the data do not depend on the machine.
+SPECTRAL_CPU_CHUNK = 32
+
+
+def _spectral_chunks(tableau, f, diff, domain, y0, times, step, bound, progress, out_dtype, inputs,
+                     forcing, batch_params) -> Outcome:
+    """:func:`spectral_solve` over slices of the batch (trajectories are independent and the
+    step is fixed, so this changes no number); on a GPU the batch goes in one piece."""
+    B = y0.shape[0]
+    chunk = SPECTRAL_CPU_CHUNK if y0.device.type == "cpu" else B
+    parts = []
+    for k, lo in enumerate(range(0, B, chunk)):
+        sl = slice(lo, lo + chunk)
+        if f is not None and batch_params is not None:
+            f.set_batch_params({n: v[sl].to(y0.device) for n, v in batch_params.items()})
+        n_parts = math.ceil(B / chunk)
+        cb = None if progress is None else (
+            lambda frac, _k=k: progress((_k + frac) / n_parts))
+        parts.append(spectral_solve(tableau, f, {n: v[sl] for n, v in diff.items()}, domain,
+                                    y0[sl], times, step, bound=bound, progress=cb,
+                                    out_dtype=out_dtype, inputs=inputs,
+                                    forcing=None if forcing is None else forcing[sl]))
+    if len(parts) == 1:
+        return parts[0]
+    return Outcome(torch.cat([o.states for o in parts], dim=1),
+                   torch.cat([o.dead_time for o in parts]), parts[0].steps,
+                   sum(o.evaluations for o in parts))
+
+
 def _integrate(p: _Plan, y0: torch.Tensor, batch_params: dict[str, torch.Tensor],
                device, bound, progress, out_dtype: torch.dtype = torch.float64) -> Outcome:
     """Integrate ``y0`` (B, *state) from ``p.start`` and return the saved frames."""
@@ -152,36 +194,34 @@ def _integrate(p: _Plan, y0: torch.Tensor, batch_params: dict[str, torch.Tensor]
     if spectral:
         domain = spec.system.domain
         if domain is None or not domain.periodic:
-            raise OptionError("spectral_cn needs a periodic grid domain", p.solver.pos,
+            raise OptionError(f"{name} needs a periodic grid domain", p.solver.pos,
                               spec.text, length=len(name))
         step = _solver_option(p, "step")
         if step is None:
-            raise OptionError("spectral_cn needs a time step: spectral_cn(step=1e-3)",
+            raise OptionError(f"{name} needs a time step: {name}(step=1e-3)",
                               p.solver.pos, spec.text, length=len(name))
         try:
-            coeffs, rest_system = split_diffusion(spec.system)
+            split = split_spectral(lean_system(spec.system, env0, p.varying))
         except ValueError as exc:
             raise OptionError(str(exc), p.solver.pos, spec.text, length=len(name)) from None
-        f = compile_dynamics(lean_system(rest_system, env0, p.varying), values=env0,
-                             fold_constants=not p.varying)
         diff = {}
-        for var, c in coeffs.items():
+        for var, c in split.diffusivity.items():
             vals = [float(c.xreplace({sympy.Symbol(k): sympy.Float(v) for k, v in e.items()}))
                     for e in p.env_params]
             diff[var] = torch.tensor(vals, dtype=torch.float64).repeat_interleave(
-                y0.shape[0] // len(vals))
+                y0.shape[0] // len(vals)).to(device)
+        f, static = (None if s is None else _compiled(s, p, env0, batch_params, device)
+                     for s in (split.explicit, split.static))
     else:
-        f = compile_dynamics(lean_system(spec.system, env0, p.varying), values=env0,
-                             fold_constants=not p.varying)
-    f = f.to(device=device, dtype=torch.float64)
-    if p.varying:
-        f.set_batch_params({k: v.to(device) for k, v in batch_params.items()})
+        f = _compiled(spec.system, p, env0, batch_params, device)
     y0 = y0.to(device)
     with torch.no_grad():
         if spectral:
-            out = spectral_cn(f, {k: v.to(device) for k, v in diff.items()},
-                              spec.system.domain, y0, out_times, float(step), bound=bound,
-                              progress=progress, out_dtype=out_dtype)
+            # The static part (a forcing ξ(x, y)) is evaluated once, on no fields at all.
+            forcing = None if static is None else static(out_times[0], y0[:, :0])
+            out = _spectral_chunks(method.tableau, f, diff, spec.system.domain, y0, out_times, float(step),
+                                   bound, progress, out_dtype, split.inputs, forcing,
+                                   batch_params if p.varying else None)
         else:
             step = _solver_option(p, "step")
             out = method.simulate(f, y0, out_times,
