@@ -12,7 +12,7 @@ from torch import nn
 
 import physml
 from physml.models.environments import StackedNetworks, build_multi_env_model
-from physml.models.nets import MLP, ConvNet
+from physml.models.nets import MLP, FNO2d, ConvNet, SpectralConv2d
 from physml.objectives.leads import Leads, SpectralNorms
 
 LV_ENVS = """environments:
@@ -56,13 +56,16 @@ def _separate(stacked: StackedNetworks) -> list[nn.Module]:
     return [stacked.network(e) for e in range(stacked.n_envs)]
 
 
-@pytest.mark.parametrize("kind", ["mlp", "convnet"])
+@pytest.mark.parametrize("kind", ["mlp", "convnet", "fno"])
 @pytest.mark.parametrize("env", [[0, 1, 2, 0, 1, 2], [2, 0, 0, 1]], ids=["grouped", "mixed"])
 def test_batched_g_equals_a_loop_over_separate_networks(kind, env, float64):
     torch.manual_seed(0)
     if kind == "mlp":
         make = lambda: MLP(3, hidden=8, layers=3, activation="swish", gain=1.0)  # noqa: E731
         shape = (3,)
+    elif kind == "fno":  # FFTs under vmap, with each row's spectral weights
+        make = lambda: FNO2d(1, modes=3, width=4, hidden=8)  # noqa: E731
+        shape = (1, 8, 8)
     else:
         make = lambda: ConvNet(2, 2, channels=4, layers=2, activation="swish",  # noqa: E731
                                norm="none")
@@ -95,6 +98,80 @@ def test_batched_g_equals_a_loop_over_separate_networks(kind, env, float64):
             else:
                 assert torch.allclose(got, ref, atol=1e-6, rtol=0), (name, e)
 
+
+
+# -- FNO (Navier–Stokes) ------------------------------------------------------------------
+def test_fno_output_shape_and_resolution_invariance():
+    torch.manual_seed(0)
+    net = FNO2d(2, modes=6, width=10)
+    assert len(net.spectral) == 4  # four Fourier layers, Li et al. 2021
+    with torch.no_grad():  # Li et al.'s initial spectral weights are small: make them count
+        for k in net.spectral:
+            k.weight.mul_(30)
+    for n in (32, 64):
+        assert net(torch.randn(3, 2, n, n)).shape == (3, 2, n, n)
+    # The same weights see a smooth field the same way at two resolutions: its values on
+    # the 32² grid are every other value on the 64² grid (no aliasing, modes 0..2 only).
+    g = torch.arange(64) / 64
+    X, Y = torch.meshgrid(g, g, indexing="ij")
+    w = (torch.sin(2 * torch.pi * X) + 0.5 * torch.cos(4 * torch.pi * Y))[None, None]
+    fine, coarse = net(w.repeat(1, 2, 1, 1)), net(w[..., ::2, ::2].repeat(1, 2, 1, 1))
+    assert torch.allclose(fine[..., ::2, ::2], coarse, atol=5e-3), \
+        float((fine[..., ::2, ::2] - coarse).abs().max())
+    # one spectral convolution alone: exactly the same function at both resolutions
+    k = net.spectral[0]
+    fine, coarse = k(w.repeat(1, 10, 1, 1)), k(w[..., ::2, ::2].repeat(1, 10, 1, 1))
+    assert float(fine.abs().max()) > 0.1
+    assert torch.allclose(fine[..., ::2, ::2], coarse, atol=1e-5)
+
+
+def _li_spectral_conv(conv: SpectralConv2d, x: torch.Tensor) -> torch.Tensor:
+    """Li et al.'s SpectralConv2d as they wrote it: complex weights written into a zero
+    spectrum by indexed assignment (which vmap refuses, hence physml's out-of-place one)."""
+    m = conv.modes
+    w = torch.complex(conv.weight[:, 0], conv.weight[:, 1])
+    xf = torch.fft.rfft2(x, norm="ortho")
+    out = torch.zeros(x.shape[0], w.shape[2], x.shape[-2], x.shape[-1] // 2 + 1,
+                      dtype=xf.dtype)
+    out[:, :, :m, :m] = torch.einsum("bixy,ioxy->boxy", xf[:, :, :m, :m], w[0])
+    out[:, :, -m:, :m] = torch.einsum("bixy,ioxy->boxy", xf[:, :, -m:, :m], w[1])
+    return torch.fft.irfft2(out, s=x.shape[-2:], norm="ortho")
+
+
+def test_spectral_convolution_equals_li_et_al_and_keeps_only_the_low_modes(float64):
+    torch.manual_seed(0)
+    conv = SpectralConv2d(3, 2, modes=4)
+    with torch.no_grad():
+        conv.weight.normal_()
+    x = torch.randn(5, 3, 16, 12)
+    ref = _li_spectral_conv(conv, x)
+    assert float(ref.abs().max()) > 0.1
+    assert torch.allclose(conv(x), ref, atol=1e-12, rtol=0)
+    g = torch.arange(16) / 16
+    X, Y = torch.meshgrid(g, g, indexing="ij")
+    high = torch.sin(2 * torch.pi * 5 * X)[None, None].repeat(1, 3, 1, 1)  # |k| = 5 > 4
+    assert float(conv(high).abs().max()) < 1e-12
+
+
+def test_fno_gradcheck(float64):
+    torch.manual_seed(0)
+    net = FNO2d(1, modes=2, width=3, layers=2, hidden=4)
+    x = torch.randn(2, 1, 6, 6, requires_grad=True)
+    assert torch.autograd.gradcheck(net, (x,))
+    w = net.spectral[0].weight
+    assert torch.autograd.gradcheck(
+        lambda p: torch.func.functional_call(net, {"spectral.0.weight": p}, (x,)), (w,))
+
+
+def test_leads_navier_stokes_spec_checks_with_fno():
+    cfg = physml.check(physml.load_spec("specs/leads_navier_stokes.phy"))
+    spec = physml.load_spec("specs/leads_navier_stokes.phy")
+    model = build_multi_env_model(spec, "leads")
+    assert model.per_env.n_envs == 4 and isinstance(model.per_env.base[0], FNO2d)
+    assert cfg.solver == "euler"
+    x = torch.randn(8, 1, 32, 32)
+    with model.at_environments(torch.arange(4).repeat(2)):
+        assert model(torch.zeros(()), x).shape == x.shape
 
 def test_the_mlp_path_makes_no_python_loop_over_environments(monkeypatch):
     # Guard against a loop over environments: the MLP path is one bmm per layer.
@@ -479,3 +556,39 @@ def test_teacher_forcing_trains_a_one_environment_method(tmp_path):
     steps = [m for m in run.metrics() if "loss" in m]
     assert len(steps) == 3 and all(math.isfinite(m["loss"]) for m in steps)
     assert run.config.teacher_forcing == 0.5
+
+
+# -- Table 3.14 (benchmarks/reproduce_leads.py) -------------------------------------------
+def _reproduce_leads():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_leads.py"
+    spec = importlib.util.spec_from_file_location("reproduce_leads", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_table3_14_specs_are_the_leads_specs_with_the_row_method():
+    bench = _reproduce_leads()
+    files = sorted(p.name for p in bench.SPECS.glob("*.phy"))
+    expected = sorted(f"{s}_{k}.phy" for s in bench.SOURCES for k in bench.rows_for(s))
+    assert files == expected and len(files) == 6 + 5 + 5  # no FT-NODE on grids
+    for system in bench.SOURCES:
+        source = physml.load_spec(f"specs/{bench.SOURCES[system]}.phy")
+        for key in bench.rows_for(system):
+            path = bench.SPECS / f"{system}_{key}.phy"
+            # in sync with its source (--write-specs rewrites them)
+            assert path.read_text(encoding="utf-8") == bench.row_spec_text(system, key), path
+            spec = physml.load_spec(path)
+            cfg = physml.check(spec)
+            assert cfg.method == dict((k, m) for k, _, m in bench.ROWS)[key]
+            # same data and networks as the source: the rows share their dataset
+            assert spec.data == source.data and spec.environments == source.environments
+            assert spec.augment == source.augment
+            assert cfg.epochs == physml.check(source).epochs
+    assert physml.check(physml.load_spec(bench.SPECS / "lv_gbml.phy")).method_options == \
+        {"switch": 60000}
+    quick = bench._spec("ns", "leads", quick=True)
+    assert quick.data != physml.load_spec(bench.SPECS / "ns_leads.phy").data

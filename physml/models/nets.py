@@ -178,6 +178,98 @@ class ResMLP(nn.Module):
         return self.project(h)
 
 
+class SpectralConv2d(nn.Module):
+    """``v ↦ F⁻¹(R · F v)`` keeping the ``modes`` lowest frequencies in each direction
+    (Li et al. 2021, "Fourier Neural Operator for Parametric PDEs", Eq. 4): the kept
+    wavenumbers are ``k_x ∈ [0, m) ∪ [−m, 0)`` (the rfft2 rows) and ``k_y ∈ [0, m)`` (the
+    half spectrum's columns), one complex ``in × out`` matrix per kept mode, the rest zero.
+
+    The complex weights are stored as real tensors ``(2 blocks, re/im, in, out, m, m)`` and
+    the output spectrum is assembled out of place (concatenation and padding, no indexed
+    write into a zero tensor), so that the layer runs under ``torch.func.vmap`` with
+    stacked per-environment weights (:class:`~physml.models.environments.StackedNetworks`)
+    and Adam, checkpoints and gradcheck see ordinary real parameters. On a grid with fewer
+    than ``2·modes`` rows (or ``modes`` half-spectrum columns) the highest kept modes are
+    dropped, so one set of weights runs at any resolution.
+    """
+
+    def __init__(self, channels_in: int, channels_out: int, modes: int):
+        super().__init__()
+        if modes < 1:
+            raise ValueError("fno: modes must be ≥ 1")
+        self.modes = int(modes)
+        scale = 1.0 / (channels_in * channels_out)  # Li et al.'s initialisation
+        self.weight = nn.Parameter(scale * torch.rand(2, 2, channels_in, channels_out,
+                                                      self.modes, self.modes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2], x.shape[-1]
+        m1, m2 = min(self.modes, H // 2), min(self.modes, W // 2 + 1)
+        xf = torch.fft.rfft2(x, norm="ortho")
+        w = self.weight[..., :m1, :m2]
+
+        def mul(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+            re, im = block.real, block.imag
+            wr, wi = w[k, 0], w[k, 1]
+            return (torch.einsum("bixy,ioxy->boxy", re, wr)
+                    - torch.einsum("bixy,ioxy->boxy", im, wi),
+                    torch.einsum("bixy,ioxy->boxy", re, wi)
+                    + torch.einsum("bixy,ioxy->boxy", im, wr))
+
+        low = mul(xf[..., :m1, :m2], 0)
+        high = mul(xf[..., H - m1:, :m2], 1)
+        parts = []
+        for lo, hi in zip(low, high):
+            mid = lo.new_zeros(lo.shape[:-2] + (H - 2 * m1, m2))
+            full = torch.cat([lo, mid, hi], dim=-2)
+            parts.append(nn.functional.pad(full, (0, W // 2 + 1 - m2)))
+        return torch.fft.irfft2(torch.complex(*parts), s=(H, W), norm="ortho")
+
+
+class FNO2d(nn.Module):
+    """Fourier Neural Operator on a 2-D periodic grid (Li et al. 2021, their ``FNO2d``):
+    lift the fields (and, with ``grid``, the coordinates in [0, 1)) to ``width`` channels
+    by a 1×1 convolution, ``layers`` Fourier layers ``v ← σ(K v + W v)`` (spectral
+    convolution plus 1×1 convolution; no activation after the last), then project back
+    through ``hidden`` channels. GELU by default, as theirs.
+
+    The coordinates matter for LEADS on Navier–Stokes: the environments differ by a
+    forcing ξ(x, y) fixed in space, which a translation-equivariant network cannot
+    represent. They are computed from the input's size, so the same weights run at any
+    resolution.
+    """
+
+    def __init__(self, n_fields: int, modes: int = 12, width: int = 32, layers: int = 4,
+                 hidden: int = 128, activation: str = "gelu", grid: bool = True,
+                 n_in: int | None = None):
+        super().__init__()
+        if layers < 1 or width < 1 or hidden < 1:
+            raise ValueError("fno: layers, width and hidden must be ≥ 1")
+        self.grid = bool(grid)
+        self.lift = nn.Conv2d((n_in or n_fields) + (2 if self.grid else 0), width, 1)
+        self.spectral = nn.ModuleList(SpectralConv2d(width, width, modes)
+                                      for _ in range(layers))
+        self.pointwise = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(layers))
+        self.act = _activation(activation)()
+        self.project = nn.Conv2d(width, hidden, 1)
+        self.out = nn.Conv2d(hidden, n_fields, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grid:
+            H, W = x.shape[-2], x.shape[-1]
+            gx = torch.arange(H, dtype=x.dtype, device=x.device) / H
+            gy = torch.arange(W, dtype=x.dtype, device=x.device) / W
+            mesh = torch.stack(torch.meshgrid(gx, gy, indexing="ij"))
+            x = torch.cat([x, mesh.expand(x.shape[0], 2, H, W)], dim=1)
+        h = self.lift(x)
+        last = len(self.spectral) - 1
+        for i, (k, w) in enumerate(zip(self.spectral, self.pointwise)):
+            h = k(h) + w(h)
+            if i < last:
+                h = self.act(h)
+        return self.out(self.act(self.project(h)))
+
+
 @dataclass(frozen=True)
 class NetworkKind:
     """A network a spec can name (``augment NAME(options)``): its keyword options and how
@@ -221,6 +313,18 @@ def _resnet(shape, domain, extra=0, gain=None, **opts):
     return _orthogonal(ResNet(shape[0], domain.ndim, domain=domain, **opts), gain)
 
 
+def _fno(shape, domain, extra=0, gain=None, **opts):
+    if domain is None or domain.ndim != 2:
+        raise ValueError("fno() is written for 2-D grids; use mlp() for ODEs, convnet() "
+                         "or resnet() in 1-D or 3-D")
+    if not domain.periodic:
+        raise ValueError("fno() assumes a periodic domain (its Fourier layers do); use "
+                         "convnet() or resnet() with other boundary conditions")
+    if extra:
+        opts["n_in"] = shape[0] + extra
+    return _orthogonal(FNO2d(shape[0], **opts), gain)
+
+
 #: ``augment NAME(...)``: the networks physml implements. The language checks spec lines
 #: against this table, so a name here is a name that trains.
 NETWORKS: dict[str, NetworkKind] = {k.name: k for k in (
@@ -230,6 +334,9 @@ NETWORKS: dict[str, NetworkKind] = {k.name: k for k in (
                 _convnet, "convolutions on the grid (Table 3.2)"),
     NetworkKind("resnet", ("channels", "blocks", "kernel", "activation", "gain"), _resnet,
                 "residual blocks (grid) or residual MLP (ODE)"),
+    NetworkKind("fno", ("modes", "width", "layers", "hidden", "activation", "grid", "gain"),
+                _fno, "Fourier Neural Operator, 2-D periodic grids (Li et al. 2021; "
+                "Navier–Stokes, §3.4)"),
 )}
 
 
