@@ -7,6 +7,7 @@ commands, so ``physml --help`` loads neither torch nor SymPy.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -95,6 +96,21 @@ def fail_os(exc: OSError) -> None:
 def report_spec_error(exc: SpecError) -> None:
     err_console.print(exc.render(), markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+@contextmanager
+def run_errors():
+    """What a command on a run reports instead of a traceback: a spec error as its located
+    line, a refused run or bad value (``RunError`` is a ``ValueError``) or a missing file as
+    one paragraph, an OS error described; each exits 1."""
+    try:
+        yield
+    except SpecError as exc:
+        report_spec_error(exc)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail_os(exc)
 
 
 # Sub-commands register themselves on `app` when their module is imported.

@@ -7,8 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import SpecError
-from .app import app, console, fail, fail_os, report_spec_error
+from .app import app, console, fail, run_errors
 
 
 def _fmt(x: float | None, spec: str = ".4g") -> str:
@@ -97,7 +96,6 @@ def discover(
     """Write the learned augmentation F_a of RUN as equations (sparse regression on a
     library of candidate terms), ranked, with bootstrap inclusion and intervals."""
     from ..discover import ENGINES, REFIT_METHODS
-    from ..experiment import RunError
 
     if engine not in ENGINES:
         fail(f"--engine {engine}: choose {' or '.join(ENGINES)}")
@@ -116,7 +114,7 @@ def discover(
     from ..experiment import absorb_run, discover_run
     from ..experiment import refit as refit_fn
 
-    try:
+    with run_errors():
         result = discover_run(run_dir, threshold=threshold, bootstrap=bootstrap,
                               degree=degree, engine=engine)
         if as_json:
@@ -137,15 +135,6 @@ def discover(
         overrides = {k: v for k, v in (("epochs", epochs), ("minutes", minutes))
                      if v is not None}
         cmp = refit_fn(run_dir, output, out=refit_out, **overrides)
-    except SpecError as exc:
-        report_spec_error(exc)
-        return
-    except (RunError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-        return
-    except OSError as exc:
-        fail_os(exc)
-        return
     _print_refit(cmp)
 
 

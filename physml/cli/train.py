@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import SpecError
-from .app import app, console, fail, fail_os, report_spec_error
+from .app import app, console, fail, fail_os, report_spec_error, run_errors
 
 
 _PHASES = {"simulating data": "simulating the data", "reading data": "reading the data",
@@ -439,25 +439,15 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Test metrics over the full horizon (ln MSE as in the thesis, log10 MSE, per step)."""
-    from ..experiment import Run, RunError
+    from ..experiment import Run
     from ..experiment import evaluate as evaluate_fn
 
-    try:
+    with run_errors():
         result = evaluate_fn(Run(run_dir), split=split)
-    except SpecError as exc:
-        report_spec_error(exc)
-        return
-    except (RunError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-        return
-    except OSError as exc:
-        fail_os(exc)
-        return
     if as_json:  # plain JSON on stdout (no colour codes): for `jq` and scripts
         print(json.dumps(result, default=float, indent=2))
         return
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(box=None, padding=(0, 2))
     table.add_column("metric")
@@ -492,23 +482,13 @@ def adapt(
 ) -> None:
     """New environments (Table 3.13): freeze the run's shared F, learn only G_e' (and
     per-environment parameters); compare with F alone and One-Per-Env from scratch."""
-    from ..experiment import Run, RunError
+    from ..experiment import Run
     from ..experiment import adapt as adapt_fn
 
-    try:
+    with run_errors():
         result = adapt_fn(Run(run_dir), source, out=out or Path(run_dir) / "adapt",
                           budget=steps, data_dir=data_dir)
-    except SpecError as exc:
-        report_spec_error(exc)
-        return
-    except (RunError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-        return
-    except OSError as exc:
-        fail_os(exc)
-        return
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(box=None, padding=(0, 2))
     table.add_column("test MSE")
@@ -539,7 +519,7 @@ def inspect(
     level: Annotated[float, typer.Option(help="Coverage of the intervals.")] = 0.95,
 ) -> None:
     """The identified equations with fitted values and intervals, beside the true system."""
-    from ..experiment import Run, RunError
+    from ..experiment import Run
     from ..experiment import inspect as inspect_fn
 
     if checkpoint not in ("best", "last"):
@@ -549,19 +529,10 @@ def inspect(
              "intervals), or 0 for the Laplace approximation")
     if not 0 < level < 1:
         fail(f"--level {level}: give a coverage between 0 and 1, e.g. 0.95")
-    try:
+    with run_errors():
         result = inspect_fn(Run(run_dir), latex=latex, which=checkpoint,
                             conjugacy=labelled if conjugacy else 0, bootstrap=bootstrap,
                             level=level)
-    except SpecError as exc:
-        report_spec_error(exc)
-        return
-    except (RunError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-        return
-    except OSError as exc:
-        fail_os(exc)
-        return
     console.print(f"{result['system']} — {result['method']}", markup=False)
     if latex:
         for title, key in (("identified", "equations"), ("", "values"),
