@@ -117,6 +117,16 @@ def stlsq(theta: np.ndarray, y: np.ndarray, threshold: float = 0.01,
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown regression engine {engine!r}; engines: {', '.join(ENGINES)}")
+    tn, yn, rms, scale, always = _prepared(theta, y, scale, always)
+    xi = _fit(tn, yn, always, threshold, ridge, max_iter, engine)
+    coef = xi * scale / rms
+    resid = float(np.sqrt(np.mean((yn - tn @ xi) ** 2)))
+    return SparseFit(coef=coef, contribution=np.abs(xi), residual=resid)
+
+
+def _prepared(theta, y, scale, always):
+    """The normalised problem: columns of ``theta`` scaled to unit RMS, ``y`` by ``scale``
+    (default its RMS); the column RMS, the scale and the never-thresholded mask."""
     theta = np.asarray(theta, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     always = np.zeros(theta.shape[1], dtype=bool) if always is None else \
@@ -124,11 +134,7 @@ def stlsq(theta: np.ndarray, y: np.ndarray, threshold: float = 0.01,
     scale = float(np.sqrt(np.mean(y ** 2))) if scale is None else float(scale)
     scale = scale if scale > 0 else 1.0
     tn, rms = _normalise(theta)
-    yn = y / scale
-    xi = _fit(tn, yn, always, threshold, ridge, max_iter, engine)
-    coef = xi * scale / rms
-    resid = float(np.sqrt(np.mean((yn - tn @ xi) ** 2)))
-    return SparseFit(coef=coef, contribution=np.abs(xi), residual=resid)
+    return tn, y / scale, rms, scale, always
 
 
 def _pysindy(tn, yn, threshold, ridge, max_iter) -> np.ndarray:
@@ -151,14 +157,7 @@ def bootstrap(theta: np.ndarray, y: np.ndarray, threshold: float = 0.01,
     fit = stlsq(theta, y, threshold, scale, ridge, engine=engine, always=always)
     if n <= 0:
         return fit
-    theta = np.asarray(theta, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    always = np.zeros(theta.shape[1], dtype=bool) if always is None else \
-        np.asarray(always, dtype=bool)
-    scale = float(np.sqrt(np.mean(y ** 2))) if scale is None else float(scale)
-    scale = scale if scale > 0 else 1.0
-    tn, rms = _normalise(theta)
-    yn = y / scale
+    tn, yn, rms, scale, always = _prepared(theta, y, scale, always)
     rng = np.random.default_rng(seed)
     m, p = tn.shape
     coefs = np.zeros((n, p))
