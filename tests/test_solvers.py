@@ -294,6 +294,45 @@ def test_compiled_changes_nothing():
     assert "rk4" in f.__dict__["_physml_solve_steps"]
 
 
+def test_thin_linear_is_the_layer():
+    """The matrix-free form of narrow layers that MLP uses under torch.compile."""
+    from physml.models.nets import thin_linear
+
+    torch.manual_seed(0)
+    for shape in ((2, 200), (200, 2), (3, 3), (1, 7)):
+        layer = torch.nn.Linear(*shape)
+        x = torch.randn(25, shape[0], requires_grad=True)
+        assert torch.allclose(thin_linear(x, layer), layer(x), rtol=1e-5, atol=1e-6)
+        gx, gw = torch.autograd.grad(thin_linear(x, layer).square().sum(), (x, layer.weight))
+        rx, rw = torch.autograd.grad(layer(x).square().sum(), (x, layer.weight))
+        assert torch.allclose(gx, rx, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(gw, rw, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_pendulum_mlp_changes_nothing():
+    """The pendulum's 2→200→200→2 MLP, compiled (narrow layers matrix-free, C++ wrapper on
+    CPU), gives the eager values and gradients."""
+    from physml.models.nets import MLP
+
+    torch.manual_seed(0)
+    net = MLP(2, hidden=200, layers=3, gain=1.0)
+
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, t, x):
+            return self.net(x)
+
+    f, x0, t = Field(), torch.randn(25, 2), torch.linspace(0, 1, 6)
+    y, g = _values_and_grads(f, x0, t)
+    y2, g2 = _values_and_grads(f, x0, t, compiled=True)
+    assert torch.allclose(y, y2, rtol=1e-5, atol=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(g, g2))
+
+
 def test_adjoint_gradients_match_backprop():
     f, x0, t = _mlp_problem()
     f = f.double()
