@@ -464,7 +464,8 @@ def test_augment_on_restricts_the_network_to_the_named_equations():
 
 
 @pytest.mark.slow
-def test_compile_with_a_budget_happens_in_the_background(tmp_path, small_data):
+def test_compile_with_a_budget_happens_in_the_background(tmp_path, small_data, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # cold
     spec = pendulum_spec(tmp_path, epochs=100000, n=8, hidden=16)
     text = spec.text.replace("val_every 5", "val_every 5 compile true minutes 1.5")
     messages = []
@@ -477,6 +478,14 @@ def test_compile_with_a_budget_happens_in_the_background(tmp_path, small_data):
     # Training went on while the child compiled: no batch waited for a cold compile.
     gaps = [b["time"] - a["time"] for a, b in zip(steps, steps[1:])]
     assert steps[0]["time"] < 10 and max(gaps) < 30, (steps[0]["time"], max(gaps))
+    # The same graphs again (another budget): the cache is warm, so the run compiles in
+    # its own process from the start instead of training eagerly beside a child.
+    messages.clear()
+    again = train(physml.parse_spec(text), dataset=small_data, out=tmp_path / "d",
+                  report=False, minutes=0.25,
+                  callback=lambda p: p.message and messages.append(p.message))
+    assert not any("background" in m for m in messages), messages
+    assert again.config.compile and [m for m in again.metrics() if "loss" in m]
 
 
 def test_plots_are_labelled_and_show_what_aphynity_is_for(tmp_path, small_data):

@@ -616,7 +616,8 @@ def _both(first, second):
 
 def _background_compile(spec: Spec, cfg: TrainConfig, data):
     """With `compile` and a time budget (`minutes`), compile in a child process while the
-    run starts eagerly (:mod:`physml.experiment.warm`); without a budget, inline."""
+    run starts eagerly (:mod:`physml.experiment.warm`); without a budget, or when a child
+    compiled the same graphs for an earlier run (a warm cache), inline."""
     if not (cfg.compile and cfg.minutes) or spec.text == "":
         return None
     from . import warm
@@ -624,6 +625,8 @@ def _background_compile(spec: Spec, cfg: TrainConfig, data):
     shape = (min(cfg.batch, len(data.train)), data.train.n_frames,
              *data.train.frames.shape[2:])
     n_initial = len(data.train) if cfg.fit_initial else 0
+    if warm.is_warm(warm.key(spec, cfg, shape, n_initial)):
+        return None  # compiled before: the run compiles inline from the cache
     return lambda: warm.start(spec, cfg, shape, n_initial)
 
 

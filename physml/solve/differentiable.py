@@ -131,6 +131,10 @@ def fixed_grid(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTableau,
     else:
         fn = lambda tt, h, y: rk_step(tableau, f, tt, h, y)  # noqa: E731
     checkpointed = recompute and torch.is_grad_enabled()
+    if compiled and torch.is_grad_enabled() and not x0.requires_grad:
+        # A first state without grad would be a second graph to compile (forward and
+        # backward) for one step in forty; its gradient (a few numbers) costs nothing.
+        x0 = x0.detach().requires_grad_(True)
     ys = [x0]
     y = x0
     for i in range(len(times) - 1):
