@@ -1,6 +1,8 @@
 """Discovery: the candidate library, sparse regression, and absorbing terms into a spec."""
 from __future__ import annotations
 
+import itertools
+
 import math
 from pathlib import Path
 
@@ -147,8 +149,9 @@ def test_stlsq_recovers_a_noiseless_polynomial_system_exactly():
     theta = np.stack([np.broadcast_to(c, u.shape) for c in f(u, v)], axis=1)
     names = [str(t) for t in lib]
     truth = {"u": {"u": 0.7, "u*v": -0.45}, "v": {"u*v": 0.3, "v": -1.1}}
-    for var, y in (("u", 0.7 * u - 0.45 * u * v), ("v", 0.3 * u * v - 1.1 * v)):
-        fit = stlsq(theta, y, threshold=0.01)
+    for (var, y), engine in itertools.product(
+            (("u", 0.7 * u - 0.45 * u * v), ("v", 0.3 * u * v - 1.1 * v)), ("stlsq", "sr3")):
+        fit = stlsq(theta, y, threshold=0.01, engine=engine)
         got = {names[j]: fit.coef[j] for j in np.flatnonzero(fit.coef)}
         assert set(got) == set(truth[var])
         for k, c in truth[var].items():
@@ -174,6 +177,32 @@ def test_pysindy_engine_agrees():
     y = 1.5 * X[:, 1] - 3.0 * X[:, 3]
     ours, theirs = stlsq(X, y, 0.05), stlsq(X, y, 0.05, engine="pysindy")
     assert np.allclose(ours.coef, theirs.coef, atol=1e-8)
+
+
+def test_sr3_keeps_what_its_threshold_keeps_when_terms_correlate():
+    """SR3's hard threshold sits at ``threshold``: the true terms survive a near-copy of
+    one of them in the library, and the near-copy is dropped (ν, λ as documented)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 6))
+    X[:, 5] = X[:, 0] + 0.05 * rng.normal(size=400)
+    y = X[:, 0] + 0.3 * X[:, 2] + 0.02 * rng.normal(size=400)
+    fit = stlsq(X, y, 0.05, engine="sr3")
+    assert list(np.flatnonzero(fit.coef)) == [0, 2]
+    assert abs(fit.coef[0] - 1) < 0.01 and abs(fit.coef[2] - 0.3) < 0.01
+
+
+@pytest.mark.slow  # importing PySINDy (scikit-learn) alone takes seconds
+def test_sr3_agrees_with_pysindy_sr3():
+    pytest.importorskip("pysindy")
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        X = rng.normal(size=(300, 8))
+        X[:, 7] = X[:, 0] + 0.1 * rng.normal(size=300)
+        X[:, 6] = X[:, 2] - 0.2 * X[:, 1] + 0.05 * rng.normal(size=300)
+        y = X[:, 0] - 0.4 * X[:, 2] + 0.1 * X[:, 4] + 0.05 * rng.normal(size=300)
+        ours = stlsq(X, y, 0.05, engine="sr3")
+        theirs = stlsq(X, y, 0.05, engine="pysindy-sr3")
+        assert np.allclose(ours.coef, theirs.coef, atol=1e-8)
 
 
 # -- absorb --------------------------------------------------------------------------------

@@ -71,8 +71,8 @@ def discover(
     degree: Annotated[Optional[int], typer.Option(
         help="Highest degree of the polynomial terms (default: the spec's, else 3).")] = None,
     engine: Annotated[str, typer.Option(
-        metavar="stlsq|pysindy", help="Regression engine: built-in STLSQ, or PySINDy's "
-        "STLSQ (pip install pysindy).")] = "stlsq",
+        metavar="stlsq|sr3|pysindy|pysindy-sr3", help="Regression engine: built-in STLSQ "
+        "or SR3, or PySINDy's STLSQ or SR3 (pip install pysindy).")] = "stlsq",
     latex: Annotated[bool, typer.Option("--latex", help="Equations as LaTeX.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print discovery.json only.")] = False,
     top: Annotated[int, typer.Option(help="Terms shown per equation.")] = 8,
