@@ -381,12 +381,32 @@ def test_per_environment_lv_parameters_within_two_percent_ten_environments(tmp_p
     spec_text, n_train = re.subn(
         r"(?m)^train .*$", "train leads epochs 400 lr 3e-2 val_every 50 solver rk4(step=0.125)",
         spec_text)
-    assert n_aug == n_train == 1 and "1 train, 1 val, 32 test" in spec_text
+    assert n_aug == n_train == 1 and "trajectories 1 train, 8 val, 32 test" in spec_text
     run = physml.train(physml.parse_spec(spec_text, "lv.phy"), out=tmp_path / "phys",
                        data_dir=tmp_path / "data")
     rows = json.loads((run.path / "report.json").read_text())["evaluate"]["parameters"]
     assert len(rows) == 22
     assert max(p["error_pct"] for p in rows) < 2.0, rows
+
+
+# -- the plateau rule -----------------------------------------------------------------
+@pytest.mark.parametrize("restore", [True, False])
+def test_plateau_rule_decays_with_or_without_going_back(tmp_path, lv_data, monkeypatch, restore):
+    # Validation errors that only rise after the first: every check is a plateau.
+    from physml.training.trainer import Trainer
+
+    errors = iter([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    monkeypatch.setattr(Trainer, "validate", lambda self: next(errors))
+    train = f"epochs 4 lr 1e-2 val_every 1 plateau 1 lr_decay 0.5 plateau_restore {str(restore).lower()}"
+    run = physml.train(physml.parse_spec(lv_text(train=train), "lv.phy"), out=tmp_path / "r",
+                       dataset=lv_data)
+    last, best = run.checkpoint("last"), run.checkpoint("best")
+    decays = json.loads(last["decays"])
+    assert [d["step"] for d in decays] == [2, 3, 4]
+    assert [d["lr"] for d in decays] == pytest.approx([5e-3, 2.5e-3, 1.25e-3])
+    assert all(d["back_to"] == (1 if restore else None) for d in decays)
+    same = all(torch.equal(last["model"][k], v) for k, v in best["model"].items())
+    assert same == restore  # back to the best state, or on from where the run was
 
 
 # -- teacher forcing ----------------------------------------------------------------

@@ -19,6 +19,10 @@ class TrainConfig:
     - ``plateau``/``lr_decay``: after ``plateau`` validations without improvement the run
       goes back to its best state and multiplies the learning rates by ``lr_decay``
       (0 disables), so a late jump away from a good solution does not end the run;
+      ``plateau_restore false`` only decays the rates and goes on from where the run is
+      (PyTorch's ReduceLROnPlateau): when the validation error must rise before it falls
+      further (LEADS on LV while teacher forcing fades), going back every ``plateau``
+      checks would hold the run at its first best for good;
     - ``patience``: stop after that many validations without improvement;
     - ``checkpoint_every``: seconds between writes of ``last.pt`` (and at every end).
     """
@@ -40,6 +44,7 @@ class TrainConfig:
     patience: int | None = None
     plateau: int = 10
     lr_decay: float = 0.5
+    plateau_restore: bool = True
     val_every: int = 10
     val_fraction: float = 0.2
     horizon: int | None = None

@@ -18,7 +18,7 @@ A NaN/inf in the loss or gradients (or a solution that blows up) restores the la
 state and lowers the learning rate once (×0.1); a second one stops with
 :class:`TrainingDiverged` and the last good state saved. After ``plateau`` validations
 without improvement the run returns to its best state and decays the learning rate, so it
-ends where it was best. Ctrl-C finishes the current step, saves and exits cleanly.
+ends where it was best (``plateau_restore false``: it decays the rate only). Ctrl-C finishes the current step, saves and exits cleanly.
 """
 from __future__ import annotations
 
@@ -602,9 +602,11 @@ class Trainer:
                              "epoch": self.epoch, "val": val})
 
     def _back_to_best(self, val: float) -> None:
-        """A plateau: return to the best state found and decay the learning rates."""
-        best = self._best
-        if best is None:
+        """A plateau: return to the best state found (unless ``plateau_restore`` is
+        off) and decay the learning rates."""
+        restore = self.cfg.plateau_restore
+        best = self._best if restore else None
+        if restore and best is None:
             path = self.dir / "checkpoints" / "best.pt"
             if path.exists():  # a resumed run: the best model is on disk
                 best = {"model": load_checkpoint(path, map_location=self.device)["model"]}
@@ -616,10 +618,12 @@ class Trainer:
             g["lr"] *= self.cfg.lr_decay
         self.since_improvement = 0
         lr = self.optimizer.param_groups[0]["lr"]
-        self.decays.append({"step": self.step, "lr": lr, "back_to": self.best_step})
+        self.decays.append({"step": self.step, "lr": lr,
+                            "back_to": self.best_step if restore else None})
+        where = "back to the best state, " if restore else ""
         self._notify(math.nan, {}, None, message=(
             f"no better validation in {self.cfg.plateau} checks (now {val:.4g}, best "
-            f"{self.best_val:.4g} at step {self.best_step}): back to the best state, "
+            f"{self.best_val:.4g} at step {self.best_step}): {where}"
             f"learning rate ×{self.cfg.lr_decay:g} → {lr:.3g}"))
 
 
