@@ -60,7 +60,7 @@ def test_the_thesis_batchnorm_is_an_explicit_option_and_depends_on_the_batch():
     assert float((alone - batch).abs().max()) > 1e-3
 
 
-def test_the_default_policy_starts_from_the_data_scales_then_shrinks_and_restores():
+def test_the_default_policy_starts_from_the_data_scales_then_shrinks_holds_and_restores():
     obj = Aphynity()
     obj.WINDOW = 3
     assert obj.policy == "auto" and math.isnan(obj.lam) and obj.tolerance == 1.0
@@ -82,11 +82,25 @@ def test_the_default_policy_starts_from_the_data_scales_then_shrinks_and_restore
     assert obj.rate == pytest.approx(min(Aphynity.RATE, Aphynity.TRAVERSE / 10))
     assert obj.lam == pytest.approx(lam0 * math.exp(-obj.rate))
     rate, lam = obj.rate, obj.lam
-    for _ in range(3):  # the fit worsens past (1 + tolerance) × floor: λ comes back
+    obj.after_batch(1e-1)  # the fit worsens past (1 + tolerance) × floor: first λ holds
+    assert obj.phase == "hold" and obj.lam == lam
+    for _ in range(3):  # still broken, and not recovering: λ gets back what it lost
         obj.after_batch(1e-1)
     assert obj.phase == "restore"
     assert obj.lam == pytest.approx(lam * math.exp(rate * obj.WINDOW))
-    assert obj.rate == rate / 2
+    for _ in range(3):  # and twice that at each further check that finds it stalled
+        obj.after_batch(1e-1)
+    assert obj.lam == pytest.approx(lam * math.exp(3 * rate * obj.WINDOW))
+    lam = obj.lam
+    for _ in range(3):  # broken but recovering (10 % lower than at the last check): hold
+        obj.after_batch(1e-2)
+    assert obj.phase == "hold" and obj.lam == lam
+    assert obj.rate == rate  # the rate never slows: a breach costs a pause, not the budget
+    obj.floor = 1.0  # the constraint holds again: λ shrinks at the same rate as before
+    lam = obj.lam
+    for _ in range(3):
+        obj.after_batch(1e-1)
+    assert obj.phase == "shrink" and obj.lam < lam
     # after the switch, a later state within the tolerance is the better result
     assert obj.prefers(1.9, 1.0) and not obj.prefers(2.1, 1.0)
     assert not Aphynity().prefers(1.1, 1.0)

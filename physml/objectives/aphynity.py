@@ -34,9 +34,15 @@ class Aphynity(Objective):
        While it holds, λ falls by ``e^{-rate}`` per batch (``rate`` chosen when the
        phase starts, so that λ could fall by ``e^TRAVERSE`` over the batches left): the
        norm gains weight and removes whatever part of ``F_a`` the physical parameters
-       can take over. When it breaks (the network carries something the physics cannot),
-       λ gets back what it lost over the last ``WINDOW`` batches and ``rate`` halves, so
-       λ settles on the constraint's boundary. A complete prior ends with λ small and
+       can take over. When it breaks, λ first *holds*, and keeps holding while the fit
+       recovers (its running average ``RECOVER``× lower from one check to the next): as
+       the network gives way the physical parameters lag behind it, so even a complete
+       prior's fit worsens for a while. Broken and stalled (the network carries something
+       the physics cannot), λ gets back what it lost over the last ``WINDOW`` batches,
+       twice that at each further stalled check, so λ settles on the constraint's
+       boundary. ``rate`` never slows: on a noiseless problem the floor is tiny and is
+       breached often; halving the rate at each breach left a complete prior's λ within
+       a factor 5 of λ₀ (reaction–diffusion a, b, k). A complete prior ends with λ small and
        ``F_a ≈ 0``; an incomplete one with the smallest ``F_a`` that keeps the fit within
        ``tolerance`` of its floor. In this phase a later state validating within
        ``tolerance`` of the best one is the better result (:meth:`prefers`).
@@ -64,6 +70,7 @@ class Aphynity(Objective):
     RATE = 0.2        #: the largest log-change of λ per batch (the smallest: RATE/10)
     TRAVERSE = 3 * math.log(KAPPA)  #: how far λ may fall over the rest of the budget
     RANGE = 1e6       #: λ stays within [λ₀/RANGE, λ₀·RANGE]
+    RECOVER = 0.9     #: a broken fit recovers if its average fell 10 % since the last check
 
     def __init__(self, lambda0: float | None = None, tau2: float | None = None,
                  niter: int = 1, adaptive: bool | str = True, norm: str = "relative",
@@ -99,6 +106,8 @@ class Aphynity(Objective):
         self.phase = "fit"
         self.rate = math.nan
         self.seen = 0
+        self.breaches = 0
+        self.checked = math.nan
 
     @classmethod
     def create(cls, method: str, options: dict[str, Any], is_grid: bool, loss: str):
@@ -170,30 +179,43 @@ class Aphynity(Objective):
         lo, hi = self.lam0 / self.RANGE, self.lam0 * self.RANGE
         if self.ema <= (1 + self.tolerance) * self.floor:
             self.phase = "shrink"
+            self.breaches = 0
             self.lam = max(lo, self.lam * math.exp(-self.rate))
             return
-        # The constraint broke: give back what λ lost over the last WINDOW batches (the
-        # running average lags the network by about that much), halve the rate so that λ
-        # settles on the constraint's boundary instead of cycling around it, and wait
-        # WINDOW batches for the average to show the effect.
+        self.batches = 0  # wait WINDOW batches for the running average to show the effect
+        if self.phase in ("fit", "shrink") or self.ema < self.RECOVER * self.checked:
+            # The constraint broke, or is broken still but the fit is coming back: hold λ.
+            # While the network gives way, the physical parameters lag behind it and the
+            # fit worsens for a while even when they can take over (a complete prior);
+            # as long as it recovers from one check to the next, λ waits for it.
+            self.phase = "hold"
+            self.checked = self.ema
+            return
+        # Broken and not recovering: the network carries something the physics cannot.
+        # Give λ back what it lost over the last WINDOW batches, twice as much at each
+        # further check that finds the fit stalled, so that λ climbs back to the boundary
+        # quickly. The rate itself never slows: a transient breach (however many) costs a
+        # pause, not the rest of the budget.
         self.phase = "restore"
-        self.lam = min(hi, self.lam * math.exp(self.rate * self.WINDOW))
-        self.rate = max(self.rate / 2, self.RATE / 40)
-        self.batches = 0
+        self.checked = self.ema
+        self.breaches += 1
+        step = self.rate * self.WINDOW * 2 ** min(self.breaches - 1, 6)
+        self.lam = min(hi, self.lam * math.exp(step))
 
     def prefers(self, val: float, best: float) -> bool:
         """Once λ moves (the default policy's constrained phase) a later state is the
         better result if it validates within ``tolerance`` of the best: the fit is as
         good as the constraint asks, and the network is smaller. Without this, model
         selection by validation error alone would keep the state before the norm acted."""
-        if self.policy == "auto" and self.phase in ("shrink", "restore"):
+        if self.policy == "auto" and self.phase in ("shrink", "hold", "restore"):
             return val <= (1 + self.tolerance) * best
         return val < best
 
     def state_dict(self):
         return {"lambda": self.lam, "lambda0": self.lam0, "horizon": self.horizon,
                 "ema": self.ema, "floor": self.floor, "batches": self.batches,
-                "phase": self.phase, "rate": self.rate, "seen": self.seen}
+                "phase": self.phase, "rate": self.rate, "seen": self.seen,
+                "breaches": self.breaches, "checked": self.checked}
 
     def load_state_dict(self, state):
         self.lam = float(state["lambda"])
@@ -205,6 +227,8 @@ class Aphynity(Objective):
         self.phase = str(state.get("phase", "fit"))
         self.rate = float(state.get("rate", math.nan))
         self.seen = int(state.get("seen", 0))
+        self.breaches = int(state.get("breaches", 0))
+        self.checked = float(state.get("checked", math.nan))
 
     def describe(self):
         if self.policy == "thesis":
