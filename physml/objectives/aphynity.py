@@ -30,7 +30,9 @@ class Aphynity(Objective):
        (:attr:`Objective.progress`). The floor ``L*`` is the lowest running average of
        the batch trajectory losses, taken afresh whenever the horizon changes
        (``curriculum``).
-    3. *Shrink*: Eq. (3.5)'s constraint made finite, ``L_traj ≤ (1 + tolerance)·L*``.
+    3. *Shrink*: Eq. (3.5)'s constraint made finite, ``L_traj ≤ (1 + tolerance)·L*``,
+       starting from the λ where the two terms balance (``‖F_a‖²/λ = L_traj``, running
+       averages; never above the current λ): above it the norm has no say.
        While it holds, λ falls by ``e^{-rate}`` per batch (``rate`` chosen when the
        phase starts, so that λ could fall by ``e^TRAVERSE`` over the batches left): the
        norm gains weight and removes whatever part of ``F_a`` the physical parameters
@@ -108,6 +110,7 @@ class Aphynity(Objective):
         self.seen = 0
         self.breaches = 0
         self.checked = math.nan
+        self.last_norm = self.norm_ema = math.nan
 
     @classmethod
     def create(cls, method: str, options: dict[str, Any], is_grid: bool, loss: str):
@@ -128,6 +131,7 @@ class Aphynity(Objective):
             self._new_horizon(len(batch.t))
         if not math.isfinite(self.lam):
             self._start(float(traj.detach()), self.field_scale(batch.target, batch.t))
+        self.last_norm = float(norm.detach())
         return traj + norm / self.lam, {"traj": traj, "norm": norm}
 
     def field_scale(self, frames: torch.Tensor, t: torch.Tensor) -> float:
@@ -166,6 +170,9 @@ class Aphynity(Objective):
         b = self.EMA
         self.ema = traj_loss if not math.isfinite(self.ema) else b * self.ema + (1 - b) * traj_loss
         self.floor = self.ema if not math.isfinite(self.floor) else min(self.floor, self.ema)
+        if math.isfinite(self.last_norm):
+            n = self.last_norm
+            self.norm_ema = n if not math.isfinite(self.norm_ema) else b * self.norm_ema + (1 - b) * n
         self.batches += 1
         self.seen += 1
         if self.progress < self.SWITCH or self.batches < self.WINDOW:
@@ -176,6 +183,12 @@ class Aphynity(Objective):
             # way, slow enough for the running average to follow.
             left = self.seen / max(self.progress, 1e-9) - self.seen
             self.rate = min(self.RATE, max(self.RATE / 10, self.TRAVERSE / max(left, 1.0)))
+            # Start shrinking where the two terms of the loss balance (‖F_a‖²/λ = L_traj):
+            # above that λ the norm has no say, and walking down from λ₀ (κ networks'
+            # worth) would spend a third of what is left of the budget doing nothing.
+            if math.isfinite(self.norm_ema) and self.ema > 0:
+                self.lam = max(self.lam0 / self.RANGE,
+                               min(self.lam, self.norm_ema / self.ema))
         lo, hi = self.lam0 / self.RANGE, self.lam0 * self.RANGE
         if self.ema <= (1 + self.tolerance) * self.floor:
             self.phase = "shrink"
@@ -215,7 +228,8 @@ class Aphynity(Objective):
         return {"lambda": self.lam, "lambda0": self.lam0, "horizon": self.horizon,
                 "ema": self.ema, "floor": self.floor, "batches": self.batches,
                 "phase": self.phase, "rate": self.rate, "seen": self.seen,
-                "breaches": self.breaches, "checked": self.checked}
+                "breaches": self.breaches, "checked": self.checked,
+                "norm_ema": self.norm_ema}
 
     def load_state_dict(self, state):
         self.lam = float(state["lambda"])
@@ -229,6 +243,7 @@ class Aphynity(Objective):
         self.seen = int(state.get("seen", 0))
         self.breaches = int(state.get("breaches", 0))
         self.checked = float(state.get("checked", math.nan))
+        self.norm_ema = float(state.get("norm_ema", math.nan))
 
     def describe(self):
         if self.policy == "thesis":
