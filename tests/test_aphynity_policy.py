@@ -110,6 +110,26 @@ def test_the_default_policy_starts_from_the_data_scales_then_shrinks_holds_and_r
         Aphynity(tau2=1.0)
 
 
+def test_the_shrink_phase_starts_where_the_norm_and_the_fit_balance():
+    """At the switch λ drops to ‖F_a‖²/L_traj (running averages): above it the norm term
+    has no say, and walking down from λ₀ would waste the budget. Never upwards."""
+    for norm, expected in ((1e-2, 1e-2 / 1e-3), (1e6, None)):
+        obj = Aphynity()
+        obj.WINDOW = 3
+        obj._start(traj=0.5, scale=2.0)
+        lam0 = obj.lam
+        obj._new_horizon(3)
+        obj.last_norm = norm
+        for _ in range(10):
+            obj.progress = 0.1
+            obj.after_batch(1e-3)
+        assert obj.lam == lam0
+        obj.progress = 0.5
+        obj.after_batch(1e-3)
+        start = expected if expected is not None else lam0
+        assert obj.lam == pytest.approx(start * math.exp(-obj.rate))
+
+
 PENDULUM = """\
 use damped_pendulum
 data:
