@@ -114,6 +114,9 @@ def main() -> None:
         md.append(f"| {r['spec']} | {r.get('budget')} | {r['steps']} | "
                   f"{r['train_seconds']:.0f} | {r.get('wall_seconds', float('nan')):.0f} | {ps} | "
                   f"{r['aug_norm']:.3g} | {lam} | {verdict} |")
+    notes = [f"- {r['spec']}: {r['note']}" for r in new.values() if r.get("note")]
+    if notes:
+        md += ["", "Notes:", ""] + notes
     OUT.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
