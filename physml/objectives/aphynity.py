@@ -40,11 +40,11 @@ class Aphynity(Objective):
        recovers (its running average ``RECOVER``× lower from one check to the next): as
        the network gives way the physical parameters lag behind it, so even a complete
        prior's fit worsens for a while. Broken and stalled (the network carries something
-       the physics cannot), λ gets back what it lost over the last ``WINDOW`` batches,
-       twice that at each further stalled check, so λ settles on the constraint's
-       boundary. ``rate`` never slows: on a noiseless problem the floor is tiny and is
-       breached often; halving the rate at each breach left a complete prior's λ within
-       a factor 5 of λ₀ (reaction–diffusion a, b, k). A complete prior ends with λ small and
+       the physics cannot), λ gets back what it lost over the last ``WINDOW`` batches
+       and ``rate`` halves, so λ settles on the constraint's boundary; after ``CALM``
+       windows within the constraint the rate is back to the budget's (halving for good
+       left a complete prior's λ within a factor 5 of λ₀ on reaction–diffusion a, b, k,
+       whose noiseless floor is tiny and breached now and then). A complete prior ends with λ small and
        ``F_a ≈ 0``; an incomplete one with the smallest ``F_a`` that keeps the fit within
        ``tolerance`` of its floor. In this phase a later state validating within
        ``tolerance`` of the best one is the better result (:meth:`prefers`).
@@ -72,6 +72,7 @@ class Aphynity(Objective):
     RATE = 0.2        #: the largest log-change of λ per batch (the smallest: RATE/10)
     TRAVERSE = 3 * math.log(KAPPA)  #: how far λ may fall over the rest of the budget
     RANGE = 1e6       #: λ stays within [λ₀/RANGE, λ₀·RANGE]
+    CALM = 3          #: WINDOWs within the constraint after which a halved rate is restored
     RECOVER = 0.9     #: a broken fit recovers if its average fell 10 % since the last check
 
     def __init__(self, lambda0: float | None = None, tau2: float | None = None,
@@ -108,7 +109,8 @@ class Aphynity(Objective):
         self.phase = "fit"
         self.rate = math.nan
         self.seen = 0
-        self.breaches = 0
+        self.calm = 0
+        self.base_rate = math.nan
         self.checked = math.nan
         self.last_norm = self.norm_ema = math.nan
 
@@ -183,6 +185,7 @@ class Aphynity(Objective):
             # way, slow enough for the running average to follow.
             left = self.seen / max(self.progress, 1e-9) - self.seen
             self.rate = min(self.RATE, max(self.RATE / 10, self.TRAVERSE / max(left, 1.0)))
+            self.base_rate = self.rate
             # Start shrinking where the two terms of the loss balance (‖F_a‖²/λ = L_traj):
             # above that λ the norm has no say, and walking down from λ₀ (κ networks'
             # worth) would spend a third of what is left of the budget doing nothing.
@@ -192,7 +195,9 @@ class Aphynity(Objective):
         lo, hi = self.lam0 / self.RANGE, self.lam0 * self.RANGE
         if self.ema <= (1 + self.tolerance) * self.floor:
             self.phase = "shrink"
-            self.breaches = 0
+            self.calm += 1
+            if self.calm >= self.CALM * self.WINDOW:
+                self.rate = self.base_rate
             self.lam = max(lo, self.lam * math.exp(-self.rate))
             return
         self.batches = 0  # wait WINDOW batches for the running average to show the effect
@@ -203,17 +208,19 @@ class Aphynity(Objective):
             # as long as it recovers from one check to the next, λ waits for it.
             self.phase = "hold"
             self.checked = self.ema
+            self.calm = 0
             return
         # Broken and not recovering: the network carries something the physics cannot.
-        # Give λ back what it lost over the last WINDOW batches, twice as much at each
-        # further check that finds the fit stalled, so that λ climbs back to the boundary
-        # quickly. The rate itself never slows: a transient breach (however many) costs a
-        # pause, not the rest of the budget.
+        # Give λ back what it lost over the last WINDOW batches and halve the rate, so that
+        # λ settles on the constraint's boundary instead of cycling around it. The halving
+        # is not permanent: after CALM×WINDOW batches within the constraint the rate is
+        # back to the one the budget allows (on noiseless data the floor is tiny and
+        # breached now and then; halving for good left a complete prior's λ stuck).
         self.phase = "restore"
         self.checked = self.ema
-        self.breaches += 1
-        step = self.rate * self.WINDOW * 2 ** min(self.breaches - 1, 6)
-        self.lam = min(hi, self.lam * math.exp(step))
+        self.calm = 0
+        self.lam = min(hi, self.lam * math.exp(self.rate * self.WINDOW))
+        self.rate = max(self.rate / 2, self.RATE / 40)
 
     def prefers(self, val: float, best: float) -> bool:
         """Once λ moves (the default policy's constrained phase) a later state is the
@@ -228,7 +235,7 @@ class Aphynity(Objective):
         return {"lambda": self.lam, "lambda0": self.lam0, "horizon": self.horizon,
                 "ema": self.ema, "floor": self.floor, "batches": self.batches,
                 "phase": self.phase, "rate": self.rate, "seen": self.seen,
-                "breaches": self.breaches, "checked": self.checked,
+                "calm": self.calm, "base_rate": self.base_rate, "checked": self.checked,
                 "norm_ema": self.norm_ema}
 
     def load_state_dict(self, state):
@@ -241,7 +248,8 @@ class Aphynity(Objective):
         self.phase = str(state.get("phase", "fit"))
         self.rate = float(state.get("rate", math.nan))
         self.seen = int(state.get("seen", 0))
-        self.breaches = int(state.get("breaches", 0))
+        self.calm = int(state.get("calm", 0))
+        self.base_rate = float(state.get("base_rate", math.nan))
         self.checked = float(state.get("checked", math.nan))
         self.norm_ema = float(state.get("norm_ema", math.nan))
 
