@@ -67,7 +67,7 @@ def _fmt(x, spec=".3g"):
 
 
 def run_row(system: str, row, minutes: float | None, out_root: Path, device: str | None,
-            data_dir: Path, collect: bool = False) -> dict | None:
+            data_dir: Path, collect: bool = False, epochs: int | None = None) -> dict | None:
     """Train one row (or, with ``collect``, read the report of a run already there)."""
     name, label, ln_ref, err_ref, fa_ref = row
     out = out_root / name
@@ -81,8 +81,9 @@ def run_row(system: str, row, minutes: float | None, out_root: Path, device: str
 
             shutil.rmtree(out)
         t0 = time.perf_counter()
+        extra = {"epochs": epochs} if epochs is not None else {}
         physml.train(SPECS / f"{name}.phy", out=out, minutes=minutes, device=device,
-                     data_dir=data_dir)
+                     data_dir=data_dir, **extra)
         wall = time.perf_counter() - t0
     report = json.loads((out / "report.json").read_text())
     ev = report["evaluate"]
@@ -175,6 +176,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="cap each row's training time")
     ap.add_argument("--minutes", type=float, default=None, help="override every row's budget")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="override every row's epochs (a reduced budget; the table says so)")
     ap.add_argument("--systems", default="pendulum", help="comma list: pendulum,rd,wave")
     ap.add_argument("--rows", default=None, help="comma list of spec names to run")
     ap.add_argument("--device", default=None)
@@ -195,7 +198,7 @@ def main() -> None:
             if wanted and row[0] not in wanted:
                 continue
             r = run_row(system, row, minutes, Path(args.runs), args.device, Path(args.data_dir),
-                        args.collect)
+                        args.collect, args.epochs)
             if r is None:
                 continue
             results.append(r)

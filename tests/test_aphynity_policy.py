@@ -60,7 +60,7 @@ def test_the_thesis_batchnorm_is_an_explicit_option_and_depends_on_the_batch():
     assert float((alone - batch).abs().max()) > 1e-3
 
 
-def test_the_default_policy_starts_from_the_data_scales_then_shrinks_and_restores():
+def test_the_default_policy_starts_from_the_data_scales_then_shrinks_holds_and_restores():
     obj = Aphynity()
     obj.WINDOW = 3
     assert obj.policy == "auto" and math.isnan(obj.lam) and obj.tolerance == 1.0
@@ -82,11 +82,21 @@ def test_the_default_policy_starts_from_the_data_scales_then_shrinks_and_restore
     assert obj.rate == pytest.approx(min(Aphynity.RATE, Aphynity.TRAVERSE / 10))
     assert obj.lam == pytest.approx(lam0 * math.exp(-obj.rate))
     rate, lam = obj.rate, obj.lam
-    for _ in range(3):  # the fit worsens past (1 + tolerance) × floor: λ comes back
+    obj.after_batch(1e-1)  # the fit worsens past (1 + tolerance) × floor: first λ holds
+    assert obj.phase == "hold" and obj.lam == lam
+    for _ in range(3):  # still broken, and not recovering: λ gets back what it lost
         obj.after_batch(1e-1)
     assert obj.phase == "restore"
     assert obj.lam == pytest.approx(lam * math.exp(rate * obj.WINDOW))
     assert obj.rate == rate / 2
+    lam = obj.lam
+    for _ in range(3):  # broken but recovering (10 % lower than at the last check): hold
+        obj.after_batch(1e-2)
+    assert obj.phase == "hold" and obj.lam == lam
+    obj.floor = math.inf  # (a new floor, as after a new horizon)
+    for _ in range(3 + obj.CALM * obj.WINDOW):  # the fit is back at its floor: λ shrinks,
+        obj.after_batch(1e-3)  # at the halved rate at first, then at the budget's again
+    assert obj.phase == "shrink" and obj.lam < lam and obj.rate == rate
     # after the switch, a later state within the tolerance is the better result
     assert obj.prefers(1.9, 1.0) and not obj.prefers(2.1, 1.0)
     assert not Aphynity().prefers(1.1, 1.0)
@@ -94,6 +104,26 @@ def test_the_default_policy_starts_from_the_data_scales_then_shrinks_and_restore
     assert Aphynity(lambda0=1.0).policy == "thesis"
     with pytest.raises(ValueError, match="lambda0"):
         Aphynity(tau2=1.0)
+
+
+def test_the_shrink_phase_starts_where_the_norm_and_the_fit_balance():
+    """At the switch λ drops to ‖F_a‖²/L_traj (running averages): above it the norm term
+    has no say, and walking down from λ₀ would waste the budget. Never upwards."""
+    for norm, expected in ((1e-2, 1e-2 / 1e-3), (1e6, None)):
+        obj = Aphynity()
+        obj.WINDOW = 3
+        obj._start(traj=0.5, scale=2.0)
+        lam0 = obj.lam
+        obj._new_horizon(3)
+        obj.last_norm = norm
+        for _ in range(10):
+            obj.progress = 0.1
+            obj.after_batch(1e-3)
+        assert obj.lam == lam0
+        obj.progress = 0.5
+        obj.after_batch(1e-3)
+        start = expected if expected is not None else lam0
+        assert obj.lam == pytest.approx(start * math.exp(-obj.rate))
 
 
 PENDULUM = """\

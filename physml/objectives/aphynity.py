@@ -30,13 +30,21 @@ class Aphynity(Objective):
        (:attr:`Objective.progress`). The floor ``L*`` is the lowest running average of
        the batch trajectory losses, taken afresh whenever the horizon changes
        (``curriculum``).
-    3. *Shrink*: Eq. (3.5)'s constraint made finite, ``L_traj ≤ (1 + tolerance)·L*``.
+    3. *Shrink*: Eq. (3.5)'s constraint made finite, ``L_traj ≤ (1 + tolerance)·L*``,
+       starting from the λ where the two terms balance (``‖F_a‖²/λ = L_traj``, running
+       averages; never above the current λ): above it the norm has no say.
        While it holds, λ falls by ``e^{-rate}`` per batch (``rate`` chosen when the
        phase starts, so that λ could fall by ``e^TRAVERSE`` over the batches left): the
        norm gains weight and removes whatever part of ``F_a`` the physical parameters
-       can take over. When it breaks (the network carries something the physics cannot),
-       λ gets back what it lost over the last ``WINDOW`` batches and ``rate`` halves, so
-       λ settles on the constraint's boundary. A complete prior ends with λ small and
+       can take over. When it breaks, λ first *holds*, and keeps holding while the fit
+       recovers (its running average ``RECOVER``× lower from one check to the next): as
+       the network gives way the physical parameters lag behind it, so even a complete
+       prior's fit worsens for a while. Broken and stalled (the network carries something
+       the physics cannot), λ gets back what it lost over the last ``WINDOW`` batches
+       and ``rate`` halves, so λ settles on the constraint's boundary; after ``CALM``
+       windows within the constraint the rate is back to the budget's (halving for good
+       left a complete prior's λ within a factor 5 of λ₀ on reaction–diffusion a, b, k,
+       whose noiseless floor is tiny and breached now and then). A complete prior ends with λ small and
        ``F_a ≈ 0``; an incomplete one with the smallest ``F_a`` that keeps the fit within
        ``tolerance`` of its floor. In this phase a later state validating within
        ``tolerance`` of the best one is the better result (:meth:`prefers`).
@@ -64,6 +72,8 @@ class Aphynity(Objective):
     RATE = 0.2        #: the largest log-change of λ per batch (the smallest: RATE/10)
     TRAVERSE = 3 * math.log(KAPPA)  #: how far λ may fall over the rest of the budget
     RANGE = 1e6       #: λ stays within [λ₀/RANGE, λ₀·RANGE]
+    CALM = 3          #: WINDOWs within the constraint after which a halved rate is restored
+    RECOVER = 0.9     #: a broken fit recovers if its average fell 10 % since the last check
 
     def __init__(self, lambda0: float | None = None, tau2: float | None = None,
                  niter: int = 1, adaptive: bool | str = True, norm: str = "relative",
@@ -99,6 +109,10 @@ class Aphynity(Objective):
         self.phase = "fit"
         self.rate = math.nan
         self.seen = 0
+        self.calm = 0
+        self.base_rate = math.nan
+        self.checked = math.nan
+        self.last_norm = self.norm_ema = math.nan
 
     @classmethod
     def create(cls, method: str, options: dict[str, Any], is_grid: bool, loss: str):
@@ -119,6 +133,7 @@ class Aphynity(Objective):
             self._new_horizon(len(batch.t))
         if not math.isfinite(self.lam):
             self._start(float(traj.detach()), self.field_scale(batch.target, batch.t))
+        self.last_norm = float(norm.detach())
         return traj + norm / self.lam, {"traj": traj, "norm": norm}
 
     def field_scale(self, frames: torch.Tensor, t: torch.Tensor) -> float:
@@ -157,6 +172,9 @@ class Aphynity(Objective):
         b = self.EMA
         self.ema = traj_loss if not math.isfinite(self.ema) else b * self.ema + (1 - b) * traj_loss
         self.floor = self.ema if not math.isfinite(self.floor) else min(self.floor, self.ema)
+        if math.isfinite(self.last_norm):
+            n = self.last_norm
+            self.norm_ema = n if not math.isfinite(self.norm_ema) else b * self.norm_ema + (1 - b) * n
         self.batches += 1
         self.seen += 1
         if self.progress < self.SWITCH or self.batches < self.WINDOW:
@@ -167,33 +185,58 @@ class Aphynity(Objective):
             # way, slow enough for the running average to follow.
             left = self.seen / max(self.progress, 1e-9) - self.seen
             self.rate = min(self.RATE, max(self.RATE / 10, self.TRAVERSE / max(left, 1.0)))
+            self.base_rate = self.rate
+            # Start shrinking where the two terms of the loss balance (‖F_a‖²/λ = L_traj):
+            # above that λ the norm has no say, and walking down from λ₀ (κ networks'
+            # worth) would spend a third of what is left of the budget doing nothing.
+            if math.isfinite(self.norm_ema) and self.ema > 0:
+                self.lam = max(self.lam0 / self.RANGE,
+                               min(self.lam, self.norm_ema / self.ema))
         lo, hi = self.lam0 / self.RANGE, self.lam0 * self.RANGE
         if self.ema <= (1 + self.tolerance) * self.floor:
             self.phase = "shrink"
+            self.calm += 1
+            if self.calm >= self.CALM * self.WINDOW:
+                self.rate = self.base_rate
             self.lam = max(lo, self.lam * math.exp(-self.rate))
             return
-        # The constraint broke: give back what λ lost over the last WINDOW batches (the
-        # running average lags the network by about that much), halve the rate so that λ
-        # settles on the constraint's boundary instead of cycling around it, and wait
-        # WINDOW batches for the average to show the effect.
+        self.batches = 0  # wait WINDOW batches for the running average to show the effect
+        if self.phase in ("fit", "shrink") or self.ema < self.RECOVER * self.checked:
+            # The constraint broke, or is broken still but the fit is coming back: hold λ.
+            # While the network gives way, the physical parameters lag behind it and the
+            # fit worsens for a while even when they can take over (a complete prior);
+            # as long as it recovers from one check to the next, λ waits for it.
+            self.phase = "hold"
+            self.checked = self.ema
+            self.calm = 0
+            return
+        # Broken and not recovering: the network carries something the physics cannot.
+        # Give λ back what it lost over the last WINDOW batches and halve the rate, so that
+        # λ settles on the constraint's boundary instead of cycling around it. The halving
+        # is not permanent: after CALM×WINDOW batches within the constraint the rate is
+        # back to the one the budget allows (on noiseless data the floor is tiny and
+        # breached now and then; halving for good left a complete prior's λ stuck).
         self.phase = "restore"
+        self.checked = self.ema
+        self.calm = 0
         self.lam = min(hi, self.lam * math.exp(self.rate * self.WINDOW))
         self.rate = max(self.rate / 2, self.RATE / 40)
-        self.batches = 0
 
     def prefers(self, val: float, best: float) -> bool:
         """Once λ moves (the default policy's constrained phase) a later state is the
         better result if it validates within ``tolerance`` of the best: the fit is as
         good as the constraint asks, and the network is smaller. Without this, model
         selection by validation error alone would keep the state before the norm acted."""
-        if self.policy == "auto" and self.phase in ("shrink", "restore"):
+        if self.policy == "auto" and self.phase in ("shrink", "hold", "restore"):
             return val <= (1 + self.tolerance) * best
         return val < best
 
     def state_dict(self):
         return {"lambda": self.lam, "lambda0": self.lam0, "horizon": self.horizon,
                 "ema": self.ema, "floor": self.floor, "batches": self.batches,
-                "phase": self.phase, "rate": self.rate, "seen": self.seen}
+                "phase": self.phase, "rate": self.rate, "seen": self.seen,
+                "calm": self.calm, "base_rate": self.base_rate, "checked": self.checked,
+                "norm_ema": self.norm_ema}
 
     def load_state_dict(self, state):
         self.lam = float(state["lambda"])
@@ -205,6 +248,10 @@ class Aphynity(Objective):
         self.phase = str(state.get("phase", "fit"))
         self.rate = float(state.get("rate", math.nan))
         self.seen = int(state.get("seen", 0))
+        self.calm = int(state.get("calm", 0))
+        self.base_rate = float(state.get("base_rate", math.nan))
+        self.checked = float(state.get("checked", math.nan))
+        self.norm_ema = float(state.get("norm_ema", math.nan))
 
     def describe(self):
         if self.policy == "thesis":
