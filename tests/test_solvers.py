@@ -253,9 +253,13 @@ def test_gradcheck_fixed_methods(name):
     assert torch.autograd.gradcheck(solve, (x0, w))
 
 
-def _mlp_problem():
+def _mlp_problem(net=None, batch: int = 5):
+    """An autonomous field ``f(t, x) = net(x)`` (default: a small tanh MLP), ``batch``
+    initial states and six times on [0, 1]."""
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    if net is None:
+        net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(),
+                                  torch.nn.Linear(16, 2))
 
     class Field(torch.nn.Module):
         def __init__(self):
@@ -265,7 +269,7 @@ def _mlp_problem():
         def forward(self, t, x):
             return self.net(x)
 
-    return Field(), torch.randn(5, 2), torch.linspace(0, 1, 6)
+    return Field(), torch.randn(batch, 2), torch.linspace(0, 1, 6)
 
 
 def _values_and_grads(f, x0, t, **kw):
@@ -316,17 +320,7 @@ def test_compiled_pendulum_mlp_changes_nothing():
     from physml.models.nets import MLP
 
     torch.manual_seed(0)
-    net = MLP(2, hidden=200, layers=3, gain=1.0)
-
-    class Field(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-
-        def forward(self, t, x):
-            return self.net(x)
-
-    f, x0, t = Field(), torch.randn(25, 2), torch.linspace(0, 1, 6)
+    f, x0, t = _mlp_problem(MLP(2, hidden=200, layers=3, gain=1.0), batch=25)
     y, g = _values_and_grads(f, x0, t)
     y2, g2 = _values_and_grads(f, x0, t, compiled=True)
     assert torch.allclose(y, y2, rtol=1e-5, atol=1e-6)
