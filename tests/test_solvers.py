@@ -17,6 +17,7 @@ import torch
 import physml
 from physml.solve import SOLVERS, ButcherTableau, get_solver, odeint
 from physml.solve.batched import adaptive_rk, fixed_step
+from physml.solve.differentiable import CHUNK, chunk_size
 from physml.solve.spectral import spectral_solve
 from physml.solve.tableau import DOPRI5
 
@@ -290,12 +291,19 @@ def test_recompute_changes_nothing():
 @pytest.mark.slow
 def test_compiled_changes_nothing():
     f, x0, t = _mlp_problem()
+    forward = f.forward
+    f.forward = lambda tt, x: forward(tt, x) * torch.cos(tt)  # the steps' times matter
+    # A non-uniform grid with one or two sub-steps (step 0.1) per interval: 9 steps,
+    # compiled CHUNK=4 at a time, so the last call is padded with 3 steps of size 0.
+    t = torch.tensor([0.0, 0.15, 0.3, 0.5, 0.6, 0.8])
+    assert chunk_size(x0) == CHUNK == 4
     y, g = _values_and_grads(f, x0, t)
     y2, g2 = _values_and_grads(f, x0, t, compiled=True)
+    assert y2.shape == (5, 6, 2)
     assert torch.allclose(y, y2, rtol=1e-5, atol=1e-6)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g, g2))
     # Cached on the module: a second call compiles nothing new.
-    assert "rk4" in f.__dict__["_physml_solve_steps"]
+    assert list(f.__dict__["_physml_solve_steps"]) == [("rk4", "cpu", 4)]
 
 
 def test_thin_linear_is_the_layer():

@@ -27,6 +27,9 @@ from pathlib import Path
 #: Settings that end or pace a run but do not change what is compiled.
 _BUDGET = ("epochs", "steps", "minutes", "seed", "val_every", "patience", "plateau",
            "checkpoint_every")
+#: Bumped when physml changes what it compiles for the same settings (2: ODE steps are
+#: compiled several to a call), so that an older run's marker does not claim a warm cache.
+GRAPHS = 2
 
 
 def key(spec, cfg, batch_shape: tuple[int, ...], n_initial: int = 0) -> str:
@@ -38,7 +41,7 @@ def key(spec, cfg, batch_shape: tuple[int, ...], n_initial: int = 0) -> str:
 
     settings = {k: v for k, v in asdict(cfg).items() if k not in _BUDGET}
     text = json.dumps([spec.text, settings, list(batch_shape), n_initial, __version__,
-                       torch.__version__], sort_keys=True, default=str)
+                       torch.__version__, GRAPHS], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
