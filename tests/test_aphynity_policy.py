@@ -126,6 +126,46 @@ def test_the_shrink_phase_starts_where_the_norm_and_the_fit_balance():
         assert obj.lam == pytest.approx(start * math.exp(-obj.rate))
 
 
+
+def test_a_stalled_break_far_below_the_last_good_lambda_goes_half_way_back():
+    """After the start at the balance point (here 4000 → 10), a fit that breaks and does
+    not recover brings λ half the way back, in log, to the λ that reached the floor,
+    rather than one window's worth; the λ with which the fit comes back is the next top:
+    a bisection on the constraint's boundary."""
+    obj = Aphynity()
+    obj.WINDOW = 3
+    obj._start(traj=0.5, scale=2.0)
+    lam0 = obj.lam
+    obj._new_horizon(3)
+    obj.last_norm = 1e-2
+    for _ in range(10):
+        obj.progress = 0.1
+        obj.after_batch(1e-3)
+    obj.progress = 0.5
+    obj.after_batch(1e-3)
+    lam = obj.lam
+    assert lam == pytest.approx(10 * math.exp(-obj.rate)) and obj.lam_ok == lam0
+    for _ in range(4):  # broken (100× the floor), and not recovering
+        obj.after_batch(1e-1)
+    assert obj.phase == "restore"
+    assert obj.lam == pytest.approx(math.sqrt(lam * lam0))
+    for _ in range(4):  # still broken at the midpoint: half the way again
+        obj.after_batch(1e-1)
+    assert obj.lam == pytest.approx(math.sqrt(math.sqrt(lam * lam0) * lam0))
+    # The fit comes back at this λ: it becomes the known-good λ, the next bracket's top.
+    obj.floor = math.inf
+    lam = obj.lam
+    for _ in range(2 * obj.WINDOW):  # (the running average needs a window after a restore)
+        obj.after_batch(1e-3)
+        if obj.phase == "shrink":
+            break
+    assert obj.phase == "shrink" and obj.lam_ok == lam
+    state = obj.state_dict()
+    again = Aphynity()
+    again.load_state_dict(state)
+    assert again.lam_ok == obj.lam_ok
+
+
 PENDULUM = """\
 use damped_pendulum
 data:

@@ -40,8 +40,12 @@ class Aphynity(Objective):
        recovers (its running average ``RECOVER``× lower from one check to the next): as
        the network gives way the physical parameters lag behind it, so even a complete
        prior's fit worsens for a while. Broken and stalled (the network carries something
-       the physics cannot), λ gets back what it lost over the last ``WINDOW`` batches
-       and ``rate`` halves, so λ settles on the constraint's boundary; after ``CALM``
+       the physics cannot), λ gets back what it lost over the last ``WINDOW`` batches, or
+       half the way (in log) back to the last λ known to keep the fit (``lam_ok``: the
+       λ before the shrink began, then each λ with which a broken fit came back) if that
+       is more — a bisection, so that a start at the balance point far below the
+       constraint's boundary is undone in a few restores — and
+       ``rate`` halves, so λ settles on the constraint's boundary; after ``CALM``
        windows within the constraint the rate is back to the budget's (halving for good
        left a complete prior's λ within a factor 5 of λ₀ on reaction–diffusion a, b, k,
        whose noiseless floor is tiny and breached now and then). A complete prior ends with λ small and
@@ -113,6 +117,7 @@ class Aphynity(Objective):
         self.base_rate = math.nan
         self.checked = math.nan
         self.last_norm = self.norm_ema = math.nan
+        self.lam_ok = math.nan
 
     @classmethod
     def create(cls, method: str, options: dict[str, Any], is_grid: bool, loss: str):
@@ -186,6 +191,7 @@ class Aphynity(Objective):
             left = self.seen / max(self.progress, 1e-9) - self.seen
             self.rate = min(self.RATE, max(self.RATE / 10, self.TRAVERSE / max(left, 1.0)))
             self.base_rate = self.rate
+            self.lam_ok = self.lam  # the fit's floor was reached with this λ
             # Start shrinking where the two terms of the loss balance (‖F_a‖²/λ = L_traj):
             # above that λ the norm has no say, and walking down from λ₀ (κ networks'
             # worth) would spend a third of what is left of the budget doing nothing.
@@ -194,8 +200,13 @@ class Aphynity(Objective):
                                min(self.lam, self.norm_ema / self.ema))
         lo, hi = self.lam0 / self.RANGE, self.lam0 * self.RANGE
         if self.ema <= (1 + self.tolerance) * self.floor:
-            self.phase = "shrink"
             self.calm += 1
+            if self.phase in ("hold", "restore"):
+                # A broken fit came back with this λ: the constraint's boundary is below
+                # it (a calm stretch proves less: after a large fall of λ the fit takes
+                # longer than a window to show it, 45 batches on RD (a, b) pointwise).
+                self.lam_ok = self.lam
+            self.phase = "shrink"
             if self.calm >= self.CALM * self.WINDOW:
                 self.rate = self.base_rate
             self.lam = max(lo, self.lam * math.exp(-self.rate))
@@ -216,10 +227,16 @@ class Aphynity(Objective):
         # is not permanent: after CALM×WINDOW batches within the constraint the rate is
         # back to the one the budget allows (on noiseless data the floor is tiny and
         # breached now and then; halving for good left a complete prior's λ stuck).
+        # Far below the last λ known to keep the fit (after the start at the balance
+        # point: RD (a, b) with a pointwise F_a fell from 7.2e5 to 60 and never came back
+        # with one window's worth a time), go half the way back in log instead.
         self.phase = "restore"
         self.checked = self.ema
         self.calm = 0
-        self.lam = min(hi, self.lam * math.exp(self.rate * self.WINDOW))
+        back = self.lam * math.exp(self.rate * self.WINDOW)
+        if math.isfinite(self.lam_ok) and self.lam_ok > back:
+            back = math.sqrt(self.lam * self.lam_ok)
+        self.lam = min(hi, back)
         self.rate = max(self.rate / 2, self.RATE / 40)
 
     def prefers(self, val: float, best: float) -> bool:
@@ -236,7 +253,7 @@ class Aphynity(Objective):
                 "ema": self.ema, "floor": self.floor, "batches": self.batches,
                 "phase": self.phase, "rate": self.rate, "seen": self.seen,
                 "calm": self.calm, "base_rate": self.base_rate, "checked": self.checked,
-                "norm_ema": self.norm_ema}
+                "norm_ema": self.norm_ema, "lambda_ok": self.lam_ok}
 
     def load_state_dict(self, state):
         self.lam = float(state["lambda"])
@@ -252,6 +269,7 @@ class Aphynity(Objective):
         self.base_rate = float(state.get("base_rate", math.nan))
         self.checked = float(state.get("checked", math.nan))
         self.norm_ema = float(state.get("norm_ema", math.nan))
+        self.lam_ok = float(state.get("lambda_ok", math.nan))
 
     def describe(self):
         if self.policy == "thesis":
