@@ -166,6 +166,33 @@ def test_a_stalled_break_far_below_the_last_good_lambda_goes_half_way_back():
     assert again.lam_ok == obj.lam_ok
 
 
+
+def test_in_the_last_fifth_of_the_budget_lambda_rises_but_no_longer_falls():
+    """The settled value of a parameter is its mean over the last 20 % of training: λ
+    stops falling there, so that mean is taken at one λ; a broken, stalled fit may still
+    raise it."""
+    obj = Aphynity()
+    obj.WINDOW = 3
+    obj._start(traj=0.5, scale=2.0)
+    obj._new_horizon(3)
+    for _ in range(10):
+        obj.progress = 0.1
+        obj.after_batch(1e-3)
+    obj.progress = 0.5
+    for _ in range(5):
+        obj.after_batch(1e-3)
+    assert obj.phase == "shrink"
+    obj.progress = Aphynity.SETTLE
+    lam = obj.lam
+    for _ in range(20):
+        obj.after_batch(1e-3)
+    assert obj.phase == "settle" and obj.lam == lam
+    for _ in range(4):  # broken and stalled: λ goes up
+        obj.after_batch(1e-1)
+    assert obj.phase == "restore" and obj.lam > lam
+    assert obj.prefers(1.9, 1.0)
+
+
 PENDULUM = """\
 use damped_pendulum
 data:

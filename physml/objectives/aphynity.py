@@ -18,7 +18,7 @@ class Aphynity(Objective):
 
     **Default (no ``lambda0``): the constrained problem, solved for the trajectory loss's
     floor.** The user does not say whether the prior is complete, so λ is chosen from the
-    data, in three parts (see the README, "How APHYNITY chooses λ"):
+    data, in four parts (see the README, "How APHYNITY chooses λ"):
 
     1. *Start* at ``λ₀ = κ·S_F / L₀``: ``L₀`` is the first batch's trajectory loss, ``S_F``
        the mean ``‖dX/dt‖²`` of its frames (finite differences; ``(‖dX/dt‖/‖X‖)²`` with
@@ -52,6 +52,10 @@ class Aphynity(Objective):
        ``F_a ≈ 0``; an incomplete one with the smallest ``F_a`` that keeps the fit within
        ``tolerance`` of its floor. In this phase a later state validating within
        ``tolerance`` of the best one is the better result (:meth:`prefers`).
+    4. *Settle* for the last ``1 − SETTLE`` (20 %) of the budget: λ no longer falls (it
+       may still rise when the fit breaks and stalls), so the physical parameters
+       converge at one λ instead of following its descent, and their mean over the last
+       20 % — what a run reports as the settled value — is of one problem.
 
     The loss is written ``L_traj + ‖F_a‖²/λ`` (the same minimisers as Eq. 3.7, divided by
     λ): the physical parameters then see the trajectory loss alone, unscaled, however far
@@ -78,6 +82,7 @@ class Aphynity(Objective):
     RANGE = 1e6       #: λ stays within [λ₀/RANGE, λ₀·RANGE]
     CALM = 3          #: WINDOWs within the constraint after which a halved rate is restored
     RECOVER = 0.9     #: a broken fit recovers if its average fell 10 % since the last check
+    SETTLE = 0.8      #: from this fraction of the budget on, λ may rise but no longer falls
 
     def __init__(self, lambda0: float | None = None, tau2: float | None = None,
                  niter: int = 1, adaptive: bool | str = True, norm: str = "relative",
@@ -206,13 +211,19 @@ class Aphynity(Objective):
                 # it (a calm stretch proves less: after a large fall of λ the fit takes
                 # longer than a window to show it, 45 batches on RD (a, b) pointwise).
                 self.lam_ok = self.lam
+            if self.progress >= self.SETTLE:
+                # The last part of the budget: λ no longer falls, so that the physical
+                # parameters settle at one λ (their mean and spread over the last 20 %
+                # are what a run reports) instead of following its descent.
+                self.phase = "settle"
+                return
             self.phase = "shrink"
             if self.calm >= self.CALM * self.WINDOW:
                 self.rate = self.base_rate
             self.lam = max(lo, self.lam * math.exp(-self.rate))
             return
         self.batches = 0  # wait WINDOW batches for the running average to show the effect
-        if self.phase in ("fit", "shrink") or self.ema < self.RECOVER * self.checked:
+        if self.phase in ("fit", "shrink", "settle") or self.ema < self.RECOVER * self.checked:
             # The constraint broke, or is broken still but the fit is coming back: hold λ.
             # While the network gives way, the physical parameters lag behind it and the
             # fit worsens for a while even when they can take over (a complete prior);
@@ -244,7 +255,7 @@ class Aphynity(Objective):
         better result if it validates within ``tolerance`` of the best: the fit is as
         good as the constraint asks, and the network is smaller. Without this, model
         selection by validation error alone would keep the state before the norm acted."""
-        if self.policy == "auto" and self.phase in ("shrink", "hold", "restore"):
+        if self.policy == "auto" and self.phase in ("shrink", "hold", "restore", "settle"):
             return val <= (1 + self.tolerance) * best
         return val < best
 
