@@ -127,11 +127,10 @@ def test_the_shrink_phase_starts_where_the_norm_and_the_fit_balance():
 
 
 
-def test_a_stalled_break_far_below_the_last_good_lambda_goes_half_way_back():
-    """After the start at the balance point (here 4000 → 10), a fit that breaks and does
-    not recover brings λ half the way back, in log, to the λ that reached the floor,
-    rather than one window's worth; the λ with which the fit comes back is the next top:
-    a bisection on the constraint's boundary."""
+def test_stalled_again_and_again_lambda_comes_back_in_doubling_steps():
+    """After the start at the balance point (here 4000 → 10), a fit that breaks and stays
+    broken gets λ back in log-steps that double with each stalled restore, but not past
+    the λ that reached the floor; the λ with which the fit comes back is the next cap."""
     obj = Aphynity()
     obj.WINDOW = 3
     obj._start(traj=0.5, scale=2.0)
@@ -143,28 +142,30 @@ def test_a_stalled_break_far_below_the_last_good_lambda_goes_half_way_back():
         obj.after_batch(1e-3)
     obj.progress = 0.5
     obj.after_batch(1e-3)
-    lam = obj.lam
-    assert lam == pytest.approx(10 * math.exp(-obj.rate)) and obj.lam_ok == lam0
-    for _ in range(4):  # broken (100× the floor), and not recovering
+    lam, r, w = obj.lam, obj.rate, obj.WINDOW
+    assert lam == pytest.approx(10 * math.exp(-r)) and obj.lam_ok == lam0
+    for _ in range(4):  # broken (100× the floor), and not recovering: one window back
         obj.after_batch(1e-1)
-    assert obj.phase == "restore"
-    assert obj.lam == pytest.approx(math.sqrt(lam * lam0))
-    for _ in range(4):  # still broken at the midpoint: half the way again
-        obj.after_batch(1e-1)
-    assert obj.lam == pytest.approx(math.sqrt(math.sqrt(lam * lam0) * lam0))
-    # The fit comes back at this λ: it becomes the known-good λ, the next bracket's top.
+    assert obj.phase == "restore" and obj.lam == pytest.approx(lam * math.exp(r * w))
+    expected = obj.lam
+    for k in (1, 2, 3):  # still stalled: 2, 4, 8 windows' worth (at the budget's rate)
+        for _ in range(w):
+            obj.after_batch(1e-1)
+        expected = min(expected * math.exp(r * w * 2 ** k), lam0)
+        assert obj.lam == pytest.approx(expected), k
+    assert obj.lam == lam0  # capped by the λ that reached the floor
+    # The fit comes back at this λ: it becomes the cap, and the doubling starts afresh.
     obj.floor = math.inf
     lam = obj.lam
-    for _ in range(2 * obj.WINDOW):  # (the running average needs a window after a restore)
+    for _ in range(2 * w):  # (the running average needs a window after a restore)
         obj.after_batch(1e-3)
         if obj.phase == "shrink":
             break
-    assert obj.phase == "shrink" and obj.lam_ok == lam
+    assert obj.phase == "shrink" and obj.lam_ok == lam and obj.stalls == 0
     state = obj.state_dict()
     again = Aphynity()
     again.load_state_dict(state)
-    assert again.lam_ok == obj.lam_ok
-
+    assert again.lam_ok == obj.lam_ok and again.stalls == 0
 
 
 def test_in_the_last_fifth_of_the_budget_lambda_rises_but_no_longer_falls():

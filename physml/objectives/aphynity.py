@@ -40,11 +40,11 @@ class Aphynity(Objective):
        recovers (its running average ``RECOVER``× lower from one check to the next): as
        the network gives way the physical parameters lag behind it, so even a complete
        prior's fit worsens for a while. Broken and stalled (the network carries something
-       the physics cannot), λ gets back what it lost over the last ``WINDOW`` batches, or
-       half the way (in log) back to the last λ known to keep the fit (``lam_ok``: the
-       λ before the shrink began, then each λ with which a broken fit came back) if that
-       is more — a bisection, so that a start at the balance point far below the
-       constraint's boundary is undone in a few restores — and
+       the physics cannot), λ gets back what it lost over the last ``WINDOW`` batches;
+       stalled again, twice the last log-step each time (so that a start at the balance
+       point far below the constraint's boundary is undone in a few restores), but not
+       past the last λ known to keep the fit (``lam_ok``: the λ before the shrink began,
+       then each λ with which a broken fit came back); and
        ``rate`` halves, so λ settles on the constraint's boundary; after ``CALM``
        windows within the constraint the rate is back to the budget's (halving for good
        left a complete prior's λ within a factor 5 of λ₀ on reaction–diffusion a, b, k,
@@ -123,6 +123,7 @@ class Aphynity(Objective):
         self.checked = math.nan
         self.last_norm = self.norm_ema = math.nan
         self.lam_ok = math.nan
+        self.stalls = 0
 
     @classmethod
     def create(cls, method: str, options: dict[str, Any], is_grid: bool, loss: str):
@@ -211,6 +212,7 @@ class Aphynity(Objective):
                 # it (a calm stretch proves less: after a large fall of λ the fit takes
                 # longer than a window to show it, 45 batches on RD (a, b) pointwise).
                 self.lam_ok = self.lam
+                self.stalls = 0
             if self.progress >= self.SETTLE:
                 # The last part of the budget: λ no longer falls, so that the physical
                 # parameters settle at one λ (their mean and spread over the last 20 %
@@ -238,15 +240,22 @@ class Aphynity(Objective):
         # is not permanent: after CALM×WINDOW batches within the constraint the rate is
         # back to the one the budget allows (on noiseless data the floor is tiny and
         # breached now and then; halving for good left a complete prior's λ stuck).
-        # Far below the last λ known to keep the fit (after the start at the balance
-        # point: RD (a, b) with a pointwise F_a fell from 7.2e5 to 60 and never came back
-        # with one window's worth a time), go half the way back in log instead.
+        # Stalled again after a restore, the next restore doubles the log-step (up to
+        # the last λ known to keep the fit): after the start at the balance point, RD
+        # (a, b) with a pointwise F_a fell from 7.2e5 to 60 and never came back with one
+        # window's worth a time, while a small pendulum recovers after one restore and
+        # loses T0 accuracy if λ goes far back up (a bisection towards 7.2e5: 3.8 % vs
+        # 2.7 %).
         self.phase = "restore"
         self.checked = self.ema
         self.calm = 0
-        back = self.lam * math.exp(self.rate * self.WINDOW)
-        if math.isfinite(self.lam_ok) and self.lam_ok > back:
-            back = math.sqrt(self.lam * self.lam_ok)
+        step = self.rate * self.WINDOW
+        if self.stalls:  # stalled again since the last restore: twice the last log-step
+            step = self.base_rate * self.WINDOW * 2 ** self.stalls
+        back = self.lam * math.exp(step)
+        if math.isfinite(self.lam_ok) and back > self.lam_ok:
+            back = max(self.lam_ok, self.lam * math.exp(self.rate * self.WINDOW))
+        self.stalls += 1
         self.lam = min(hi, back)
         self.rate = max(self.rate / 2, self.RATE / 40)
 
@@ -264,7 +273,7 @@ class Aphynity(Objective):
                 "ema": self.ema, "floor": self.floor, "batches": self.batches,
                 "phase": self.phase, "rate": self.rate, "seen": self.seen,
                 "calm": self.calm, "base_rate": self.base_rate, "checked": self.checked,
-                "norm_ema": self.norm_ema, "lambda_ok": self.lam_ok}
+                "norm_ema": self.norm_ema, "lambda_ok": self.lam_ok, "stalls": self.stalls}
 
     def load_state_dict(self, state):
         self.lam = float(state["lambda"])
@@ -281,6 +290,7 @@ class Aphynity(Objective):
         self.checked = float(state.get("checked", math.nan))
         self.norm_ema = float(state.get("norm_ema", math.nan))
         self.lam_ok = float(state.get("lambda_ok", math.nan))
+        self.stalls = int(state.get("stalls", 0))
 
     def describe(self):
         if self.policy == "thesis":
