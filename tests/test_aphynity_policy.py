@@ -154,6 +154,9 @@ def test_stalled_again_and_again_lambda_comes_back_in_doubling_steps():
         expected = min(expected * math.exp(r * w * 2 ** k), lam0)
         assert obj.lam == pytest.approx(expected), k
     assert obj.lam == lam0  # capped by the λ that reached the floor
+    for _ in range(100 * w):  # stalled for ever: λ stays within its range, no overflow
+        obj.after_batch(1e-1)
+    assert obj.lam <= lam0 * Aphynity.RANGE
     # The fit comes back at this λ: it becomes the cap, and the doubling starts afresh.
     obj.floor = math.inf
     lam = obj.lam
