@@ -44,12 +44,12 @@ class Aphynity(Objective):
        stalled again, twice the last log-step each time (so that a start at the balance
        point far below the constraint's boundary is undone in a few restores), but not
        past the last λ known to keep the fit (``lam_ok``: the λ before the shrink began,
-       then each λ with which a broken fit came back); and
-       ``rate`` halves, so λ settles on the constraint's boundary; after ``CALM``
-       windows within the constraint the rate is back to the budget's (halving for good
-       left a complete prior's λ within a factor 5 of λ₀ on reaction–diffusion a, b, k,
-       whose noiseless floor is tiny and breached now and then). A complete prior ends with λ small and
-       ``F_a ≈ 0``; an incomplete one with the smallest ``F_a`` that keeps the fit within
+       then each λ with which a broken fit came back); and ``rate`` halves, so λ settles
+       on the constraint's boundary; after ``CALM`` windows within the constraint the
+       rate is back to the budget's (halving for good left a complete prior's λ within a
+       factor 5 of λ₀ on reaction–diffusion a, b, k, whose noiseless floor is tiny and
+       breached now and then). A complete prior ends with λ small and ``F_a ≈ 0``; an
+       incomplete one with the smallest ``F_a`` that keeps the fit within
        ``tolerance`` of its floor. In this phase a later state validating within
        ``tolerance`` of the best one is the better result (:meth:`prefers`).
     4. *Settle* for the last ``1 − SETTLE`` (30 %) of the budget: λ no longer falls (it
@@ -187,7 +187,8 @@ class Aphynity(Objective):
         self.floor = self.ema if not math.isfinite(self.floor) else min(self.floor, self.ema)
         if math.isfinite(self.last_norm):
             n = self.last_norm
-            self.norm_ema = n if not math.isfinite(self.norm_ema) else b * self.norm_ema + (1 - b) * n
+            self.norm_ema = (n if not math.isfinite(self.norm_ema)
+                             else b * self.norm_ema + (1 - b) * n)
         self.batches += 1
         self.seen += 1
         if self.progress < self.SWITCH or self.batches < self.WINDOW:
@@ -254,11 +255,11 @@ class Aphynity(Objective):
         step = self.rate * self.WINDOW
         if self.stalls:  # stalled again since the last restore: twice the last log-step
             step = self.base_rate * self.WINDOW * 2 ** self.stalls
-        back = self.lam * math.exp(min(step, math.log(hi / self.lam)))
+        back = self.lam * math.exp(min(step, math.log(hi / self.lam)))  # (no overflow)
         if math.isfinite(self.lam_ok) and back > self.lam_ok:
-            back = max(self.lam_ok, self.lam * math.exp(self.rate * self.WINDOW))
-        self.stalls = min(self.stalls + 1, 64)
-        self.lam = min(hi, back)
+            back = min(hi, max(self.lam_ok, self.lam * math.exp(self.rate * self.WINDOW)))
+        self.stalls = min(self.stalls + 1, 64)  # (2**stalls stays a float)
+        self.lam = back
         self.rate = max(self.rate / 2, self.RATE / 40)
 
     def prefers(self, val: float, best: float) -> bool:

@@ -143,10 +143,10 @@ def chunk_size(x0: torch.Tensor) -> int:
     """Solver steps per compiled call. Each call of a compiled function costs ~0.15 ms of
     dispatch (guards, the autograd wrapper, its backward node), about as much as an RK4
     step of the pendulum's batch itself; ``CHUNK`` steps per call share that cost (the
-    pendulum's whole Adam step: 40 → 30 ms on one CPU thread, compile 28 → 54 s cold). Field
-    states (a reaction–diffusion batch is 131 072 numbers) cost milliseconds per step,
-    where the dispatch is noise, so they keep one step per call and a graph a quarter the
-    size."""
+    pendulum's whole Adam step: 40 → 30 ms on one CPU thread, compile 28 → 54 s cold).
+    Field states (a reaction–diffusion batch is 131 072 numbers) cost milliseconds per
+    step, where the dispatch is noise, so they keep one step per call and a graph a
+    quarter the size."""
     return CHUNK if x0.numel() <= CHUNK_MAX_NUMEL else 1
 
 
@@ -158,6 +158,10 @@ def fixed_grid(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTableau,
     times = t.detach().cpu().tolist()       # one device sync, not one per step
     counts = [max(1, math.ceil((times[i + 1] - times[i]) / step - 1e-9)) if step else 1
               for i in range(len(times) - 1)]
+    if compiled and torch.is_grad_enabled() and not x0.requires_grad:
+        # A first state without grad would be a second graph to compile (forward and
+        # backward) for one call in ten; its gradient (a few numbers) costs nothing.
+        x0 = x0.detach().requires_grad_(True)
     checkpointed = recompute and torch.is_grad_enabled()
     if compiled and not checkpointed and counts:
         return _fixed_grid_chunked(f, x0, t, tableau, counts)
@@ -165,8 +169,6 @@ def fixed_grid(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTableau,
         fn = _compiled_step(f, tableau, x0.device)
     else:
         fn = lambda tt, h, y: rk_step(tableau, f, tt, h, y)  # noqa: E731
-    if compiled and torch.is_grad_enabled() and not x0.requires_grad:
-        x0 = x0.detach().requires_grad_(True)  # one graph for every step (see below)
     ys = [x0]
     y = x0
     for i, n in enumerate(counts):
@@ -192,10 +194,6 @@ def _fixed_grid_chunked(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTa
     graph serves every trajectory length."""
     k = chunk_size(x0)
     fn = _compiled_step(f, tableau, x0.device, k)
-    if torch.is_grad_enabled() and not x0.requires_grad:
-        # A first state without grad would be a second graph to compile (forward and
-        # backward) for one call in ten; its gradient (a few numbers) costs nothing.
-        x0 = x0.detach().requires_grad_(True)
     n = torch.tensor(counts, device=t.device)
     h = (t[1:] - t[:-1]) / n                       # each interval's step size
     interval = torch.repeat_interleave(torch.arange(len(counts), device=t.device), n)

@@ -18,7 +18,8 @@ A NaN/inf in the loss or gradients (or a solution that blows up) restores the la
 state and lowers the learning rate once (×0.1); a second one stops with
 :class:`TrainingDiverged` and the last good state saved. After ``plateau`` validations
 without improvement the run returns to its best state and decays the learning rate, so it
-ends where it was best (``plateau_restore false``: it decays the rate only). Ctrl-C finishes the current step, saves and exits cleanly.
+ends where it was best (``plateau_restore false``: it decays the rate only). Ctrl-C
+finishes the current step, saves and exits cleanly.
 """
 from __future__ import annotations
 
