@@ -341,3 +341,59 @@ def test_discover_command_writes_json_and_an_absorbed_spec(tmp_path):
     # A run without a network has nothing to discover: one line, exit 1.
     res = CliRunner().invoke(app, ["discover", str(run.path), "--refit", "physics"])
     assert res.exit_code == 1 and "go with --absorb" in res.output
+    # --refine: the library refitted on the trajectories, recorded in discovery.json
+    res = CliRunner().invoke(app, ["discover", str(run.path), "--bootstrap", "0", "--refine"],
+                             terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "refined on the trajectories" in res.output and "full library refitted" in res.output
+    info = json.loads((run.path / "discovery.json").read_text())
+    ref = info["refinement"]
+    assert ref["solver"] == "rk4 ×2" and ref["loss"] <= (1 + ref["tol"]) * ref["loss_full"]
+    res = CliRunner().invoke(app, ["discover", str(run.path), "--refine", "--refine-tol", "0"])
+    assert res.exit_code == 1 and "--refine-tol 0: a relative increase > 0" in res.output
+
+
+# -- refinement on the trajectories ---------------------------------------------------------
+
+class _WrongInteractions(torch.nn.Module):
+    """A poorly pinned F_a for the Lotka–Volterra UDE: interactions off by 30–40 % and two
+    spurious terms (the truth is −0.5·u·v and 0.5·u·v)."""
+
+    def forward(self, x):
+        u, v = x[..., 0], x[..., 1]
+        return torch.stack([-0.35 * u * v + 0.2 * u ** 2, 0.7 * u * v - 0.1 * v], -1)
+
+
+def test_refine_finds_the_interactions_that_the_network_got_wrong(tmp_path):
+    """`discover` fits the network (so it reports the network's wrong terms); `refine`
+    refits the library on the trajectories and removes terms there: it keeps exactly
+    −β·u·v and δ·u·v, at the data's values."""
+    from physml.discover import discover
+    from physml.discover.refine import apply, refine
+    from physml.experiment.data import dataset_for
+    from physml.data import Trajectories
+    from physml.models import HybridModel
+    from physml.symbolic import compile_dynamics
+
+    spec = parse_spec(LV.read_text(), str(LV))
+    ds, _ = dataset_for(spec, cache_dir=tmp_path)
+    train = Trajectories(ds.splits["train"], ds.times, ds.history)
+    model = HybridModel(compile_dynamics(spec, "prior"), _WrongInteractions()).double()
+    found = discover(spec, model, train.frames, train.times, bootstrap=0)
+    assert {t.name: round(t.coefficient, 6) for t in found.fit("u").kept} == \
+        {"u*v": -0.35, "u^2": 0.2}
+    # rk4 at 1/5 of the data's interval: the solver's own error lies far below what the
+    # spurious terms could absorb
+    r = refine(spec, model, found, train.frames, train.times, max_trajectories=8, step=0.05)
+    kept = {v: {name: c for _, name, c in terms} for v, terms in r.terms.items()}
+    assert set(kept["u"]) == {"u*v"} and set(kept["v"]) == {"u*v"}
+    assert abs(kept["u"]["u*v"] + 0.5) < 1e-6 and abs(kept["v"]["u*v"] - 0.5) < 1e-6
+    assert r.loss <= (1 + r.tol) * r.loss_full
+    removed = [st for st in r.path if not st.kept]
+    assert len(removed) == r.candidates - 2
+    # the next removal (a true term) would multiply the error by far more than 1 + tol
+    assert r.path[-1].kept and r.path[-1].predicted > 100 * r.loss_full
+    # apply: the discovery now carries the refined terms, which absorb writes
+    refined = apply(found, r)
+    assert {t.name for t in refined.fit("u").kept} == {"u*v"}
+    assert refined.as_dict()["refinement"]["identified"]["u"].startswith("-0.5")

@@ -21,11 +21,21 @@ def _print_discovery(result, latex: bool, top: int) -> None:
     console.print(Text(f"library: {len(result.library)} terms; {result.samples} training "
                        f"states ({result.rows} rows); threshold {result.threshold:g} of each "
                        f"equation's rate; bootstrap {result.bootstrap}", style=""))
+    r = result.refinement
+    if r is not None:
+        removed = sum(1 for st in r.path if not st.kept)
+        console.print(Text(f"refined on the trajectories ({r.trajectories} windows, "
+                           f"{r.solver}): {removed} of {r.candidates} candidate terms removed "
+                           f"while the squared trajectory error stayed within "
+                           f"{1 + r.tol:g}× the full library's ({r.loss_full:.4g} → "
+                           f"{r.loss:.4g}); {r.seconds:.0f} s", style=""))
     for eq in result.equations:
-        table = Table(title=f"F_a in d({eq.var})/dt   (F_a carries "
-                      f"{100 * eq.fa_rms / max(eq.rate_rms, 1e-300):.2f} % of the rate; "
-                      f"unexplained {100 * eq.residual_rms / max(eq.rate_rms, 1e-300):.2f} %)",
-                      title_justify="left", box=None, padding=(0, 2))
+        title = f"F_a in d({eq.var})/dt   (F_a carries " \
+                f"{100 * eq.fa_rms / max(eq.rate_rms, 1e-300):.2f} % of the rate; " \
+                f"unexplained {100 * eq.residual_rms / max(eq.rate_rms, 1e-300):.2f} %)"
+        if r is not None:
+            title = f"d({eq.var})/dt beyond the prior, refined on the trajectories"
+        table = Table(title=title, title_justify="left", box=None, padding=(0, 2))
         for col, just in (("rank", "right"), ("term", "left"), ("coefficient", "right"),
                           ("share of rate", "right"), ("inclusion", "right"),
                           ("95 % interval", "left")):
@@ -76,6 +86,12 @@ def discover(
     latex: Annotated[bool, typer.Option("--latex", help="Equations as LaTeX.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print discovery.json only.")] = False,
     top: Annotated[int, typer.Option(help="Terms shown per equation.")] = 8,
+    refine: Annotated[bool, typer.Option(
+        "--refine", help="Then refit the library on the training trajectories and remove "
+        "terms there (needed where the trajectories pin F_a only loosely).")] = False,
+    refine_tol: Annotated[float, typer.Option(
+        help="--refine: remove terms while the squared trajectory error stays within "
+        "(1 + this) × the full library's.")] = 1.0,
     absorb: Annotated[bool, typer.Option(
         "--absorb", help="Write a spec whose prior holds the kept terms with learnable "
         "coefficients (needs -o).")] = False,
@@ -111,12 +127,18 @@ def discover(
         fail("--bootstrap: a number of refits ≥ 0")
     if degree is not None and not 1 <= degree <= 6:
         fail(f"--degree {degree}: between 1 and 6")
+    if not refine_tol > 0:
+        fail(f"--refine-tol {refine_tol:g}: a relative increase > 0, e.g. 1")
     from ..experiment import absorb_run, discover_run
     from ..experiment import refit as refit_fn
 
     with run_errors():
         result = discover_run(run_dir, threshold=threshold, bootstrap=bootstrap,
-                              degree=degree, engine=engine)
+                              degree=degree, engine=engine, refine=refine,
+                              refine_tol=refine_tol,
+                              progress=(lambda line: console.print(f"  {line}", markup=False,
+                                                                   style="dim"))
+                              if refine and not as_json else None)
         if as_json:
             print((Path(run_dir) / "discovery.json").read_text())
         else:

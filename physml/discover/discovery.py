@@ -111,7 +111,10 @@ class Discovery:
     engine: str
     prior: dict[str, sympy.Expr] = field(default_factory=dict)
     #: the prior's learned parameters at the checkpoint the augmentation was taken from
+    #: (after :func:`~.refine.apply`: refitted on the trajectories with the kept terms)
     learned: dict[str, float] = field(default_factory=dict)
+    #: the trajectory-space refinement (:mod:`.refine`) the terms come from, if any
+    refinement: Any = None
 
     def fit(self, var: str) -> EquationFit:
         for eq in self.equations:
@@ -145,6 +148,8 @@ class Discovery:
             "identified": {v: format_expr(e) for v, e in ident.items()},
             "identified_latex": {v: sympy.latex(e) for v, e in ident.items()},
             "learned": dict(self.learned),
+            **({"refinement": self.refinement.as_dict()} if self.refinement is not None
+               else {}),
         }
 
 
@@ -241,7 +246,7 @@ def discover(spec: Spec, field_model, frames: torch.Tensor, times: torch.Tensor,
     was = aug.training
     field_model.eval()
     try:
-        dtype = next(field_model.parameters()).dtype
+        dtype = next((p.dtype for p in field_model.parameters()), torch.float64)
         x = states.to(dtype)
         fa = torch.cat([(aug(xb, tb) if field_model.aug_inputs else aug(xb)).double()
                         for xb, tb in zip(x.split(4096), t.to(dtype).split(4096))])

@@ -29,6 +29,7 @@ equations for scientific machine learning", §2.1) refits what SINDy found:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -43,7 +44,7 @@ from ..symbolic import compile_terms
 from ..symbolic.printer import format_expr
 from ..symbolic.spec import Spec
 from ..solve.tableau import RK4, TABLEAUS, rk_step
-from .discovery import Discovery, _directions, _proportional
+from .discovery import Discovery, Term, _directions, _proportional
 
 #: Default tolerance: elimination stops before S exceeds (1 + TOL)·S_full.
 TOL = 1.0
@@ -51,7 +52,7 @@ TOL = 1.0
 #: close to the refitted optimum: the model is linear in ξ).
 STEP_ITERS = 4
 #: Trajectories used at most (drawn at random beyond).
-MAX_TRAJECTORIES = 64
+MAX_TRAJECTORIES = 16
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Refinement:
     loss: float                 # S with the kept terms
     loss_start: float           # S at the discovery's coefficients
     cost: dict[str, dict[str, float]]  # var → term → S increase on removal / S (kept terms)
+    contribution: dict[str, dict[str, float]]  # var → term → rms(ξΘ) / rms(dX/dt)
     path: list[Step]
     tol: float
     rows: int
@@ -100,7 +102,8 @@ class Refinement:
             "candidates": self.candidates, "seconds": self.seconds,
             "parameters": dict(self.parameters),
             "equations": {var: [{"term": name, "coefficient": c,
-                                 "removal_cost": self.cost[var].get(name)}
+                                 "removal_cost": self.cost[var].get(name),
+                                 "contribution": self.contribution[var].get(name)}
                                 for _, name, c in kept]
                           for var, kept in self.terms.items()},
             "identified": {var: format_expr(sympy.Add(*(sympy.Float(c, 15) * t
@@ -391,24 +394,61 @@ def refine(spec: Spec, field_model, discovery: Discovery, frames: torch.Tensor,
         terms[var].append((discovery.library.terms[j], names[j], float(theta[p])))
         cost[var][names[j]] = float(theta[p] ** 2 / Hinv[i, i].clamp_min(1e-300)) / S
     values = _prior_values(field_model, problem, theta)
+    contribution = _contributions(problem, discovery, terms)
     rows = int(wins[:, 1:].numel())
-    return Refinement(terms, values, S_full, S, S_start, cost, path, tol, rows,
+    return Refinement(terms, values, S_full, S, S_start, cost, contribution, path, tol, rows,
                       int(wins.shape[0]), f"{tableau.name} ×{substeps}",
                       time.perf_counter() - t_start, len(problem.pairs))
 
 
 def _prior_values(field_model, problem: _Problem, theta: torch.Tensor) -> dict[str, float]:
-    """The prior's learned parameters (constrained) at θ: loaded into the model's prior
-    and read back, so the model is left holding the refined values."""
+    """The prior's learned parameters (constrained) at θ, read from a copy of the model
+    (the caller's model is left as it was)."""
     if problem.prior is None:
         return {}
+    model = copy.deepcopy(field_model)
     at = 0
     with torch.no_grad():
-        for name, p in problem.prior.named_parameters():
+        for name, p in model.prior.named_parameters():
             n = p.numel()
             p.copy_(theta[at:at + n].reshape(p.shape).to(p.dtype))
             at += n
-    return {k: float(v) for k, v in field_model.physical_parameters().items()}
+        return {k: float(v) for k, v in model.physical_parameters().items()}
 
 
-__all__ = ["refine", "Refinement", "Step", "TOL"]
+@torch.no_grad()
+def _contributions(problem: _Problem, discovery: Discovery, terms) -> dict[str, dict[str, float]]:
+    """``|ξ_j|·rms(Θ_j)`` over the windows' states, relative to the RMS of the equation's
+    rate (the discovery's reference scale): the share of the dynamics a term carries."""
+    states = problem.frames.flatten(0, 1)
+    lib = torch.cat([problem.module(torch.zeros((), dtype=torch.float64), xb)
+                     for xb in states.split(1024)])
+    rms = lib.reshape(lib.shape[0], lib.shape[1], -1).pow(2).mean(dim=(0, 2)).sqrt()
+    names = discovery.library.names
+    out: dict[str, dict[str, float]] = {}
+    for eq in discovery.equations:
+        scale = max(eq.rate_rms, 1e-300)
+        out[eq.var] = {name: abs(c) * float(rms[names.index(name)]) / scale
+                       for _, name, c in terms[eq.var]}
+    return out
+
+
+def apply(discovery: Discovery, refinement: Refinement) -> Discovery:
+    """``discovery`` with each equation's terms replaced by the refined ones (coefficient
+    0 for removed terms; the F_a bootstrap's inclusion and intervals no longer apply), the
+    prior's learned parameters by their refitted values, and ``refinement`` attached —
+    what :func:`~.absorb.absorb` then writes into a new spec."""
+    fits = []
+    for eq in discovery.equations:
+        kept = {name: c for _, name, c in refinement.terms.get(eq.var, [])}
+        share = refinement.contribution.get(eq.var, {})
+        terms = [Term(t.term, t.name, kept.get(t.name, 0.0), share.get(t.name, 0.0))
+                 for t in eq.terms]
+        terms.sort(key=lambda tm: (tm.coefficient == 0, -tm.contribution))
+        fits.append(dataclasses.replace(eq, terms=terms, shifts={}))
+    learned = {k: refinement.parameters.get(k, v) for k, v in discovery.learned.items()}
+    return dataclasses.replace(discovery, equations=fits, learned=learned,
+                               refinement=refinement)
+
+
+__all__ = ["refine", "apply", "Refinement", "Step", "TOL"]

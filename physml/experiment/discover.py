@@ -10,6 +10,12 @@ from typing import Any
 
 from ..data import Trajectories
 from ..discover import THRESHOLD, Absorbed, Discovery, absorb, discover
+from ..discover.refine import TOL as REFINE_TOL
+from ..discover.refine import apply as apply_refinement
+from ..discover.refine import refine as refine_terms
+
+#: Sub-steps of the refinement's solver per training step.
+REFINE_SUBSTEPS = 2
 from ..training.checkpoint import atomic_write_text
 from .run import Run, RunError
 from .spec import parse_spec
@@ -24,9 +30,15 @@ def _run(run) -> Run:
 
 def discover_run(run, *, threshold: float = THRESHOLD, bootstrap: int = 100,
                  degree: int | None = None, engine: str = "stlsq", seed: int = 0,
-                 which: str = "best", dataset=None, write: bool = True) -> Discovery:
+                 which: str = "best", dataset=None, write: bool = True,
+                 refine: bool = False, refine_tol: float = REFINE_TOL, progress=None
+                 ) -> Discovery:
     """Fit the run's learned F_a on its training states with the spec's library (its
-    ``discover terms`` line, else the default one) and write ``RUN/discovery.json``."""
+    ``discover terms`` line, else the default one) and write ``RUN/discovery.json``.
+
+    ``refine``: then refit the library on the training trajectories and eliminate terms
+    there (:func:`physml.discover.refine.refine`, tolerance ``refine_tol``), with the
+    run's training solver at half its step; the result holds the refined terms."""
     from ..training.trainer import compute_threads
     import torch
 
@@ -43,6 +55,16 @@ def discover_run(run, *, threshold: float = THRESHOLD, bootstrap: int = 100,
     with compute_threads(run.config.threads, torch.device("cpu"), not spec.system.is_grid):
         result = discover(spec, model.field, train.frames, train.times, threshold=threshold,
                           bootstrap=bootstrap, seed=seed, engine=engine, degree=degree)
+        if refine:
+            # the training solver at half its step: its own error, which spurious terms
+            # could absorb and which biases small coefficients, falls 2^order-fold
+            cfg = run.config
+            dt = float((train.times[1:] - train.times[:-1]).max())
+            step = min(cfg.step or dt, dt) / REFINE_SUBSTEPS
+            found = refine_terms(spec, model.field, result, train.frames, train.times,
+                                 tol=refine_tol, solver=cfg.solver, step=step,
+                                 seed=seed, progress=progress)
+            result = apply_refinement(result, found)
     if write:
         info = {"run": str(run.path), "checkpoint": which, "method": run.config.method,
                 **result.as_dict()}
