@@ -139,13 +139,24 @@ def discover(
                               progress=(lambda line: console.print(f"  {line}", markup=False,
                                                                    style="dim"))
                               if refine and not as_json else None)
+        from rich.text import Text
+
+        environments = getattr(result, "environments", None)
         if as_json:
             print((Path(run_dir) / "discovery.json").read_text())
+        elif environments is not None:
+            for name, found in environments.items():
+                console.print(Text(f"environment {name}", style="bold"))
+                _print_discovery(found, latex, top)
+            console.print(f"written: {Path(run_dir) / 'discovery.json'}", markup=False)
         else:
             _print_discovery(result, latex, top)
             console.print(f"written: {Path(run_dir) / 'discovery.json'}", markup=False)
         if not absorb:
             return
+        if environments is not None:
+            fail("--absorb of a multi-environment run is not supported yet: each "
+                 "environment's terms are in discovery.json")
         done = absorb_run(run_dir, output, discovery=result, method=refit,
                           min_inclusion=min_inclusion)
         console.print(f"written: {output} (prior + {len(done.params)} learnable "

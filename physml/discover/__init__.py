@@ -15,11 +15,13 @@ Reading run directories and retraining (``physml discover RUN --absorb --refit``
 experiment layer's part (:func:`physml.experiment.discover`).
 """
 from .absorb import REFIT_METHODS, Absorbed, absorb, chosen_terms
-from .discovery import THRESHOLD, Discovery, EquationFit, Term, discover
+from .discovery import (THRESHOLD, Discovery, EnvironmentDiscovery, EquationFit, Term, discover,
+                        discover_environments)
 from .library import DEFAULT_DEGREE, Library, default_library, library_for, monomials
 from .regression import ENGINES, SparseFit, bootstrap, stlsq
 
-__all__ = ["discover", "Discovery", "EquationFit", "Term", "THRESHOLD", "Library",
+__all__ = ["discover", "discover_environments", "EnvironmentDiscovery", "Discovery",
+           "EquationFit", "Term", "THRESHOLD", "Library",
            "library_for", "default_library", "monomials", "DEFAULT_DEGREE", "stlsq",
            "bootstrap", "SparseFit", "ENGINES", "absorb", "Absorbed", "chosen_terms",
            "REFIT_METHODS"]

@@ -294,3 +294,85 @@ def discover(spec: Spec, field_model, frames: torch.Tensor, times: torch.Tensor,
     return Discovery(fits, library, threshold, len(states), len(states) * points, bootstrap,
                      engine, prior, learned)
 
+
+
+# -- several environments (LEADS and its baselines) ---------------------------------------
+
+class _EnvironmentPart(torch.nn.Module):
+    """Everything beyond the prior in environment ``e`` of a multi-environment model: the
+    shared network (if any) plus ``G_e`` (thesis eq. 3.10)."""
+
+    def __init__(self, model, e: int):
+        super().__init__()
+        self.model, self.e = model, e
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        env = torch.full((x.shape[0],), self.e, dtype=torch.long, device=x.device)
+        with m.at_environments(env):
+            if getattr(m, "two_phase", False):  # GBML-like: one network at a time
+                return m.augmentation(x) if int(m.phase) == 0 else m.per_env(x)
+            out = torch.zeros_like(x)
+            if m.augmentation is not None:
+                out = out + m.augmentation(x)
+            if m.per_env is not None:
+                out = out + m.per_env(x)
+            return out
+
+
+class EnvironmentView(torch.nn.Module):
+    """Environment ``e`` of a :class:`~physml.models.environments.MultiEnvModel` seen as
+    a one-environment hybrid model: the prior at ``e``'s parameters, and as its
+    "augmentation" the unknown part of ``e``'s dynamics — what :func:`discover` fits."""
+
+    def __init__(self, model, e: int):
+        super().__init__()
+        self.model, self.e = model, e
+        self.prior = model.prior
+        self.augmentation = _EnvironmentPart(model, e)
+        self.aug_inputs = False
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        env = torch.full((x.shape[0],), self.e, dtype=torch.long, device=x.device)
+        with self.model.at_environments(env):
+            return self.model(t, x)
+
+    def physical_parameters(self) -> dict[str, torch.Tensor]:
+        """Shared learned values, and each per-environment one at ``e`` by its own name."""
+        m = self.model
+        out = {}
+        if m.prior is not None and hasattr(m.prior, "param_values"):
+            values = m.prior.param_values()
+            out = {k: values[k] for k in m.prior.learnable}
+        if m.env_params is not None:
+            out.update({k: v[self.e] for k, v in m.env_params.values().items()})
+        return out
+
+
+@dataclass
+class EnvironmentDiscovery:
+    """:func:`discover_environments`: one :class:`Discovery` per environment."""
+
+    environments: dict[str, Discovery]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"environments": {name: d.as_dict()
+                                 for name, d in self.environments.items()}}
+
+
+def discover_environments(spec: Spec, model, frames: torch.Tensor, times: torch.Tensor,
+                          env_names=None, **kw) -> EnvironmentDiscovery:
+    """Per-environment discovery for a multi-environment model (LEADS, One-Per-Env, …):
+    in each environment e, the unknown part of its dynamics (shared network + ``G_e``)
+    is sampled on e's own training states and fitted as in :func:`discover`, so each
+    environment gets its equations — with per-environment physical parameters, their
+    values at e stand in the prior. ``frames`` ``(E, N, T, *state)``; keywords as
+    :func:`discover`."""
+    names = list(env_names or getattr(model, "env_names", ()) or
+                 [f"e{i + 1}" for i in range(frames.shape[0])])
+    if len(names) != frames.shape[0]:
+        raise ValueError(f"{frames.shape[0]} environments of data, {len(names)} names")
+    out = {}
+    for e, name in enumerate(names):
+        out[name] = discover(spec, EnvironmentView(model, e), frames[e], times, **kw)
+    return EnvironmentDiscovery(out)

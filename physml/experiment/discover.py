@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ..data import Trajectories
-from ..discover import THRESHOLD, Absorbed, Discovery, absorb, discover
+from ..discover import (THRESHOLD, Absorbed, Discovery, EnvironmentDiscovery, absorb,
+                        discover, discover_environments)
 from ..discover.refine import TOL as REFINE_TOL
 from ..discover.refine import apply as apply_refinement
 from ..discover.refine import refine as refine_terms
 
+#: Training methods whose model has one dynamics per environment.
+MULTI_ENV_METHODS = ("leads", "leads_no_min", "one_for_all", "one_per_env", "ft_node", "gbml")
 #: Sub-steps of the refinement's solver per training step.
 REFINE_SUBSTEPS = 2
 from ..training.checkpoint import atomic_write_text
@@ -32,29 +35,55 @@ def discover_run(run, *, threshold: float = THRESHOLD, bootstrap: int = 100,
                  degree: int | None = None, engine: str = "stlsq", seed: int = 0,
                  which: str = "best", dataset=None, write: bool = True,
                  refine: bool = False, refine_tol: float = REFINE_TOL, progress=None
-                 ) -> Discovery:
+                 ) -> Discovery | EnvironmentDiscovery:
     """Fit the run's learned F_a on its training states with the spec's library (its
     ``discover terms`` line, else the default one) and write ``RUN/discovery.json``.
 
     ``refine``: then refit the library on the training trajectories and eliminate terms
     there (:func:`physml.discover.refine.refine`, tolerance ``refine_tol``), with the
-    run's training solver at half its step; the result holds the refined terms."""
+    run's training solver at half its step; the result holds the refined terms.
+
+    A multi-environment run (LEADS and its baselines) gets one discovery per environment
+    (:func:`physml.discover.discover_environments`): in each, the networks' part of its
+    dynamics (shared network + G_e) on its own training states."""
     from ..training.trainer import compute_threads
     import torch
 
+    from ..models.environments import MultiEnvModel
+
     run = _run(run)
     spec = run.spec
-    if spec.augment is None or spec.augment.name == "none" or run.config.method not in (
-            "aphynity", "augmented"):
+    multi = spec.per_environment is not None or run.config.method in MULTI_ENV_METHODS
+    if not multi and (spec.augment is None or spec.augment.name == "none" or
+                      run.config.method not in ("aphynity", "augmented")):
         raise RunError(f"{run.path}: trained with {run.config.method} and no augmentation "
                        "network on a prior; discovery fits the network F_a of an `aphynity` "
-                       "or `augmented` run")
+                       "or `augmented` run, or the networks of a multi-environment run")
     model = run.load_model(which)
     ds = dataset if dataset is not None else run.dataset()
+    kw = dict(threshold=threshold, bootstrap=bootstrap, seed=seed, engine=engine,
+              degree=degree)
+    if isinstance(model.field, MultiEnvModel):
+        if refine:
+            raise RunError(f"{run.path}: --refine of a multi-environment run is not "
+                           "supported yet (each environment's terms are fitted to its "
+                           "networks)")
+        if model.field.augmentation is None and model.field.per_env is None:
+            raise RunError(f"{run.path}: this multi-environment model has no network: "
+                           "nothing to discover (its parameters are in `physml inspect`)")
+        with compute_threads(run.config.threads, torch.device("cpu"),
+                             not spec.system.is_grid):
+            result = discover_environments(spec, model.field, ds.splits["train"], ds.times,
+                                           env_names=ds.env_names, **kw)
+        if write:
+            info = {"run": str(run.path), "checkpoint": which,
+                    "method": run.config.method, **result.as_dict()}
+            atomic_write_text(run.path / DISCOVERY_FILE,
+                              json.dumps(info, indent=2, default=_json_float))
+        return result
     train = Trajectories(ds.splits["train"], ds.times, ds.history)
     with compute_threads(run.config.threads, torch.device("cpu"), not spec.system.is_grid):
-        result = discover(spec, model.field, train.frames, train.times, threshold=threshold,
-                          bootstrap=bootstrap, seed=seed, engine=engine, degree=degree)
+        result = discover(spec, model.field, train.frames, train.times, **kw)
         if refine:
             # the training solver at half its step: its own error, which spurious terms
             # could absorb and which biases small coefficients, falls 2^order-fold
