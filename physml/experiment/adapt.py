@@ -56,8 +56,13 @@ def _mse(rollout: Rollout, test: Trajectories) -> float:
 
 
 def _train(rollout: Rollout, objective, train: Trajectories, test: Trajectories,
-           steps: list[int], lr: float, seed: int) -> dict[int, float]:
-    """Adam on all of ``train`` per step; the test MSE after each step in ``steps``."""
+           steps: list[int], lr: float, seed: int, teacher_forcing: float | None = None
+           ) -> dict[int, float]:
+    """Adam on all of ``train`` per step; the test MSE after each step in ``steps``.
+
+    ``teacher_forcing`` ρ: as in training (thesis §3.4.4), each frame after the first
+    restarts the integration from the data with probability ρ^(step/10) — every scheme
+    is trained the same way, as the run was."""
     torch.manual_seed(seed)
     params = [p for p in rollout.parameters() if p.requires_grad]
     out = {0: _mse(rollout, test)}
@@ -65,8 +70,15 @@ def _train(rollout: Rollout, objective, train: Trajectories, test: Trajectories,
         return {s: out[0] for s in [0, *steps]}
     opt = torch.optim.Adam(params, lr=lr)
     batch = train.batch()
+    generator = torch.Generator().manual_seed(seed)
     rollout.train()
     for step in range(1, max(steps) + 1):
+        if teacher_forcing is not None:
+            p = teacher_forcing ** ((step - 1) / 10)
+            restart = torch.rand(batch.t.shape[0], generator=generator,
+                                 dtype=torch.float64) < p
+            restart[0] = False
+            batch.restart = restart
         loss, _ = objective.loss(rollout, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -133,7 +145,8 @@ def adapt(run: Run | str | Path, source: str | Path, out: str | Path | None = No
         if "leads" in schemes:
             objective = build_objective("leads", cfg.method_options,
                                         run.spec.system.is_grid, loss=cfg.loss)
-            results["leads"] = _train(new, objective, train, test, steps, cfg.lr, cfg.seed)
+            results["leads"] = _train(new, objective, train, test, steps, cfg.lr, cfg.seed,
+                                      cfg.teacher_forcing)
         # F is untouched by the adaptation (only G_e' and per-environment values learn)
         for k, v in new.field.state_dict().items():
             if k in frozen and not torch.equal(v, frozen[k]):
@@ -142,7 +155,7 @@ def adapt(run: Run | str | Path, source: str | Path, out: str | Path | None = No
         scratch = model("one_per_env")
         objective = build_objective("one_per_env", {}, run.spec.system.is_grid, loss=cfg.loss)
         results["one_per_env"] = _train(scratch, objective, train, test, steps, cfg.lr,
-                                        cfg.seed)
+                                        cfg.seed, cfg.teacher_forcing)
     table = {name: {str(s): r[s] for s in TABLE_STEPS if s in r} | {str(last): r[last]}
              for name, r in results.items()}
     report = {"run": str(run.path), "source": str(source), "environments": list(ds.env_names),
