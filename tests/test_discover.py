@@ -478,3 +478,31 @@ def test_discover_command_on_a_leads_run(tmp_path):
     assert res.exit_code == 1 and "multi-environment run is not supported yet" in res.output
     res = CliRunner().invoke(app, ["discover", str(run.path), "--refine"])
     assert res.exit_code == 1 and "--refine of a multi-environment run" in res.output
+
+
+def test_with_a_hidden_variable_fa_is_sampled_on_the_models_own_states(tmp_path):
+    """`observe u`: F_a is sampled on the model's forecasts of the training trajectories
+    (hidden states from the encoder), not on the data's hidden channel (absent from user
+    data; in simulated data the truth, in coordinates the model need not share); --refine
+    says it does not apply."""
+    import physml
+    from physml.data import Trajectories
+    from physml.experiment import discover_run
+    from physml.experiment.run import RunError
+
+    path = ROOT / "specs" / "chapter2" / "lv_prey_only.phy"
+    text = path.read_text().replace("prior:", "augment mlp(hidden=16, layers=2)\nprior:") \
+        .replace("train physics", "train aphynity")
+    run = physml.train(parse_spec(text, str(path)), out=tmp_path / "run",
+                       data_dir=tmp_path / "data", steps=3, report=False)
+    found = discover_run(run, bootstrap=0, threshold=1e-6, write=False)
+    model = run.load_model("best")
+    ds = run.dataset()
+    train = Trajectories(ds.splits["train"], ds.times, ds.history)
+    with torch.no_grad():
+        states = model.predict(train.batch()).flatten(0, 1).double()
+        rate = model.field.double()(torch.zeros((), dtype=torch.float64), states)
+    expected = float(rate[:, 1].pow(2).mean().sqrt())
+    assert abs(found.fit("v").rate_rms - expected) < 1e-6 * expected  # float32 model
+    with pytest.raises(RunError, match="--refine of a partially observed run"):
+        discover_run(run, bootstrap=0, refine=True, write=False)

@@ -43,6 +43,9 @@ def discover_run(run, *, threshold: float = THRESHOLD, bootstrap: int = 100,
     there (:func:`physml.discover.refine.refine`, tolerance ``refine_tol``), with the
     run's training solver at half its step; the result holds the refined terms.
 
+    With hidden variables (``observe``), F_a is sampled on the model's forecasts of the
+    training trajectories, hidden states included.
+
     A multi-environment run (LEADS and its baselines) gets one discovery per environment
     (:func:`physml.discover.discover_environments`): in each, the networks' part of its
     dynamics (shared network + G_e) on its own training states."""
@@ -82,8 +85,23 @@ def discover_run(run, *, threshold: float = THRESHOLD, bootstrap: int = 100,
                               json.dumps(info, indent=2, default=_json_float))
         return result
     train = Trajectories(ds.splits["train"], ds.times, ds.history)
+    every = set(spec.system.variables)
+    hidden = (ds.observed is not None and set(ds.observed) != every) or \
+        (bool(spec.observe) and set(spec.observe) != every)
+    if hidden and refine:
+        raise RunError(f"{run.path}: --refine of a partially observed run is not supported "
+                       "yet (the trajectories do not hold the hidden variables)")
     with compute_threads(run.config.threads, torch.device("cpu"), not spec.system.is_grid):
-        result = discover(spec, model.field, train.frames, train.times, **kw)
+        frames = train.frames
+        if hidden:
+            # F_a only ever saw the model's own states, hidden variables included: sample
+            # it on the model's forecasts of the training trajectories (from its encoded
+            # or given initial states), not on the data's hidden channels (absent from
+            # user data; in simulated data the truth, in coordinates the model need not
+            # share: a hidden variable's scale is not identifiable)
+            with torch.no_grad():
+                frames = model.predict(train.batch()).detach()
+        result = discover(spec, model.field, frames, train.times, **kw)
         if refine:
             # the training solver at half its step: its own error, which spurious terms
             # could absorb and which biases small coefficients, falls 2^order-fold
