@@ -184,6 +184,14 @@ def _directions(prior: dict[str, sympy.Expr], learned: dict[str, float], on
     return out
 
 
+def candidate_columns(library: Library, directions, learned) -> list[int]:
+    """The library terms fitted as new terms in one equation: those no learned
+    parameter's own direction there (``directions``, ∂F_p/∂p) already scales — a term
+    like ``sin(theta)`` beside ``omega0^2*sin(theta)`` is that parameter, not a new term."""
+    return [j for j, term in enumerate(library.terms)
+            if not any(_proportional(term, d, learned) for d in directions)]
+
+
 def _proportional(term: sympy.Expr, direction: sympy.Expr, learned) -> bool:
     ratio = sympy.cancel(term / direction)
     params = {sympy.Symbol(k) for k in learned}
@@ -264,10 +272,7 @@ def discover(spec: Spec, field_model, frames: torch.Tensor, times: torch.Tensor,
     for var in on:
         i = system.variables.index(var)
         mine = [(k, name, d) for k, (v, name, d) in enumerate(directions) if v == var]
-        # A library term the prior's own parameter already scales (sin(theta) beside
-        # omega0^2*sin(theta)) is that parameter's direction, not a new term.
-        cols = [j for j, term in enumerate(library.terms)
-                if not any(_proportional(term, d, learned) for _, _, d in mine)]
+        cols = candidate_columns(library, [d for _, _, d in mine], learned)
         cols_all = cols + [n_lib + k for k, _, _ in mine]
         always = np.array([False] * len(cols) + [True] * len(mine))
         if system.domain is None:
@@ -309,15 +314,10 @@ class _EnvironmentPart(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
         env = torch.full((x.shape[0],), self.e, dtype=torch.long, device=x.device)
-        with m.at_environments(env):
-            if getattr(m, "two_phase", False):  # GBML-like: one network at a time
-                return m.augmentation(x) if int(m.phase) == 0 else m.per_env(x)
-            out = torch.zeros_like(x)
-            if m.augmentation is not None:
-                out = out + m.augmentation(x)
-            if m.per_env is not None:
-                out = out + m.per_env(x)
-            return out
+        t = torch.zeros((), dtype=x.dtype, device=x.device)
+        with m.at_environments(env):  # the model's own forward, less its prior
+            out = m(t, x)
+            return out if m.prior is None else out - m.prior(t, x)
 
 
 class EnvironmentView(torch.nn.Module):
@@ -339,11 +339,10 @@ class EnvironmentView(torch.nn.Module):
 
     def physical_parameters(self) -> dict[str, torch.Tensor]:
         """Shared learned values, and each per-environment one at ``e`` by its own name."""
+        from ..models.hybrid import HybridModel
+
         m = self.model
-        out = {}
-        if m.prior is not None and hasattr(m.prior, "param_values"):
-            values = m.prior.param_values()
-            out = {k: values[k] for k in m.prior.learnable}
+        out = HybridModel.physical_parameters(m)
         if m.env_params is not None:
             out.update({k: v[self.e] for k, v in m.env_params.values().items()})
         return out

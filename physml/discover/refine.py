@@ -45,7 +45,7 @@ from ..symbolic import compile_terms
 from ..symbolic.printer import format_expr
 from ..symbolic.spec import Spec
 from ..solve.tableau import RK4, TABLEAUS, rk_step
-from .discovery import Discovery, Term, _directions, _proportional
+from .discovery import Discovery, Term, _directions, candidate_columns
 
 #: Default tolerance: elimination stops before S exceeds (1 + TOL)·S_full.
 TOL = 1.0
@@ -136,24 +136,16 @@ class _Problem:
         self.module = compile_terms(spec, list(library.terms)).to(torch.float64)
         self.vars = [e.var for e in discovery.equations]
         self.index = [system.variables.index(v) for v in self.vars]
-        # candidate (equation, term) pairs: as in discover, the library terms that are not
-        # a learned parameter's own direction in that equation
-        self.pairs: list[tuple[int, int]] = []
-        for e, var in enumerate(self.vars):
-            mine = [d for v, _, d in directions if v == var]
-            for j, term in enumerate(library.terms):
-                if not any(_proportional(term, d, learned) for d in mine):
-                    self.pairs.append((e, j))
+        # candidate (equation, term) pairs: the library terms discover fits in each equation
+        self.pairs = [(e, j) for e, var in enumerate(self.vars)
+                      for j in candidate_columns(library, [d for v, _, d in directions
+                                                           if v == var], learned)]
         self.n_prior = sum(int(np.prod(s)) if len(s) else 1 for s in self.shapes)
         self.n_lib = len(library)
         self.frames = frames
         self.times = times
         self.tableau = tableau
         self.substeps = substeps
-
-    @property
-    def size(self) -> int:
-        return self.n_prior + len(self.pairs)
 
     def start(self, discovery: Discovery) -> torch.Tensor:
         raw = [p.detach().double().reshape(-1) for _, p in self.prior.named_parameters()] \
@@ -331,14 +323,15 @@ def refine(spec: Spec, field_model, discovery: Discovery, frames: torch.Tensor,
            max_trajectories: int = MAX_TRAJECTORIES, seed: int = 0, iters: int = 30,
            chunk: int = 8, progress=None) -> Refinement:
     """Refit the library on the training trajectories and eliminate terms (module
-    docstring). ``frames`` ``(N, T, *state)``; ``solver``: a fixed-step method's name
-    (adaptive ones integrate with rk4 at ``step``); ``step``: largest step (default: the
+    docstring). ``frames`` ``(N, T, *state)``; ``solver``: a method with a Butcher tableau,
+    run at fixed steps (any other, e.g. spectral, integrates with rk4); ``step``: largest
+    step (default: the
     data's interval); ``horizon``: frames per window (default: whole trajectories);
     ``progress``: called with a line per stage."""
     say = progress or (lambda line: None)
     if tol <= 0:
         raise ValueError(f"refine tolerance {tol:g}: a relative loss increase > 0")
-    if getattr(field_model, "environments", None):
+    if getattr(field_model, "n_envs", 1) > 1:
         raise ValueError("refining per-environment models is not supported yet")
     t_start = time.perf_counter()
     tableau = TABLEAUS.get(solver, RK4)
@@ -359,10 +352,11 @@ def refine(spec: Spec, field_model, discovery: Discovery, frames: torch.Tensor,
     zero = theta.clone()
     zero[problem.n_prior:] = 0.0
     S_zero = _loss(problem, zero, active, chunk)
+    start = "the discovery's coefficients"
     if not S_start <= S_zero:
-        theta, S_start = zero, S_zero
+        theta, S_start, start = zero, S_zero, "the prior alone"
     say(f"{len(problem.pairs)} candidate terms, {wins.shape[0]} windows; S = {S_start:.4g} "
-        "at the discovery's coefficients")
+        f"at {start}")
     theta, S_full, H, params = _levenberg_marquardt(problem, theta, active, chunk, iters)
     say(f"full library refitted: S = {S_full:.4g} ({time.perf_counter() - t_start:.0f} s)")
     # an error below FLOOR_RMS of the data's RMS counts as none: on noiseless data S_full

@@ -27,6 +27,7 @@ from ..models import Rollout
 from ..models.environments import MultiEnvModel, build_multi_env_model
 from ..objectives import build_objective
 from ..training.checkpoint import atomic_write_text
+from ..training.trainer import teacher_forcing_restarts
 from .run import Run
 
 #: the steps at which Table 3.13 reports test errors
@@ -74,11 +75,8 @@ def _train(rollout: Rollout, objective, train: Trajectories, test: Trajectories,
     rollout.train()
     for step in range(1, max(steps) + 1):
         if teacher_forcing is not None:
-            p = teacher_forcing ** ((step - 1) / 10)
-            restart = torch.rand(batch.t.shape[0], generator=generator,
-                                 dtype=torch.float64) < p
-            restart[0] = False
-            batch.restart = restart
+            batch.restart = teacher_forcing_restarts(teacher_forcing, step - 1,
+                                                     batch.t.shape[0], generator)
         loss, _ = objective.loss(rollout, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -152,6 +152,17 @@ class Progress:
 STOP_REASONS = ("epochs", "steps", "time budget", "patience", "interrupted", "nothing to learn")
 
 
+def teacher_forcing_restarts(rho: float, step: int, frames: int,
+                             generator: torch.Generator) -> torch.Tensor:
+    """Teacher forcing (thesis §3.4.4, the LEADS authors' schedule): at (0-based) step
+    ``step`` each frame after the first restarts the integration from the data with
+    probability ρ^(step/10); ``(frames,)`` bool."""
+    p = rho ** (step / 10)
+    restart = torch.rand(frames, generator=generator, dtype=torch.float64) < p
+    restart[0] = False
+    return restart
+
+
 class Trainer:
     """One training run over built objects (see :func:`physml.experiment.train`)."""
 
@@ -387,13 +398,10 @@ class Trainer:
         return float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}
 
     def _restarts(self, frames: int) -> torch.Tensor:
-        """Teacher forcing (thesis §3.4.4, the LEADS authors' schedule): each frame after
-        the first restarts the integration from the data with probability ρ^(step/10),
-        drawn from the run's generator (so a resumed run draws the same)."""
-        p = self.cfg.teacher_forcing ** (self.step / 10)
-        restart = torch.rand(frames, generator=self.generator, dtype=torch.float64) < p
-        restart[0] = False
-        return restart
+        """Teacher forcing at this step, drawn from the run's generator (so a resumed
+        run draws the same)."""
+        return teacher_forcing_restarts(self.cfg.teacher_forcing, self.step, frames,
+                                        self.generator)
 
     def _on_nonfinite(self) -> None:
         where = f"step {self.step} (epoch {self.epoch})"
