@@ -160,13 +160,14 @@ def ref_mitchell_schaeffer(t, X, p):
 
 
 def ref_ns_velocity_density(t, X, p):
-    # §2.5.1: u̇ = P[−(u·∇)u + νΔu], ρ̇ = −(u·∇)ρ, with P(a) = a − ∇Δ⁻¹(∇·a) (periodic).
+    # §2.5.1: u̇ = P[−(u·∇)u + νΔu], ρ̇ = −(u·∇)ρ (+ κΔρ), with P(a) = a − ∇Δ⁻¹(∇·a).
     s = _Spectral(64, 1.0)
     u, v, rho = X[:, 0], X[:, 1], X[:, 2]
     ax = -(u * s.dx(u) + v * s.dy(u)) + p["nu"] * s.lap(u)
     ay = -(u * s.dx(v) + v * s.dy(v)) + p["nu"] * s.lap(v)
     phi = s.inv_lap(s.dx(ax) + s.dy(ay))
-    return np.stack([ax - s.dx(phi), ay - s.dy(phi), -(u * s.dx(rho) + v * s.dy(rho))], 1)
+    return np.stack([ax - s.dx(phi), ay - s.dy(phi),
+                     -(u * s.dx(rho) + v * s.dy(rho)) + p["kappa"] * s.lap(rho)], 1)
 
 
 REFERENCES = {name[4:]: fn for name, fn in globals().items() if name.startswith("ref_")}

@@ -394,6 +394,11 @@ def test_grid_partial_model_with_a_unet_encoder_trains_and_reports(tmp_path):
     assert 0 < part["relative_mse"]["all"] < 10
     # One hidden channel per grid point: the cosine is the mean agreement of signs.
     assert -1.0 <= part["hidden_cosine"]["all"] <= 1.0
+    # Grids also get eq. 2.6 with field norms, and the floor of the true X₀ held still.
+    assert 0 < part["relative_error_field"]["all"] < 10
+    still = part["persistence"]
+    assert set(still) == {"hidden_cosine", "relative_error_field"}
+    assert -1.0 <= still["hidden_cosine"]["all"] <= 1.0 and still["relative_error_field"]["all"] > 0
     assert math.isfinite(ev["mse"])
     assert (run.path / "plots" / "fields.png").exists()
 
@@ -411,3 +416,66 @@ def test_sir_with_infections_observed_and_check_warns_before_training(tmp_path):
     assert warning.startswith("v → s·v, beta → beta/s leaves the observations unchanged, "
                               "so beta is not identifiable (only beta*v is)")
     assert symmetry_warnings(lv_spec(tmp_path, encoder="")) == []
+
+
+def test_field_norm_relative_error_by_hand():
+    """Eq. 2.6 with norms over the grid (``pointwise=False``): one ratio per frame."""
+    y = torch.zeros(1, 3, 1, 2, 1)       # (B, T, C, 2 points)
+    p = torch.zeros(1, 3, 1, 2, 1)
+    y[0, 1, 0, :, 0] = torch.tensor([3.0, 4.0])        # ‖y‖ = 5
+    p[0, 1, 0, :, 0] = torch.tensor([3.0, 4.0 + 1.0])  # ‖p − y‖ = 1
+    y[0, 2, 0, :, 0] = torch.tensor([1e-9, 2.0])       # a point near zero
+    p[0, 2, 0, :, 0] = torch.tensor([1e-3, 2.0])
+    assert relative_mse(p, y, pointwise=False) == pytest.approx((1 / 5 + 1e-3 / 2) / 2,
+                                                                rel=1e-5)
+    # As printed, the near-zero point alone gives a ratio of 10⁶.
+    assert relative_mse(p, y) > 1e5
+    # ODE states (one point): both forms agree.
+    a, b = torch.rand(2, 5, 3) + 0.5, torch.rand(2, 5, 3) + 0.5
+    assert relative_mse(a, b) == pytest.approx(relative_mse(a, b, pointwise=False))
+
+
+def test_thesis_resnet_down_sampling_and_its_no_skip_ablation():
+    from dataclasses import replace
+
+    from physml.models.nets import NETWORKS, ResNet
+
+    dom = physml.parse_spec("use ns_velocity_density\n", "x.phy").system.domain
+    torch.manual_seed(0)
+    net = ResNet(3, 2, channels=8, blocks=2, down=2, domain=dom)
+    x = torch.randn(2, 3, 64, 64)
+    assert net(x).shape == x.shape
+    assert net.blocks[0].body[0].weight.shape == (8, 8, 3, 3)
+    # The blocks see a grid 4× coarser.
+    h = net.down(net.lift(x))
+    assert h.shape[-2:] == (16, 16)
+    # skip=false: the same layers, the identity connections gone.
+    plain = ResNet(3, 2, channels=8, blocks=2, down=2, domain=dom, skip=False)
+    plain.load_state_dict(net.state_dict())
+    assert not torch.allclose(plain(x), net(x))
+    blk = net.blocks[0]
+    z = torch.randn(1, 8, 16, 16)
+    torch.testing.assert_close(blk(z), torch.relu(z + blk.body(z)))
+    torch.testing.assert_close(plain.blocks[0](z), torch.relu(blk.body(z)))
+    with pytest.raises(ValueError, match="not divisible by 8"):
+        ResNet(3, 2, down=3, domain=replace(dom, shape=(12, 12)))
+    # From a spec line: `skip=false` as written; the ODE residual MLP refuses both options.
+    build = NETWORKS["resnet"].build
+    assert not build((3, 64, 64), dom, skip="false").blocks[0].skip
+    with pytest.raises(ValueError, match="options of the grid ResNet"):
+        build((2,), None, down=1)
+    unet = NETWORKS["unet"].build((3, 64, 64), dom, channels=4, depth=2)
+    assert unet(x).shape == x.shape
+
+
+def test_direct_map_scales_its_output_to_the_state():
+    """``solver direct``: the network outputs the next state, so its output scale is the
+    states' RMS, not that of their rate."""
+    from physml.models.nets import MLP, Scaled
+
+    frames = torch.tensor([[[1.0, 10.0], [3.0, 10.0], [5.0, 10.0]]])   # (1, T=3, C=2)
+    rate, state = Scaled(MLP(2), 2), Scaled(MLP(2), 2)
+    rate.fit_scales(frames, dt=0.5)
+    state.fit_scales(frames, dt=0.5, rate=False)
+    torch.testing.assert_close(rate.out_scale, torch.tensor([4.0, 1.0]))  # 2/0.5; 0 → 1
+    torch.testing.assert_close(state.out_scale, torch.tensor([(17.0) ** 0.5, 10.0]))

@@ -127,7 +127,10 @@ def _spectral_errors(solver, ns, nonlinear: bool = True):
     return errs
 
 
-@pytest.mark.parametrize("solver", list(SOLVERS.values()), ids=list(SOLVERS))
+INTEGRATORS = {n: s for n, s in SOLVERS.items() if not (s.tableau and s.tableau.map)}
+
+
+@pytest.mark.parametrize("solver", list(INTEGRATORS.values()), ids=list(INTEGRATORS))
 def test_order(solver):
     """Fitted log-error/log-step slope = ``solver.order`` (within 0.25)."""
     if solver.kind == "spectral":
@@ -366,3 +369,32 @@ def test_rd_adaptive_dataset_matches_fixed_step_reference():
     assert (x - y).abs().max() < 2e-8
     ulp = torch.finfo(torch.float32).eps * y.abs().max()
     assert (x.float() - y.float()).abs().max() <= ulp
+
+
+def test_direct_is_the_one_step_map_not_an_integrator():
+    """``solver direct`` (thesis Table 2.3's "ResNet" ablation): each step replaces the
+    state by f(t, x); ``step`` gives that many applications per interval."""
+    x0 = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    t = torch.tensor([0.0, 0.5, 1.0, 1.5], dtype=torch.float64)
+    seen = []
+
+    def f(tt, x):
+        seen.append(float(tt))
+        return 2 * x + 1
+
+    y = odeint(f, x0, t, "direct")
+    want = [x0]
+    for _ in range(3):
+        want.append(2 * want[-1] + 1)
+    assert torch.equal(y, torch.stack(want, dim=1))
+    assert seen == [0.0, 0.5, 1.0]              # f sees the time of the state it maps
+    y2 = odeint(lambda tt, x: 2 * x + 1, x0, t, "direct", step=0.25)
+    assert torch.equal(y2[:, 1], 2 * (2 * x0 + 1) + 1)   # two maps per interval
+    # Euler with the same f would be x + h·f: a different model.
+    assert not torch.allclose(odeint(lambda tt, x: 2 * x + 1, x0, t, "euler"), y)
+    # Padded steps of size 0 (compiled chunks) leave the state alone.
+    from physml.solve.tableau import DIRECT, rk_step
+
+    h0 = torch.zeros((), dtype=torch.float64)
+    assert torch.equal(rk_step(DIRECT, lambda tt, x: 5 * x, h0, h0, x0), x0)
+    assert not SOLVERS["direct"].simulates

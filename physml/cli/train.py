@@ -294,10 +294,17 @@ def _partial_lines(part: dict) -> None:
                   f"{', '.join(part['hidden'])} (initial states: {part['initial_states']})",
                   markup=False)
     for key, title in (("relative_mse", "relative error on observations (eq. 2.6)"),
+                       ("relative_error_field", "relative error on observations, field "
+                        "norms (eq. 2.6 with ‖·‖ over the grid)"),
                        ("hidden_cosine", "cosine of hidden states to the truth (eq. 2.7)")):
         if key in part:
             console.print(f"{title}: " + ", ".join(f"{h} {v:.4g}" for h, v in
                                                      part[key].items()), markup=False)
+    still = part.get("persistence", {})
+    if still:
+        console.print("the true initial state held still (persistence): " + "; ".join(
+            f"{k.replace('_', ' ')} " + ", ".join(f"{h} {v:.4g}" for h, v in d.items())
+            for k, d in still.items()), markup=False)
     for sym in part.get("symmetries", []):
         console.print(f"symmetry of the hidden states: {sym}", markup=False)
 

@@ -58,32 +58,34 @@ def simulate(spec, **kwargs):
     return _simulate(spec if isinstance(spec, Spec) else _load(spec), **kwargs)
 
 
-def evaluate(run, split: str = "test", dataset=None):
-    """Test metrics of a run (a :class:`Run` or its directory)."""
+def evaluate(run, split: str = "test", dataset=None, device=None):
+    """Test metrics of a run (a :class:`Run` or its directory); ``device``: where the
+    forecasts run (``"cuda"``; default the CPU), the metrics being computed on the CPU."""
     from ..reporting import evaluate as _evaluate
     from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
     with _threads(run):
-        return _evaluate(run, split=split, dataset=dataset)
+        return _evaluate(run, split=split, dataset=dataset, device=device)
 
 
 def inspect(run, latex: bool = False, dataset=None, which: str = "best", conjugacy: int = 0,
-            intervals: str | None = "laplace", bootstrap: int = 0, level: float = 0.95):
+            intervals: str | None = "laplace", bootstrap: int = 0, level: float = 0.95,
+            device=None):
     """The identified equations of a run (a :class:`Run` or its directory), at its best
     validation checkpoint or (``which="last"``) its last state, with a ``level`` interval
     on each learned physical parameter: Laplace by default, or from ``bootstrap`` refits
     on resampled training trajectories (``intervals=None``: none). ``conjugacy=N``: also
     the map from learned to true states fitted on N labelled test trajectories (partial
-    observation, thesis §2.5.4)."""
+    observation, thesis §2.5.4), its forecasts run on ``device``."""
     from ..reporting import inspect as _inspect
     from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
     with _threads(run):
         return _inspect(run, latex=latex, dataset=dataset, which=which, conjugacy=conjugacy,
-                        intervals=intervals,
-                        bootstrap=bootstrap, level=level)
+                        intervals=intervals, bootstrap=bootstrap, level=level,
+                        device=device)
 
 
 def identifiability(spec, dataset=None, max_trajectories: int = 32, confounding: bool = True):

@@ -140,7 +140,10 @@ def training_data(dataset: Dataset, cfg: TrainConfig, device=None,
 def fit_scales(rollout, data: TrainingData, dt: float) -> None:
     """Scale the augmentation network's inputs and outputs to the training data."""
     if data.train.n_frames > 1 and rollout.readout is None:  # (H·X: no state scale seen)
-        rollout.field.fit_scales(data.train.frames, dt)
+        if rollout.solver.name == "direct":     # the network is the one-step map
+            rollout.field.fit_scales(data.train.frames, dt, rate=False)
+        else:
+            rollout.field.fit_scales(data.train.frames, dt)
     if rollout.encoder is not None:
         rollout.encoder.fit_scales(data.train.frames, data.train.mask)
 

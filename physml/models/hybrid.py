@@ -88,10 +88,11 @@ class HybridModel(nn.Module):
             return {k: values[k] for k in self.prior.learnable}
         return {}
 
-    def fit_scales(self, frames: torch.Tensor, dt: float) -> None:
-        """Scale the network's inputs and outputs to the training data (:class:`Scaled`)."""
+    def fit_scales(self, frames: torch.Tensor, dt: float, rate: bool = True) -> None:
+        """Scale the network's inputs and outputs to the training data (:class:`Scaled`);
+        ``rate=False``: its output is the next state (``solver direct``), not a rate."""
         if isinstance(self.augmentation, Scaled):
-            self.augmentation.fit_scales(frames, dt)
+            self.augmentation.fit_scales(frames, dt, rate=rate)
 
     def physical_raw_parameters(self) -> list[nn.Parameter]:
         if isinstance(self.prior, VectorField):

@@ -17,6 +17,8 @@ from ..symbolic.spec import Call, Domain
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "swish": nn.SiLU, "silu": nn.SiLU, "gelu": nn.GELU,
     "softplus": nn.Softplus, "elu": nn.ELU,
+    # slope 0.1 as the thesis's U-Net encoder (FlowNetS variant, §2.5.2)
+    "leaky_relu": lambda: nn.LeakyReLU(0.1),
 }
 
 
@@ -156,34 +158,63 @@ class ConvNet(nn.Module):
 
 
 class _ResBlock(nn.Module):
-    def __init__(self, conv, channels, kernel, pad, act):
+    """``act(x + body(x))``; without ``skip``, ``act(body(x))`` (the thesis's "ResNet no
+    skip" ablation, Table 2.3: the same layers, a plain CNN)."""
+
+    def __init__(self, conv, channels, kernel, pad, act, skip: bool = True):
         super().__init__()
         self.body = nn.Sequential(
             conv(channels, channels, kernel, padding=kernel // 2, padding_mode=pad), act(),
             conv(channels, channels, kernel, padding=kernel // 2, padding_mode=pad))
         self.act = act()
+        self.skip = skip
 
     def forward(self, x):
-        return self.act(x + self.body(x))
+        return self.act(x + self.body(x) if self.skip else self.body(x))
 
 
 class ResNet(nn.Module):
-    """A residual ConvNet: lift to ``channels``, ``blocks`` residual blocks, project back."""
+    """A residual ConvNet: lift to ``channels``, ``blocks`` residual blocks, project back.
+
+    ``down``: that many stride-2 convolutions after the lift (the blocks then work on a
+    grid ``2^down`` times coarser) and as many bilinear up-samplings, each followed by a
+    convolution, before the projection — the thesis's F_θ of §2.5.2 ("2 downsampling
+    layers, 6 residual blocks, and bilinear up-convolutions instead of transposed
+    convolutions") is ``resnet(down=2, blocks=6)``. ``skip=false`` drops the blocks'
+    identity connections (Table 2.3's "ResNet no skip")."""
 
     def __init__(self, n_fields: int, ndim: int, channels: int = 32, blocks: int = 2,
                  kernel: int = 3, activation: str = "relu", domain: Domain | None = None,
-                 n_in: int | None = None):
+                 n_in: int | None = None, down: int = 0, skip: bool = True):
         super().__init__()
         conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[ndim - 1]
         pad = _padding_mode(domain)
         act = _activation(activation)
+        if down < 0:
+            raise ValueError(f"resnet(down={down}): the number of halvings is >= 0")
+        if domain is not None and down:
+            for n in domain.shape:
+                if n % (1 << down):
+                    raise ValueError(f"resnet(down={down}) halves the grid {down} times; the "
+                                     f"grid size {n} is not divisible by {1 << down}")
         self.lift = conv(n_in or n_fields, channels, kernel, padding=kernel // 2, padding_mode=pad)
-        self.blocks = nn.Sequential(*[_ResBlock(conv, channels, kernel, pad, act)
+        self.down = nn.Sequential(*[m for _ in range(down) for m in (
+            conv(channels, channels, kernel, stride=2, padding=kernel // 2, padding_mode=pad),
+            act())])
+        self.blocks = nn.Sequential(*[_ResBlock(conv, channels, kernel, pad, act, skip)
                                       for _ in range(blocks)])
+        self.up = nn.ModuleList([conv(channels, channels, kernel, padding=kernel // 2,
+                                      padding_mode=pad) for _ in range(down)])
+        self.up_act = act()
+        self.mode = ("linear", "bilinear", "trilinear")[ndim - 1]
         self.project = conv(channels, n_fields, kernel, padding=kernel // 2, padding_mode=pad)
 
     def forward(self, x):
-        return self.project(self.blocks(self.lift(x)))
+        h = self.blocks(self.down(self.lift(x)))
+        for layer in self.up:
+            h = nn.functional.interpolate(h, scale_factor=2, mode=self.mode, align_corners=False)
+            h = self.up_act(layer(h))
+        return self.project(h)
 
 
 class ResMLP(nn.Module):
@@ -334,12 +365,50 @@ def _convnet(shape, domain, extra=0, gain=None, **opts):
     return _orthogonal(ConvNet(shape[0], domain.ndim, domain=domain, **opts), gain)
 
 
+def _flag(name: str, value) -> bool:
+    """A true/false network option as written in a spec (``skip=false``, ``skip=0``)."""
+    if value in (True, 1, "true", "yes", "on"):
+        return True
+    if value in (False, 0, "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={value!r}: write true or false")
+
+
 def _resnet(shape, domain, extra=0, gain=None, **opts):
     if extra:
         opts["n_in"] = shape[0] + extra
+    if "skip" in opts:
+        opts["skip"] = _flag("skip", opts["skip"])
     if domain is None:
+        if opts.pop("down", 0) or not opts.pop("skip", True):
+            raise ValueError("resnet(down=..., skip=...) are options of the grid ResNet; "
+                             "on ODE states resnet() is a residual MLP")
         return _orthogonal(ResMLP(shape[0], **opts), gain)
     return _orthogonal(ResNet(shape[0], domain.ndim, domain=domain, **opts), gain)
+
+
+class UNetField(nn.Module):
+    """The encoders' U-Net (:class:`physml.models.encoders.UNet`) as a vector field on the
+    state: one frame in, the state's channels out (thesis Table 2.3's "UNET" ablation)."""
+
+    def __init__(self, n_fields: int, domain: Domain, n_in: int | None = None, **opts):
+        super().__init__()
+        from .encoders import UNet
+
+        self.net = UNet(n_in or n_fields, n_fields, 1, domain, **opts)
+
+    def forward(self, x):
+        return self.net(x.unsqueeze(1))
+
+
+def _unet(shape, domain, extra=0, gain=None, **opts):
+    if domain is None:
+        raise ValueError("unet() works on grids; use mlp() for ODE states")
+    if extra:
+        opts["n_in"] = shape[0] + extra
+    if gain is not None:
+        opts["gain"] = float(gain)
+    return UNetField(shape[0], domain, **opts)
 
 
 def _fno(shape, domain, extra=0, gain=None, **opts):
@@ -361,8 +430,12 @@ NETWORKS: dict[str, NetworkKind] = {k.name: k for k in (
                 "fully connected, ODE states (Table 3.4 pendulum)"),
     NetworkKind("convnet", ("channels", "layers", "kernel", "activation", "norm", "gain"),
                 _convnet, "convolutions on the grid (Table 3.2)"),
-    NetworkKind("resnet", ("channels", "blocks", "kernel", "activation", "gain"), _resnet,
-                "residual blocks (grid) or residual MLP (ODE)"),
+    NetworkKind("resnet", ("channels", "blocks", "kernel", "activation", "gain", "down",
+                           "skip"), _resnet,
+                "residual blocks (grid) or residual MLP (ODE); on grids ``down`` halvings "
+                "with bilinear up-sampling (thesis §2.5.2), ``skip=false`` (Table 2.3)"),
+    NetworkKind("unet", ("channels", "depth", "activation", "gain"), _unet,
+                "a U-Net on the state, grids (thesis Table 2.3's UNET ablation)"),
     NetworkKind("fno", ("modes", "width", "layers", "hidden", "activation", "grid", "gain"),
                 _fno, "Fourier Neural Operator, 2-D periodic grids (Li et al. 2021; "
                 "Navier–Stokes, §3.4)"),
@@ -460,16 +533,17 @@ class Scaled(nn.Module):
         return torch.cat(parts, dim=1)
 
     @torch.no_grad()
-    def fit_scales(self, frames: torch.Tensor, dt: float) -> None:
+    def fit_scales(self, frames: torch.Tensor, dt: float, rate: bool = True) -> None:
         """Set the scales from trajectories ``(N, T, C, …)`` sampled every ``dt``: the
-        root mean square of each channel, and of its finite-difference time derivative."""
+        root mean square of each channel, and of its finite-difference time derivative
+        (``rate=False``: of the next state, for a network that is the one-step map)."""
         dims = [i for i in range(frames.dim()) if i != 2]  # all but the channel
-        d = (frames[:, 1:] - frames[:, :-1]) / dt
+        d = (frames[:, 1:] - frames[:, :-1]) / dt if rate else frames[:, 1:]
         for buf, values, mask in ((self.in_scale, frames, None),
                                   (self.out_scale, d, self.out_mask)):
             rms = values.pow(2).mean(dim=dims, dtype=torch.float64).sqrt()
             ok = torch.isfinite(rms) & (rms > 0)
-            rms = torch.where(ok, rms, torch.ones_like(rms)).to(buf.dtype)
+            rms = torch.where(ok, rms, torch.ones_like(rms)).to(buf)  # frames may be on the CPU
             buf.copy_(rms if mask is None else rms * mask)
         if self.takes_time:
             span = dt * (frames.shape[1] - 1)

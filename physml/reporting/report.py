@@ -39,16 +39,31 @@ def _split(dataset, split: str, observed: list[int] | None = None, readout=None
     return split, traj, clean
 
 
-def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
+def forecast(model, batch, device=None) -> torch.Tensor:
+    """``model.predict(batch)`` run on ``device`` (None: where the model is) and returned on
+    the CPU, the model left where it was: the reports' metrics stay on the CPU while a
+    64×64 ResNet rollout of a hundred test trajectories runs on the GPU."""
+    if device is None or torch.device(device) == next(iter(model.buffers()), torch.empty(0)).device:
+        return model.predict(batch)
+    home = next(iter(model.buffers()), torch.empty(0)).device
+    model.to(device)
+    try:
+        return model.predict(batch.to(device)).cpu()
+    finally:
+        model.to(home)
+
+
+def evaluate(run, split: str = "test", dataset=None, device=None) -> dict[str, Any]:
     """Forecast error over the full horizon of the test trajectories, parameter errors,
-    and the size of the augmentation (of the best checkpoint)."""
+    and the size of the augmentation (of the best checkpoint). ``device``: where the
+    forecasts run (the metrics are computed on the CPU)."""
     dataset = dataset if dataset is not None else run.dataset()
     model = run.load_model("best")
     observed = run.spec.observed_channels()
     split, traj, clean = _split(dataset, split, observed, model.readout)
     batch = traj.batch()
     data = batch.target
-    states = model.predict(batch)
+    states = forecast(model, batch, device)
     pred = model.observations(states)      # (H·X̂ under linear observations)
     err = (pred - data).pow(2)
     if batch.mask is not None:
@@ -95,16 +110,16 @@ def evaluate(run, split: str = "test", dataset=None) -> dict[str, Any]:
     if errors:
         out["param_error_pct"] = sum(errors) / len(errors)
     if isinstance(model.field, MultiEnvModel) or len(dataset.env_names) > 1:
-        out.update(_environments(run, model, dataset, batch, pred))
+        out.update(_environments(run, model, dataset, batch, pred, device))
     if not isinstance(model.field, MultiEnvModel):
         # With hidden variables the data are no states: the forecast's states are used.
         out.update(augmentation_share(model.field,
                                       states if run.spec.hidden_variables() else data,
-                                      run.config.method_options.get("norm")))
+                                      run.config.method_options.get("norm"), device))
     return out
 
 
-def _environments(run, model, dataset, batch, pred) -> dict[str, Any]:
+def _environments(run, model, dataset, batch, pred, device=None) -> dict[str, Any]:
     """Per environment (thesis Tables 3.13–3.15): test and train MSE with their mean ±
     std over environments, ‖G_e‖², and the per-environment parameters."""
     names = tuple(dataset.env_names)
@@ -112,7 +127,7 @@ def _environments(run, model, dataset, batch, pred) -> dict[str, Any]:
                                                                   batch.env, names)}
     if "train" in dataset.splits and dataset.splits["train"].numel():
         tr = Trajectories(dataset.splits["train"], dataset.times, dataset.history).batch()
-        out["train_environments"] = per_environment_errors(model.predict(tr), tr.target,
+        out["train_environments"] = per_environment_errors(forecast(model, tr, device), tr.target,
                                                            tr.env, names)
     field = model.field
     if isinstance(field, MultiEnvModel):
@@ -145,24 +160,37 @@ def parameter_table(model, dataset) -> list[dict[str, Any]]:
 
 
 @torch.no_grad()
-def augmentation_share(model, data: torch.Tensor, norm: str | None = None) -> dict[str, float]:
+def augmentation_share(model, data: torch.Tensor, norm: str | None = None,
+                       device=None) -> dict[str, float]:
     """``‖F_a‖²`` on the data states and the share ``‖F_a‖ / ‖F_p + F_a‖`` of the dynamics
-    carried by the network (0 when the physics explains everything)."""
+    carried by the network (0 when the physics explains everything); ``device``: where the
+    network is evaluated (the model is moved there and back)."""
     if model.augmentation is None:
         return {}
     states = data.flatten(0, 1)
     relative = (norm == "relative") if norm else states.dim() == 2
-    with torch.enable_grad():  # a Hamiltonian prior differentiates its network
-        total = torch.cat([model(torch.zeros(()), s).detach() for s in states.split(4096)])
-    fa = torch.cat([model.augmentation(s) for s in states.split(4096)])
-    share = float(fa.norm() / total.norm().clamp_min(1e-12))
-    return {"aug_norm": float(model.augmentation_norm(states, relative)),
-            "aug_share": share}
+    home = next(iter(model.buffers()), torch.empty(0)).device
+    dev = torch.device(device) if device is not None else home
+    model.to(dev)
+    try:
+        chunks = [s.to(dev) for s in states.split(4096 if states.dim() == 2 else 64)]
+        with torch.enable_grad():  # a Hamiltonian prior differentiates its network
+            total = torch.cat([model(torch.zeros((), device=dev), s).detach() for s in chunks])
+        fa = torch.cat([model.augmentation(s) for s in chunks])
+        share = float(fa.norm() / total.norm().clamp_min(1e-12))
+        if dev == home:
+            aug_norm = float(model.augmentation_norm(states, relative))
+        else:   # the mean of ‖F_a‖² (or its relative form) over chunks of equal weight
+            aug_norm = sum(float(model.augmentation_norm(s, relative)) * len(s)
+                           for s in chunks) / len(states)
+    finally:
+        model.to(home)
+    return {"aug_norm": aug_norm, "aug_share": share}
 
 
 def inspect(run, latex: bool = False, dataset=None, which: str = "best",
             conjugacy: int = 0, intervals: str | None = "laplace", bootstrap: int = 0,
-            level: float = 0.95) -> dict[str, Any]:
+            level: float = 0.95, device=None) -> dict[str, Any]:
     """The identified model in the spec's notation, beside the true system.
 
     ``equations``: the prior's equations with the spec's parameter names kept and the
@@ -275,7 +303,7 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
         split, traj, clean = _split(dataset, "test", spec.observed_channels(), model.readout)
         truth = clean if clean is not None else dataset.splits[split].flatten(0, 1)[
             :, dataset.history:].to(traj.frames.dtype)
-        out["conjugacy"] = fit_conjugacy(run, model, traj, truth, conjugacy)
+        out["conjugacy"] = fit_conjugacy(run, model, traj, truth, conjugacy, device)
     return out
 
 

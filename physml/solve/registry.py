@@ -14,7 +14,7 @@ from typing import Mapping
 import torch
 
 from . import batched
-from .tableau import DOPRI5, EULER, MIDPOINT, RK4, RK4_38, ButcherTableau
+from .tableau import DIRECT, DOPRI5, EULER, MIDPOINT, RK4, RK4_38, ButcherTableau
 
 KINDS = ("fixed", "adaptive", "spectral")
 
@@ -140,6 +140,12 @@ register(Solver("adaptive_heun", 2, "adaptive", _ADAPTIVE, True, False,
 register(Solver("fehlberg2", 2, "adaptive", _ADAPTIVE, True, False,
                 "Runge–Kutta–Fehlberg 2(1), second-order solution propagated "
                 "(Fehlberg 1969)", torchdiffeq="fehlberg2"))
+# Not an integrator: each step replaces the state by the model's output, x_{n+1} = N(x_n)
+# (thesis §2.5.4, Table 2.3: "a residual network ... used directly, not through an Euler
+# solver"). The network's output scale is then the state's (fit_scales), not its rate's.
+register(Solver("direct", 0, "fixed", _FIXED, True, False,
+                "no solver: the model is the one-step map x(t + h) = N(x(t))",
+                tableau=DIRECT))
 # Order 1: the explicit part is forward Euler (2 for pure diffusion, Crank–Nicolson).
 register(Solver("spectral_cn", 1, "spectral", _FIXED, False, True,
                 "pseudo-spectral Crank–Nicolson / forward Euler for periodic grids "

@@ -26,6 +26,8 @@ class ButcherTableau:
     b: tuple[float, ...]
     e: tuple[float, ...] | None = None
     fsal: bool = False
+    #: Not a Runge–Kutta method: a step *replaces* the state by ``f(t, y)`` (``direct``).
+    map: bool = False
     # The non-zero coefficients, precomputed once: ((c_i, ((j, a_ij), …)), …) and
     # ((i, b_i), …). A step then issues one fused multiply-add per non-zero coefficient.
     stages: tuple = field(init=False, repr=False, compare=False)
@@ -70,7 +72,11 @@ DOPRI5 = ButcherTableau(
     fsal=True,
 )
 
-TABLEAUS = {t.name: t for t in (EULER, MIDPOINT, RK4, RK4_38, DOPRI5)}
+# No solver at all: ``y(t + h) = f(t, y)``, the network is the one-step map (thesis
+# Table 2.3's "ResNet" ablation: the same network used directly, not through Euler).
+DIRECT = ButcherTableau("direct", 0, (0.0,), ((),), (1.0,), map=True)
+
+TABLEAUS = {t.name: t for t in (EULER, MIDPOINT, RK4, RK4_38, DOPRI5, DIRECT)}
 
 
 def _axpy(y: torch.Tensor, k: torch.Tensor, s):
@@ -88,6 +94,10 @@ def rk_step(tab: ButcherTableau, f, t, h, y: torch.Tensor) -> torch.Tensor:
     ``t`` is a 0-d tensor (what ``f`` receives, shifted by ``c_i·h``); ``h`` a Python float
     (eager: each non-zero coefficient is one ``torch.add(…, alpha=h·a_ij)``) or a 0-d tensor.
     """
+    if tab.map:
+        out = f(t, y)
+        # A padded step of size 0 (compiled chunks) must leave the state unchanged.
+        return torch.where(h == 0, y, out) if isinstance(h, torch.Tensor) else out
     ks: list[torch.Tensor] = []
     for ci, row in tab.stages:
         yi = y

@@ -78,7 +78,12 @@ def resolve_device(name: str | None) -> torch.device:
     if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     if dev.type == "cuda":
+        if dev.index is None:       # set_device wants an index (torch ≥ 2.11 refuses "cuda")
+            dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
+        # Training shapes are fixed, so cuDNN may time its convolution algorithms once and
+        # keep the fastest (grid models are convolutions throughout).
+        torch.backends.cudnn.benchmark = True
     return dev
 
 
