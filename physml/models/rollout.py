@@ -222,11 +222,12 @@ class Rollout(nn.Module):
             x = self.integrate(x, batch.t[k:k + 2], batch.env)[:, -1]
             out.append(x)
             teach = torch.rand(x.shape[0], device=x.device) < p
-            if bool(teach.any()):
-                pick = teach.view(-1, *(1,) * (x.dim() - 1)) & channels
-                if batch.mask is not None:  # never a gap's zero
-                    pick = pick & (batch.mask[:, k + 1] > 0)
-                x = torch.where(pick, batch.target[:, k + 1], x)
+            # Always the select, never a test of `teach.any()` on the host: on a GPU that
+            # would wait for the device at every frame.
+            pick = teach.view(-1, *(1,) * (x.dim() - 1)) & channels
+            if batch.mask is not None:  # never a gap's zero
+                pick = pick & (batch.mask[:, k + 1] > 0)
+            x = torch.where(pick, batch.target[:, k + 1], x)
         return torch.stack(out, dim=1)
 
     @torch.no_grad()

@@ -155,9 +155,15 @@ def fixed_grid(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTableau,
                ) -> torch.Tensor:
     """Fixed-step integration of ``tableau`` on the grid ``t``: one step per interval, or
     ``ceil(Δt/step)`` equal steps per interval; returns (B, T, *state)."""
-    times = t.detach().cpu().tolist()       # one device sync, not one per step
-    counts = [max(1, math.ceil((times[i + 1] - times[i]) / step - 1e-9)) if step else 1
-              for i in range(len(times) - 1)]
+    if step is None and t.device.type != "cpu":
+        # One step per interval needs no host copy of the times: reading them would wait
+        # for the GPU at every forward pass (the queue drains, and launching the next
+        # kernels no longer overlaps the previous step's backward and optimizer).
+        times, counts = None, [1] * (t.shape[0] - 1)
+    else:
+        times = t.detach().cpu().tolist()   # one device sync, not one per step
+        counts = [max(1, math.ceil((times[i + 1] - times[i]) / step - 1e-9)) if step else 1
+                  for i in range(len(times) - 1)]
     if compiled and torch.is_grad_enabled() and not x0.requires_grad:
         # A first state without grad would be a second graph to compile (forward and
         # backward) for one call in ten; its gradient (a few numbers) costs nothing.
@@ -174,7 +180,7 @@ def fixed_grid(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTableau,
     for i, n in enumerate(counts):
         # Eager: h is a float, so each stage coefficient is one fused op. Compiled: a 0-d
         # tensor, so that a new step size does not recompile.
-        h = (t[i + 1] - t[i]) / n if compiled else (times[i + 1] - times[i]) / n
+        h = (t[i + 1] - t[i]) / n if compiled or times is None else (times[i + 1] - times[i]) / n
         ti = t[i]
         for j in range(n):
             tj = ti if j == 0 else ti + j * h
