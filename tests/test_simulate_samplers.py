@@ -169,3 +169,35 @@ def test_sampler_errors_point_at_the_call():
         simulate(_spec_with("u, v ~ grf()"))
     with pytest.raises(SpecError, match="needs a < b"):
         simulate(_spec_with("u, v ~ uniform(2, 1)"))
+
+
+@pytest.mark.parametrize("shape", ["rectangle", "triangle", "circle", "complex"])
+def test_cardiac_slabs(shape):
+    """(v, h, s) of thesis §2.7.3: one scar of the shape, depolarised onsets outside it,
+    the gate recovered everywhere."""
+    dom = Domain((24, 24), ((0.0, 24.0), (0.0, 24.0)), (Boundary("neumann"),) * 2)
+    x = draw(f"cardiac_{shape}(onsets=2, onset_size=3, scar_min=4, scar_max=8)",
+             ("v", "h", "s"), n=40, domain=dom)
+    v, h, s = x[:, 0], x[:, 1], x[:, 2]
+    assert set(s.unique().tolist()) <= {0.0, 1.0} and set(v.unique().tolist()) <= {0.0, 1.0}
+    assert bool((h == 1).all())
+    assert float((v * s).abs().max()) == 0.0                 # no onset on the scar
+    assert bool(((v.sum(dim=(1, 2)) >= 9) & (v.sum(dim=(1, 2)) <= 18)).all())  # 2 blocks of 3×3
+    area = s.sum(dim=(1, 2))
+    assert float(area.min()) > 0
+    if shape == "rectangle":
+        rows, cols = s.any(dim=2).sum(dim=1), s.any(dim=1).sum(dim=1)
+        assert bool((area == rows * cols).all())               # a filled axis-aligned box
+        assert int(rows.min()) >= 4 and int(rows.max()) <= 8
+    elif shape == "triangle":
+        rows, cols = s.any(dim=2).sum(dim=1), s.any(dim=1).sum(dim=1)
+        fill = area / (rows * cols)
+        assert float(fill.max()) < 0.8 and float(fill.min()) > 0.4   # about half its box
+    elif shape == "circle":
+        rows, cols = s.any(dim=2).sum(dim=1), s.any(dim=1).sum(dim=1)
+        fill = area / (rows * cols)          # π/4 for a disc (small ones are pixelated)
+        assert 0.72 < float(fill.median()) < 0.86 and bool(((rows - cols).abs() <= 1).all())
+    # A different seed gives other slabs; the same seed the same ones.
+    y = draw(f"cardiac_{shape}(onsets=2, onset_size=3, scar_min=4, scar_max=8)",
+             ("v", "h", "s"), n=40, domain=dom)
+    assert torch.equal(x, y)

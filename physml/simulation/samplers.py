@@ -274,6 +274,87 @@ def _stimulus(d: Draw, o):
     return out
 
 
+def _scar_shape(d: Draw, kind: str, lo: int, hi: int, mesh) -> torch.Tensor:
+    """One scar mask on a 2-D grid (float 0/1): a rectangle with random sides in
+    [lo, hi] cells, a right triangle with random legs, a disc with a random diameter, or
+    (``complex``) the union of a rectangle, a triangle and a disc with nearby centres —
+    the scar shapes of thesis §2.7.3 (Fig. 2.13)."""
+    ny, nx = d.shape
+    Y, X = mesh
+    size = lambda: lo + int(d.randint(hi - lo + 1, 1))  # noqa: E731
+
+    def corner(w, h):
+        return int(d.randint(max(1, ny - h + 1), 1)), int(d.randint(max(1, nx - w + 1), 1))
+
+    if kind == "rectangle":
+        w, h = size(), size()
+        y0, x0 = corner(w, h)
+        return ((Y >= y0) & (Y < y0 + h) & (X >= x0) & (X < x0 + w)).double()
+    if kind == "triangle":
+        w, h = size(), size()
+        y0, x0 = corner(w, h)
+        flip = bool(d.randint(2, 1))
+        u, v = (X - x0) / w, (Y - y0) / h
+        inside = (u >= 0) & (v >= 0) & (u + v <= 1) if not flip else \
+            (u <= 1) & (v >= 0) & (u >= v) & (v <= 1)
+        return inside.double()
+    if kind == "circle":
+        r = size() / 2
+        cy = r + float(d.rand(1)) * (ny - 2 * r)
+        cx = r + float(d.rand(1)) * (nx - 2 * r)
+        return (((Y + 0.5 - cy) ** 2 + (X + 0.5 - cx) ** 2) <= r * r).double()
+    parts = [_scar_shape(d, k, max(2, lo // 2), max(3, hi // 2 + 1), mesh)
+             for k in ("rectangle", "triangle", "circle")]
+    # move the pieces next to the first one, so that the union is one irregular scar
+    cy, cx = [float((m * parts[0]).sum() / parts[0].sum().clamp_min(1)) for m in (Y, X)]
+    out = parts[0]
+    for part in parts[1:]:
+        py, px = [float((m * part).sum() / part.sum().clamp_min(1)) for m in (Y, X)]
+        dy, dx = int(round((cy - py) * 0.6)), int(round((cx - px) * 0.6))
+        moved = torch.roll(part, shifts=(dy, dx), dims=(0, 1))
+        out = torch.maximum(out, moved)
+    return out
+
+
+def _cardiac(kind: str):
+    def fn(d: Draw, o):
+        """(v, h, s): a scar ``s`` (1 inside) of the given shape, ``onsets`` blocks of
+        ``onset_size`` cells depolarised (v = 1) outside it, v = 0 elsewhere, the gate
+        h = 1 (recovered tissue) everywhere — the cardiac slabs of thesis §2.7.3."""
+        if len(d.shape) != 2:
+            raise ValueError("the cardiac samplers draw 2-D slabs")
+        lo, hi = int(o["scar_min"]), int(o["scar_max"])
+        if not 1 <= lo <= hi <= min(d.shape):
+            raise ValueError(f"scar sizes need 1 <= scar_min <= scar_max <= {min(d.shape)}")
+        mesh = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in d.shape],
+                              indexing="ij")
+        size, n_on = int(o["onset_size"]), int(o["onsets"])
+        out = torch.zeros(d.n, 3, *d.shape, dtype=torch.float64)
+        out[:, 1] = 1.0
+        for i in range(d.n):
+            scar = _scar_shape(d, kind, lo, hi, mesh)
+            out[i, 2] = scar
+            placed = 0
+            for _ in range(100 * n_on):        # onsets on healthy tissue
+                if placed == n_on:
+                    break
+                y0 = int(d.randint(d.shape[0] - size + 1, 1))
+                x0 = int(d.randint(d.shape[1] - size + 1, 1))
+                if scar[y0:y0 + size, x0:x0 + size].any():
+                    continue
+                out[i, 0, y0:y0 + size, x0:x0 + size] = 1.0
+                placed += 1
+        return out
+    fn.__doc__ = fn.__doc__.replace("of the given shape", f"({kind})")
+    return fn
+
+
+for _kind in ("rectangle", "triangle", "circle", "complex"):
+    register_sampler(f"cardiac_{_kind}", [("onsets", 1), ("onset_size", 3), ("scar_min", 4),
+                                          ("scar_max", 10)], arity=3,
+                     needs_grid=True)(_cardiac(_kind))
+
+
 # ---------------------------------------------------------------------------------------
 
 def _err(spec_text: str, call: Call, message: str, hint: str | None = None,
