@@ -474,3 +474,22 @@ def test_format_2_files_load_with_the_same_hash(tmp_path, pend):
     ds = load_dataset(path)
     assert ds.hash == pend.hash and ds.coords == {}
     assert torch.equal(ds["val"], pend["val"])
+
+
+def test_cache_key_covers_the_samplers_defaults(monkeypatch):
+    """A sampler default physml changes (the cardiac onsets grew from 2 to 3 cells) must
+    not reuse data drawn with the old one."""
+    from dataclasses import replace
+
+    from physml.simulation.samplers import SAMPLERS
+
+    key = physml.experiment.spec_key
+    lv = parse_spec(LV)
+    before = key(lv)
+    kind = SAMPLERS["uniform"]
+    monkeypatch.setitem(SAMPLERS, "uniform", replace(kind, params=(("a", 0.0), ("b", 2.0))))
+    assert key(lv) == before                 # both options written: defaults unused
+    lv_default = parse_spec(LV.replace("uniform(1, 2)", "uniform(1)"))
+    d = key(lv_default)
+    monkeypatch.setitem(SAMPLERS, "uniform", kind)
+    assert key(lv_default) != d

@@ -43,10 +43,32 @@ def spec_key(spec, seed: int | None = None) -> str:
     seed = spec.data.seed if seed is None and spec.data is not None else seed
     h = hashlib.sha256()
     for part in (f"physml-data-v{FORMAT_VERSION}", _canonical(spec.system),
-                 _canonical(spec.data), _canonical(spec.environments), str(seed)):
+                 _canonical(spec.data), _sampler_defaults(spec), _canonical(spec.environments),
+                 str(seed)):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+def _sampler_defaults(spec) -> str:
+    """The options of the spec's samplers that it leaves to their defaults: a default
+    physml changes must not reuse data drawn with the old one."""
+    from ..errors import SpecError
+    from ..simulation.samplers import bind
+
+    if spec.data is None:
+        return ""
+    parts = []
+    for sampler in spec.data.initial:
+        try:
+            _, opts = bind(sampler.call)
+        except SpecError:    # an unknown sampler fails later, with its located message
+            continue
+        written = {k for k, _ in sampler.call.kwargs} | set(
+            list(dict(opts))[:len(sampler.call.args)])
+        parts.append(f"{sampler.call.name}:" + ",".join(
+            f"{k}={v!r}" for k, v in sorted(opts.items()) if k not in written))
+    return ";".join(parts)
 
 
 def default_path(spec, cache_dir: str | os.PathLike = "data", seed: int | None = None) -> Path:
