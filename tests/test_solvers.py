@@ -127,7 +127,7 @@ def _spectral_errors(solver, ns, nonlinear: bool = True):
     return errs
 
 
-INTEGRATORS = {n: s for n, s in SOLVERS.items() if not (s.tableau and s.tableau.map)}
+INTEGRATORS = {n: s for n, s in SOLVERS.items() if not s.is_map}
 
 
 @pytest.mark.parametrize("solver", list(INTEGRATORS.values()), ids=list(INTEGRATORS))

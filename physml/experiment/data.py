@@ -11,6 +11,7 @@ from ..data import DataError, Dataset, Trajectories, load_dataset, save_dataset,
     split_off_validation
 from ..data.dataset import FORMAT_VERSION
 from ..simulation import simulate
+from ..solve import get_solver
 from ..symbolic.spec import Spec
 from ..training.config import TrainConfig
 from ..training.trainer import TrainingData
@@ -61,11 +62,11 @@ def _sampler_defaults(spec) -> str:
     parts = []
     for sampler in spec.data.initial:
         try:
-            _, opts = bind(sampler.call)
+            kind, opts = bind(sampler.call)
         except SpecError:    # an unknown sampler fails later, with its located message
             continue
-        written = {k for k, _ in sampler.call.kwargs} | set(
-            list(dict(opts))[:len(sampler.call.args)])
+        written = {k for k, _ in sampler.call.kwargs} | \
+            {p for p, _ in kind.params[:len(sampler.call.args)]}
         parts.append(f"{sampler.call.name}:" + ",".join(
             f"{k}={v!r}" for k, v in sorted(opts.items()) if k not in written))
     return ";".join(parts)
@@ -162,10 +163,9 @@ def training_data(dataset: Dataset, cfg: TrainConfig, device=None,
 def fit_scales(rollout, data: TrainingData, dt: float) -> None:
     """Scale the augmentation network's inputs and outputs to the training data."""
     if data.train.n_frames > 1 and rollout.readout is None:  # (H·X: no state scale seen)
-        if rollout.solver.name == "direct":     # the network is the one-step map
-            rollout.field.fit_scales(data.train.frames, dt, rate=False)
-        else:
-            rollout.field.fit_scales(data.train.frames, dt)
+        # under `solver direct` the network is the one-step map: it outputs states
+        rollout.field.fit_scales(data.train.frames, dt,
+                                 rate=not get_solver(rollout.solver.name).is_map)
     if rollout.encoder is not None:
         rollout.encoder.fit_scales(data.train.frames, data.train.mask)
 

@@ -203,10 +203,11 @@ class StackedNetworks(nn.Module):
         return out
 
     @torch.no_grad()
-    def fit_scales(self, frames: torch.Tensor, dt: float) -> None:
-        """As :meth:`Scaled.fit_scales`: RMS of each channel and of its time derivative."""
+    def fit_scales(self, frames: torch.Tensor, dt: float, rate: bool = True) -> None:
+        """As :meth:`Scaled.fit_scales`: RMS of each channel and of its time derivative
+        (``rate=False``: of the next state)."""
         dims = [i for i in range(frames.dim()) if i != 2]
-        d = (frames[:, 1:] - frames[:, :-1]) / dt
+        d = (frames[:, 1:] - frames[:, :-1]) / dt if rate else frames[:, 1:]
         for buf, values in ((self.in_scale, frames), (self.out_scale, d)):
             rms = values.pow(2).mean(dim=dims, dtype=torch.float64).sqrt()
             ok = torch.isfinite(rms) & (rms > 0)
@@ -407,10 +408,10 @@ class MultiEnvModel(HybridModel):
         return out + (list(self.env_params.raw.values()) if self.env_params is not None
                       else [])
 
-    def fit_scales(self, frames: torch.Tensor, dt: float) -> None:
-        HybridModel.fit_scales(self, frames, dt)
+    def fit_scales(self, frames: torch.Tensor, dt: float, rate: bool = True) -> None:
+        HybridModel.fit_scales(self, frames, dt, rate)
         if self.per_env is not None:
-            self.per_env.fit_scales(frames, dt)
+            self.per_env.fit_scales(frames, dt, rate)
 
 
 def _g_call(spec: Spec) -> Call:

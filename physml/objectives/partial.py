@@ -34,6 +34,13 @@ def relative_mse(pred: torch.Tensor, target: torch.Tensor, horizon: int | None =
     return float((num / den).mean())
 
 
+def relative_error_field(pred: torch.Tensor, target: torch.Tensor,
+                         horizon: int | None = None) -> float:
+    """Eq. (2.6) with norms over the whole field per frame (:func:`relative_mse` with
+    ``pointwise=False``): what grids report beside the printed form."""
+    return relative_mse(pred, target, horizon, pointwise=False)
+
+
 def hidden_cosine(pred: torch.Tensor, truth: torch.Tensor, horizon: int | None = None,
                   eps: float = 1e-12) -> float:
     """Thesis eq. (2.7): the cosine similarity ``⟨u¹(x), u²(x)⟩ / (‖u¹(x)‖ ‖u²(x)‖)``
@@ -48,7 +55,11 @@ def hidden_cosine(pred: torch.Tensor, truth: torch.Tensor, horizon: int | None =
 
 
 def per_horizon(metric, pred: torch.Tensor, truth: torch.Tensor,
-                horizons=HORIZONS) -> dict[str, float]:
-    """``{"T=5": …, "T=10": …}`` for the horizons the forecasts reach."""
+                horizons=HORIZONS, whole: bool = False) -> dict[str, float]:
+    """``{"T=5": …, "T=10": …}`` for the horizons the forecasts reach; ``whole``: also
+    ``"all"``, the whole forecast."""
     n = pred.shape[1] - 1
-    return {f"T={h}": metric(pred, truth, h) for h in horizons if h <= n}
+    out = {f"T={h}": metric(pred, truth, h) for h in horizons if h <= n}
+    if whole:
+        out["all"] = metric(pred, truth)
+    return out

@@ -6,12 +6,11 @@ variable, :mod:`physml.symbolic.identifiability`), with their values compared up
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 import torch
 
-from ..objectives.partial import hidden_cosine, per_horizon, relative_mse
+from ..objectives.partial import hidden_cosine, per_horizon, relative_error_field, relative_mse
 from ..symbolic import VectorField
 from ..symbolic.identifiability import Symmetry, non_identifiable, scaling_symmetries
 
@@ -69,31 +68,26 @@ def partial_metrics(run, model, pred: torch.Tensor, obs_pred: torch.Tensor,
                            "hidden": list(spec.hidden_variables()),
                            "initial_states": "encoder" if spec.encoder is not None else
                            ("fitted per trajectory" if run.config.fit_initial else "given")}
-    out["relative_mse"] = per_horizon(relative_mse, obs_pred[:, :, obs], target[:, :, obs])
-    out["relative_mse"]["all"] = relative_mse(obs_pred[:, :, obs], target[:, :, obs])
-    if spec.system.domain is not None:
+    grid = spec.system.domain is not None
+    out["relative_mse"] = per_horizon(relative_mse, obs_pred[:, :, obs], target[:, :, obs],
+                                      whole=True)
+    if grid:
         # Eq. 2.6 divides by the observation at each point; on a field near zero over part
         # of the grid that ratio explodes, so grids also get the field-norm form.
-        field_rel = partial(relative_mse, pointwise=False)
-        out["relative_error_field"] = per_horizon(field_rel, obs_pred[:, :, obs],
-                                                  target[:, :, obs])
-        out["relative_error_field"]["all"] = field_rel(obs_pred[:, :, obs], target[:, :, obs])
+        out["relative_error_field"] = per_horizon(relative_error_field, obs_pred[:, :, obs],
+                                                  target[:, :, obs], whole=True)
     syms = symmetries(run, model)
     if truth is not None and bool(torch.isfinite(truth[:, :, hid]).all()):
         ph, th = pred[:, :, hid], truth[:, :, hid]
-        out["hidden_cosine"] = per_horizon(hidden_cosine, ph, th)
-        out["hidden_cosine"]["all"] = hidden_cosine(ph, th)
+        out["hidden_cosine"] = per_horizon(hidden_cosine, ph, th, whole=True)
         # The floor to beat: the true initial state held still (persistence). On a slow
         # flow it scores a high cosine for short horizons without learning anything.
         still = truth[:, :1].expand_as(truth)
-        metrics = {"hidden_cosine": (hidden_cosine, hid)}
-        if spec.system.domain is not None:
-            metrics["relative_error_field"] = (partial(relative_mse, pointwise=False), obs)
-        out["persistence"] = {}
-        for key, (metric, chans) in metrics.items():
-            d = per_horizon(metric, still[:, :, chans], truth[:, :, chans])
-            d["all"] = metric(still[:, :, chans], truth[:, :, chans])
-            out["persistence"][key] = d
+        out["persistence"] = {"hidden_cosine": per_horizon(hidden_cosine, still[:, :, hid], th,
+                                                           whole=True)}
+        if grid:
+            out["persistence"]["relative_error_field"] = per_horizon(
+                relative_error_field, still[:, :, obs], truth[:, :, obs], whole=True)
         # The hidden states up to the symmetry's scale: ĥ ≈ c·h (least squares).
         scales = {}
         for j, name in zip(hid, spec.hidden_variables()):
@@ -174,10 +168,8 @@ def conjugacy(run, model, traj, truth: torch.Tensor, labelled: int = 10,
     mapped = mapped.reshape(*rest.movedim(2, -1).shape).movedim(-1, 2).to(pred.dtype)
     th = truth[n:, :, hid]
     err = float((mapped[:, :, hid] - th).pow(2).mean() / th.pow(2).mean().clamp_min(1e-30))
-    before = per_horizon(hidden_cosine, rest[:, :, hid], th)
-    after = per_horizon(hidden_cosine, mapped[:, :, hid], th)
-    before["all"] = hidden_cosine(rest[:, :, hid], th)
-    after["all"] = hidden_cosine(mapped[:, :, hid], th)
+    before = per_horizon(hidden_cosine, rest[:, :, hid], th, whole=True)
+    after = per_horizon(hidden_cosine, mapped[:, :, hid], th, whole=True)
     names = spec.system.variables
     return {"labelled_trajectories": n, "tested_trajectories": B - n,
             "hidden": [names[i] for i in hid],

@@ -6,6 +6,8 @@ whole horizon (Table 3.4); we give ``ln_mse`` and ``log10_mse`` both. Parameter 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 import math
 from pathlib import Path
@@ -39,18 +41,30 @@ def _split(dataset, split: str, observed: list[int] | None = None, readout=None
     return split, traj, clean
 
 
+@contextmanager
+def _on(model, device=None):
+    """The model moved to ``device`` (None: left where it is) for the block, then back;
+    yields the device it runs on."""
+    home = next(iter(model.parameters()), next(iter(model.buffers()), torch.empty(0))).device
+    dev = home if device is None else torch.device(device)
+    if dev == home:
+        yield dev
+        return
+    model.to(dev)
+    try:
+        yield dev
+    finally:
+        model.to(home)
+
+
 def forecast(model, batch, device=None) -> torch.Tensor:
     """``model.predict(batch)`` run on ``device`` (None: where the model is) and returned on
     the CPU, the model left where it was: the reports' metrics stay on the CPU while a
     64×64 ResNet rollout of a hundred test trajectories runs on the GPU."""
-    if device is None or torch.device(device) == next(iter(model.buffers()), torch.empty(0)).device:
+    if device is None:
         return model.predict(batch)
-    home = next(iter(model.buffers()), torch.empty(0)).device
-    model.to(device)
-    try:
-        return model.predict(batch.to(device)).cpu()
-    finally:
-        model.to(home)
+    with _on(model, device) as dev:
+        return model.predict(batch.to(dev)).cpu()
 
 
 def evaluate(run, split: str = "test", dataset=None, device=None) -> dict[str, Any]:
@@ -169,22 +183,15 @@ def augmentation_share(model, data: torch.Tensor, norm: str | None = None,
         return {}
     states = data.flatten(0, 1)
     relative = (norm == "relative") if norm else states.dim() == 2
-    home = next(iter(model.buffers()), torch.empty(0)).device
-    dev = torch.device(device) if device is not None else home
-    model.to(dev)
-    try:
+    with _on(model, device) as dev:
         chunks = [s.to(dev) for s in states.split(4096 if states.dim() == 2 else 64)]
         with torch.enable_grad():  # a Hamiltonian prior differentiates its network
             total = torch.cat([model(torch.zeros((), device=dev), s).detach() for s in chunks])
         fa = torch.cat([model.augmentation(s) for s in chunks])
         share = float(fa.norm() / total.norm().clamp_min(1e-12))
-        if dev == home:
-            aug_norm = float(model.augmentation_norm(states, relative))
-        else:   # the mean of ‖F_a‖² (or its relative form) over chunks of equal weight
-            aug_norm = sum(float(model.augmentation_norm(s, relative)) * len(s)
-                           for s in chunks) / len(states)
-    finally:
-        model.to(home)
+        # the mean of ‖F_a‖² (or of its relative form) over all states, chunk by chunk
+        aug_norm = sum(float(model.augmentation_norm(s, relative)) * len(s)
+                       for s in chunks) / len(states)
     return {"aug_norm": aug_norm, "aug_share": share}
 
 

@@ -55,6 +55,12 @@ class Solver:
             raise ValueError(f"solver {self.name}: order {self.order} but its tableau has "
                              f"order {self.tableau.order}")
 
+    @property
+    def is_map(self) -> bool:
+        """Not an integrator: a step replaces the state by the model's output (``direct``),
+        so the model's output is a state, not a rate."""
+        return self.tableau is not None and self.tableau.map
+
     def check_options(self, options: Mapping[str, object]) -> None:
         """Unknown options are errors (a typo must not be ignored silently)."""
         unknown = sorted(set(options) - set(self.options))
