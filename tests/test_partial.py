@@ -399,6 +399,14 @@ def test_grid_partial_model_with_a_unet_encoder_trains_and_reports(tmp_path):
     still = part["persistence"]
     assert set(still) == {"hidden_cosine", "relative_error_field"}
     assert -1.0 <= still["hidden_cosine"]["all"] <= 1.0 and still["relative_error_field"]["all"] > 0
+    # By hand: the test split's true first frame held still, against the truth.
+    ds = run.dataset()
+    truth = ds.splits["test"].flatten(0, 1)[:, ds.history:].double()
+    held = truth[:, :1].expand_as(truth)
+    assert still["hidden_cosine"]["all"] == pytest.approx(
+        hidden_cosine(held[:, :, 1:], truth[:, :, 1:]), rel=1e-5)
+    assert still["relative_error_field"]["all"] == pytest.approx(
+        relative_mse(held[:, :, :1], truth[:, :, :1], pointwise=False), rel=1e-5)
     assert math.isfinite(ev["mse"])
     assert (run.path / "plots" / "fields.png").exists()
 
@@ -479,3 +487,19 @@ def test_direct_map_scales_its_output_to_the_state():
     state.fit_scales(frames, dt=0.5, rate=False)
     torch.testing.assert_close(rate.out_scale, torch.tensor([4.0, 1.0]))  # 2/0.5; 0 → 1
     torch.testing.assert_close(state.out_scale, torch.tensor([(17.0) ** 0.5, 10.0]))
+
+
+def test_solver_direct_scales_the_network_to_the_states(tmp_path):
+    """Training with ``solver direct`` fits the network's output scale to the states it
+    maps to (its output is x_{n+1}), not to their rate of change."""
+    text = "\n".join(line for line in GRID.splitlines()
+                     if not line.startswith(("observe", "encoder", "    history")))
+    text = text.replace("solver euler substeps 3", "solver direct")
+    path = tmp_path / "waves.phy"
+    path.write_text(text + "\n")
+    run = physml.train(physml.load_spec(path), out=tmp_path / "run", data_dir=tmp_path / "d",
+                       steps=1, report=False)
+    frames = run.dataset().splits["train"][0].double()          # (N, T, C, x, y)
+    want = frames[:, 1:].pow(2).mean(dim=(0, 1, 3, 4)).sqrt()
+    got = run.load_model().field.augmentation.out_scale.double()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
