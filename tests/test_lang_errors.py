@@ -57,7 +57,7 @@ def test_syntax_unknown_statement_keyword_suggests():
     assert err.message == (
         "unexpected 'parm'; expected a statement (system, use, domain, boundary, state, field, "
         "mask, param, let, dynamics, data, prior, augment, per_environment, environments, "
-        "observe, encoder, discover, train)")
+        "observe, encoder, constraint, discover, train)")
     assert err.hint == "did you mean 'param'?"
     assert "    parm T0 = 6 in (0, inf)\n    ^^^^" in str(err)
 

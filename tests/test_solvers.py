@@ -306,7 +306,7 @@ def test_compiled_changes_nothing():
     assert torch.allclose(y, y2, rtol=1e-5, atol=1e-6)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g, g2))
     # Cached on the module: a second call compiles nothing new.
-    assert list(f.__dict__["_physml_solve_steps"]) == [("rk4", "cpu", 4)]
+    assert list(f.__dict__["_physml_solve_steps"]) == [("rk4", "cpu", 4, False)]
 
 
 def test_thin_linear_is_the_layer():
@@ -398,3 +398,64 @@ def test_direct_is_the_one_step_map_not_an_integrator():
     h0 = torch.zeros((), dtype=torch.float64)
     assert torch.equal(rk_step(DIRECT, lambda tt, x: 5 * x, h0, h0, x0), x0)
     assert not SOLVERS["direct"].simulates
+
+
+# -- teacher forcing inside the grid loop ----------------------------------------------
+def _segments(f, x0, t, restart, data, solver="rk4", **kw):
+    """Teacher forcing the plain way: solve each segment between restarts in turn."""
+    cuts = [k for k in restart.nonzero().flatten().tolist() if 0 < k < t.shape[0] - 1]
+    pieces, start, x = [], 0, x0
+    for k in cuts + [t.shape[0] - 1]:
+        seg = odeint(f, x, t[start:k + 1], solver, **kw)
+        pieces.append(seg if not pieces else seg[:, 1:])
+        start, x = k, data[:, k]
+    return torch.cat(pieces, dim=1)
+
+
+def _restart_problem():
+    f, x0, _ = _mlp_problem()
+    t = torch.tensor([0.0, 0.15, 0.3, 0.5, 0.6, 0.8, 1.0, 1.1])
+    data = torch.randn(x0.shape[0], t.shape[0], *x0.shape[1:], generator=torch.Generator()
+                       .manual_seed(3))
+    restart = torch.tensor([True, False, True, True, False, False, True, True])
+    return f, x0.requires_grad_(True), t, restart, data
+
+
+@pytest.mark.parametrize("solver,kw", [("rk4", {}), ("rk4", {"step": 0.1}),
+                                       ("euler", {"step": 0.05}),
+                                       ("dopri5", {"rtol": 1e-7, "atol": 1e-9})])
+def test_restarts_in_the_grid_loop_equal_solving_the_segments(solver, kw):
+    """Teacher forcing (thesis §3.4.4) in one pass: the values of solving each segment
+    from the data in turn; the frame where a restart happens keeps the forecast that
+    arrived there, and a flag on the first frame changes nothing."""
+    f, x0, t, restart, data = _restart_problem()
+    ref = _segments(f, x0, t, restart, data, solver, **kw)
+    got = odeint(f, x0, t, solver, restart=restart, data=data, **kw)
+    assert torch.allclose(got, ref, rtol=1e-6, atol=1e-7)
+    free = odeint(f, x0, t, solver, **kw)
+    assert torch.equal(got[:, :3], free[:, :3])           # up to the first restart's frame
+    assert not torch.allclose(got[:, 3], free[:, 3])       # then from data[:, 2]
+    gx_ref, = torch.autograd.grad(ref.square().sum(), x0)
+    gx, = torch.autograd.grad(got.square().sum(), x0)
+    assert torch.allclose(gx, gx_ref, rtol=1e-5, atol=1e-7)
+
+
+def test_restart_needs_matching_data():
+    f, x0, t, restart, data = _restart_problem()
+    with pytest.raises(ValueError, match="restart needs"):
+        odeint(f, x0, t, "rk4", restart=restart, data=data[:, :3])
+
+
+@pytest.mark.slow
+def test_compiled_restarts_equal_eager():
+    """One compiled graph for every draw of restarts: values and gradients as eager, and
+    a second draw compiles nothing new."""
+    f, x0, t, restart, data = _restart_problem()
+    for r in (restart, torch.zeros_like(restart), torch.ones_like(restart)):
+        ref = odeint(f, x0, t, "rk4", step=0.1, restart=r, data=data)
+        got = odeint(f, x0, t, "rk4", step=0.1, restart=r, data=data, compiled=True)
+        assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6)
+        g_ref = torch.autograd.grad(ref.square().sum(), list(f.parameters()))
+        g = torch.autograd.grad(got.square().sum(), list(f.parameters()))
+        assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g_ref, g))
+    assert list(f.__dict__["_physml_solve_steps"]) == [("rk4", "cpu", 4, True)]

@@ -81,6 +81,10 @@ def build_rollout(spec: Spec, cfg: TrainConfig, n_initial: int = 0) -> Rollout:
         from .partial import attach_observation
 
         attach_observation(rollout, spec, cfg)
+    if spec.constraints:
+        from ..models.constraints import Constraints
+
+        rollout.constraints = Constraints(spec.system, spec.constraints)
     return rollout
 
 

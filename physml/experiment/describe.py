@@ -178,6 +178,11 @@ def describe_experiment(spec: Spec) -> tuple[Any, dict[str, str]]:
     line = environments_line(spec, exp.rollout.field)
     if line is not None:
         blocks["per_environment"] = line
+    if spec.constraints:  # eq. 2.13's penalty, as training adds it
+        blocks["constraint"] = "; ".join(
+            f"{c.text or c.residual} (penalised: weight × mean of the squared residual where "
+            "the data meet the condition)" if i == 0 else (c.text or str(c.residual))
+            for i, c in enumerate(spec.constraints))
     blocks["train"] = train_line(exp.config)
     return exp.config, blocks
 

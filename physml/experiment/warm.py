@@ -28,8 +28,8 @@ from pathlib import Path
 _BUDGET = ("epochs", "steps", "minutes", "seed", "val_every", "patience", "plateau",
            "checkpoint_every")
 #: Bumped when physml changes what it compiles for the same settings (2: ODE steps are
-#: compiled several to a call), so that an older run's marker does not claim a warm cache.
-GRAPHS = 2
+#: compiled several to a call; 3: teacher forcing restarts inside the compiled steps), so that an older run's marker does not claim a warm cache.
+GRAPHS = 3
 
 
 def key(spec, cfg, batch_shape: tuple[int, ...], n_initial: int = 0) -> str:
@@ -100,6 +100,8 @@ def _main(path: str) -> int:
     batch = Batch(x0=target[:, 0], t=torch.linspace(0, 1, T), target=target,
                   env=torch.zeros(B, dtype=torch.long), traj=torch.arange(B) % max(
                       1, args["n_initial"] or B))
+    if cfg.teacher_forcing is not None:  # teacher forcing runs the restarting graph
+        batch.restart = torch.zeros(T, dtype=torch.bool)
     exp.rollout.train()
     loss, _ = exp.objective.loss(exp.rollout, batch)
     loss.backward()

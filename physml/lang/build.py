@@ -20,7 +20,7 @@ from ..errors import (BoundsError, DeclarationError, OperatorError, OptionError,
                       SpecSyntaxError, UnknownSymbolError, UseError, suggest)
 from ..symbolic.functions import FUNCTIONS, RESERVED, SpatialOperator, div, grad
 from ..symbolic.spec import (AXES, Boundary, Call, DataSpec, DiscoverSpec, Domain, Environment,
-                             Equation, Let, Mask, Param, PriorSpec, Sampler, Spec, System,
+                             Equation, Let, Mask, Param, Constraint, PriorSpec, Sampler, Spec, System,
                              TrainSpec)
 from . import budget, schema
 from .parser import Name, Stmt, approx, parse_statements
@@ -219,6 +219,12 @@ class _Builder:
         )
         if spec.encoder is not None:
             self.check_encoder(seen["encoder"], spec)
+        constraints = [st for st in stmts if st.kind == "constraint"]
+        if constraints:
+            import dataclasses
+
+            spec = dataclasses.replace(spec, constraints=tuple(
+                self.build_constraint(st, spec) for st in constraints))
         try:
             budget.check_budget(system, spec.data, len(spec.environments), self.text)
         except ValueError as exc:  # a malformed $PHYSML_MEMORY_BUDGET
@@ -892,6 +898,53 @@ class _Builder:
             return {}
         names, matrix = self.build_observe(s, system)
         return {"observe": names, "observe_matrix": matrix}
+
+    def build_constraint(self, s: Stmt, spec: Spec) -> Constraint:
+        """``constraint LHS = RHS where COND weight W`` (thesis eqs. 2.11–2.13). The
+        residual may use any variable (hidden ones too: they are forecast), the condition
+        only what the data measure, since it is read from the observed frames."""
+        system = spec.system
+        ctx = _Context(system)
+        self.check_expr(s, ctx, ctx.known)
+        for ref in s.refs:
+            if ref.name == "t":
+                raise self.err(UnknownSymbolError, "`constraint`: the time t cannot be used "
+                               "here", ref.pos, length=1,
+                               hint="a constraint holds at every frame; write it without t")
+        residual = sympy.expand(s.data["lhs"] - s.data["rhs"])
+        if residual == 0 or not (residual.free_symbols & set(map(sympy.Symbol,
+                                                                 system.variables))
+                                 or residual.atoms(SpatialOperator)):
+            raise self.err(DeclarationError, "`constraint`: the equation does not involve a "
+                           "variable, so it constrains nothing", s.pos, length=10,
+                           hint="e.g. `constraint v = 0 where s > 0.5`")
+        cond = s.data["cond"]
+        lets = {let.name: let.expr for let in system.lets}
+        hidden = set(spec.hidden_variables())
+        for ref in reversed(s.refs):  # the condition's names come last on the line
+            names, seen = {ref.name}, set()
+            while names - seen:       # what a `let` in the condition stands for
+                n = (names - seen).pop()
+                seen.add(n)
+                if n in lets:
+                    names |= {sym.name for sym in lets[n].free_symbols}
+            used = sorted(seen & hidden)
+            if used and sympy.Symbol(ref.name) in cond.free_symbols:
+                what = f"'{ref.name}' is hidden" if ref.name in hidden else \
+                    f"'{ref.name}' depends on the hidden '{used[0]}'"
+                raise self.err(DeclarationError, f"`constraint ... where`: {what}; the "
+                               "condition is read from the data", ref.pos,
+                               length=len(ref.name),
+                               hint="use measured variables (`observe`), coordinates and "
+                               "parameters in the condition")
+        weight = 1.0 if s.data["weight"] is None else \
+            self.number(s.data["weight"], s.pos, "`constraint ... weight`")
+        if not weight > 0:
+            raise self.err(BoundsError, f"`constraint ... weight` must be positive, got "
+                           f"{weight:g}", s.pos, length=10)
+        line = self.text.splitlines()[s.pos.line - 1] if self.text else ""
+        text = line.split("#", 1)[0].strip()[len("constraint"):].strip()
+        return Constraint(residual, cond, weight, text, s.pos)
 
     def check_encoder(self, s: Stmt, spec: Spec) -> None:
         """An encoder estimates what the observations at ``t0`` do not give: hidden

@@ -742,6 +742,14 @@ class _ToStatements(Transformer):
     def encoder_given(self, c):
         return [self._name(t) for t in c]
 
+    @v_args(meta=True)
+    def constraint_decl(self, meta, c):
+        weight = c[3] if len(c) > 3 else None
+        return self._stmt("constraint", meta, lhs=c[0], rhs=c[1], cond=c[2], weight=weight)
+
+    def constraint_weight(self, c):
+        return c[0]
+
     def option(self, c):
         return (self._name(c[0]), _value(c[1]))
 
@@ -971,7 +979,7 @@ _TOKEN_WORDS = {
 _KEYWORD_GROUPS = [
     ("a statement", ["system", "use", "domain", "boundary", "state", "field", "mask", "param",
                      "let", "dynamics", "data", "prior", "augment", "per_environment",
-                     "environments", "observe", "encoder", "discover",
+                     "environments", "observe", "encoder", "constraint", "discover",
                      "train"]),
     ("a `data:` entry", ["trajectories", "time", "initial", "noise", "solver", "seed", "file",
                          "map", "history", "warmup", "split"]),

@@ -65,6 +65,8 @@ class Rollout(nn.Module):
         self.sampling_decay: float | None = None
         self.given: list[int] = []
         self.register_buffer("readout", None, persistent=False)
+        #: ``constraint … where …`` lines (thesis eq. 2.13), penalised in training
+        self.constraints: nn.Module | None = None
 
     def observe(self, observed: list[int] | None, encoder: nn.Module | None = None,
                 substeps: int = 1, scheduled_sampling: float | None = None,
@@ -130,7 +132,7 @@ class Rollout(nn.Module):
         x0 = self.initial_state(batch)
         if self.training and self.sampling_decay is not None:
             pred = self._scheduled_sampling(x0, batch)
-        elif batch.restart is not None and bool(batch.restart.any()):
+        elif batch.restart is not None:
             pred = self._integrate_restarting(x0, batch)
         else:
             pred = self.integrate(x0, batch.t, batch.env)
@@ -153,23 +155,25 @@ class Rollout(nn.Module):
             terms.update(norm_terms(
                 states.flatten(0, 1), batch.env.repeat_interleave(batch.t.shape[0]),
                 relative=regulariser == "relative", times=times))
+        if self.constraints is not None and self.training:
+            # Eq. 2.13 on the forecast states; the condition is read from the data (under
+            # linear observations it may use coordinates only: read it on the forecast).
+            data = batch.target if self.readout is None else pred.detach()
+            terms["constraint"] = self.constraints(pred, data, batch.mask
+                                                   if self.readout is None else None)
         return RolloutOutput(self.observations(pred), terms)
 
     def _integrate_restarting(self, x0: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Teacher forcing (thesis §3.4.4): the integration restarts from the observed
         frame at each frame flagged in ``batch.restart``; the prediction at that frame is
-        the previous segment's, so every frame but the first is still a forecast."""
-        T = batch.t.shape[0]
-        cuts = [k for k in batch.restart.nonzero().flatten().tolist() if 0 < k < T - 1]
+        the previous segment's, so every frame but the first is still a forecast. Fixed
+        solvers do it in one pass over the grid (:func:`~physml.solve.odeint`'s
+        ``restart``), so compiled steps keep one graph whatever the draw."""
+        restart = batch.restart.clone()
         if batch.mask is not None:  # restart only from frames observed in full
             seen = batch.mask.expand_as(batch.target).flatten(2).bool().all(dim=2).all(dim=0)
-            cuts = [k for k in cuts if bool(seen[k])]
-        pieces, start, x = [], 0, x0
-        for k in cuts + [T - 1]:
-            seg = self.integrate(x, batch.t[start:k + 1], batch.env)
-            pieces.append(seg if not pieces else seg[:, 1:])
-            start, x = k, batch.target[:, k]
-        return torch.cat(pieces, dim=1)
+            restart &= seen.cpu()
+        return self.integrate(x0, batch.t, batch.env, restart=restart, data=batch.target)
 
     def observations(self, states: torch.Tensor) -> torch.Tensor:
         """What the data measure of states ``(B, T, C, …)``: ``H·X`` under linear
@@ -182,24 +186,34 @@ class Rollout(nn.Module):
         """The observations a forecast from the batch's initial states predicts."""
         return self.observations(self.integrate(self.initial_state(batch), batch.t, batch.env))
 
-    def integrate(self, x0: torch.Tensor, t: torch.Tensor,
-                  env: torch.Tensor | None = None) -> torch.Tensor:
+    def integrate(self, x0: torch.Tensor, t: torch.Tensor, env: torch.Tensor | None = None,
+                  restart: torch.Tensor | None = None, data: torch.Tensor | None = None
+                  ) -> torch.Tensor:
         """Solve from ``x0`` ``(B, *state)`` on ``t``; returns ``(B, T, *state)``. ``env``
-        ``(B,)``: each row's environment (for models over several, §3.4)."""
+        ``(B,)``: each row's environment (for models over several, §3.4). ``restart``
+        ``(T,)`` bool, ``data`` ``(B, T, *state)``: leave ``t[k]`` from ``data[:, k]``
+        where flagged (teacher forcing)."""
         order = self.field.row_order(env)
         if order is not None:  # solve in the order the field prefers, answer in the given
-            pred = self.integrate(x0[order], t, env[order])
+            pred = self.integrate(x0[order], t, env[order], restart,
+                                  data[order] if data is not None else None)
             return pred[torch.argsort(order)]
         if self.substeps > 1 and t.numel() > 1:
             # `substeps n`: n solver steps per observation interval, on a finer time grid.
             frac = torch.arange(self.substeps, dtype=t.dtype, device=t.device) / self.substeps
             fine = torch.cat([(t[:-1, None] + (t[1:] - t[:-1])[:, None] * frac).flatten(),
                               t[-1:]])
-            return self._solve(x0, fine, env)[:, ::self.substeps]
-        return self._solve(x0, t, env)
+            if restart is not None:  # the flags and data on the fine grid's frame times
+                fine_restart = restart.new_zeros(fine.shape[0])
+                fine_restart[::self.substeps] = restart
+                restart = fine_restart
+                data = data.repeat_interleave(self.substeps, dim=1)[:, :fine.shape[0]]
+            return self._solve(x0, fine, env, restart, data)[:, ::self.substeps]
+        return self._solve(x0, t, env, restart, data)
 
-    def _solve(self, x0: torch.Tensor, t: torch.Tensor,
-               env: torch.Tensor | None = None) -> torch.Tensor:
+    def _solve(self, x0: torch.Tensor, t: torch.Tensor, env: torch.Tensor | None = None,
+               restart: torch.Tensor | None = None, data: torch.Tensor | None = None
+               ) -> torch.Tensor:
         s = self.solver
         compiled = s.compiled and self.training
         # Compiled steps fuse the parameter transform themselves; eager ones share it.
@@ -207,7 +221,8 @@ class Rollout(nn.Module):
                 (nullcontext() if compiled or s.adjoint or s.recompute else self.field.solving()):
             return odeint(self.field, x0, t, s.name, step=s.step, rtol=s.rtol, atol=s.atol,
                           adjoint=s.adjoint, compiled=compiled,
-                          recompute=s.recompute and torch.is_grad_enabled())
+                          recompute=s.recompute and torch.is_grad_enabled(),
+                          restart=restart, data=data)
 
     def _scheduled_sampling(self, x0: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Frame by frame; after each frame the observed channels of a trajectory are

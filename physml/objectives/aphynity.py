@@ -141,13 +141,13 @@ class Aphynity(Objective):
         traj = self.trajectory_loss(out.pred, batch)
         norm = out.terms["aug_norm"]
         if self.policy == "thesis":
-            return norm + self.lam * traj, {"traj": traj, "norm": norm}
+            return self.constrained(norm + self.lam * traj, out, {"traj": traj, "norm": norm})
         if len(batch.t) != self.horizon:
             self._new_horizon(len(batch.t))
         if not math.isfinite(self.lam):
             self._start(float(traj.detach()), self.field_scale(batch.target, batch.t))
         self.last_norm = float(norm.detach())
-        return traj + norm / self.lam, {"traj": traj, "norm": norm}
+        return self.constrained(traj + norm / self.lam, out, {"traj": traj, "norm": norm})
 
     def field_scale(self, frames: torch.Tensor, t: torch.Tensor) -> float:
         """``S_F``: the mean ``‖dX/dt‖²`` over the frames ``(B, T, *state)`` on times

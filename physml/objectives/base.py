@@ -52,6 +52,16 @@ class Objective(ABC):
         return aggregate_errors(per_trajectory_errors(pred, batch.target, batch.mask),
                                 self.loss_kind)
 
+    @staticmethod
+    def constrained(loss: torch.Tensor, out, terms: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``loss`` plus the rollout's soft-constraint penalty (``constraint … where …``,
+        thesis eq. 2.13), when the spec has one; ``out`` is the rollout's output."""
+        penalty = out.terms.get("constraint")
+        if penalty is None:
+            return loss, terms
+        return loss + penalty, {**terms, "constraint": penalty}
+
     @classmethod
     @abstractmethod
     def create(cls, method: str, options: dict[str, Any], is_grid: bool,

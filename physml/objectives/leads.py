@@ -140,10 +140,11 @@ class Leads(Objective):
         out = rollout(batch, regulariser=self.regulariser)
         traj = self.trajectory_loss(out.pred, batch)
         if self.regulariser is None:
-            return traj, {"traj": traj}
+            return self.constrained(traj, out, {"traj": traj})
         l2, spec = self.omega(rollout, out.terms["env_norms"])
         omega = l2 + self.spectral * spec
-        return traj + self.lambda_inv * omega, {"traj": traj, "norm": l2, "spectral": spec}
+        return self.constrained(traj + self.lambda_inv * omega, out,
+                                {"traj": traj, "norm": l2, "spectral": spec})
 
     def state_dict(self):
         return self.power.state_dict()

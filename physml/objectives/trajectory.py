@@ -17,7 +17,7 @@ class Trajectory(Objective):
     def loss(self, rollout, batch):
         out = rollout(batch)
         traj = self.trajectory_loss(out.pred, batch)
-        return traj, {"traj": traj}
+        return self.constrained(traj, out, {"traj": traj})
 
 
 @register_objective("neural")

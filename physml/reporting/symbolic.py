@@ -160,7 +160,8 @@ def describe(spec: Spec) -> dict:
                        for p in s.params],
         "uses": spec.uses,
         "blocks": [name for name in ("data", "prior", "augment", "per_environment",
-                                     "environments", "observe", "encoder", "train")
+                                     "environments", "observe", "encoder", "constraints",
+                                     "train")
                    if getattr(spec, name) not in (None, ())],
     }
 

@@ -21,7 +21,8 @@ _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def odeint(f, x0: torch.Tensor, t: torch.Tensor, solver: str | Solver, *,
            step: float | None = None, rtol: float = 1e-6, atol: float = 1e-7,
-           adjoint: bool = False, compiled: bool = False, recompute: bool = False
+           adjoint: bool = False, compiled: bool = False, recompute: bool = False,
+           restart: torch.Tensor | None = None, data: torch.Tensor | None = None
            ) -> torch.Tensor:
     """Solve ``dx/dt = f(t, x)`` from ``x0`` (B, *state) on the times ``t`` (1-D); returns
     the states at ``t`` as (B, T, *state), differentiable with respect to ``x0`` and the
@@ -45,6 +46,12 @@ def odeint(f, x0: torch.Tensor, t: torch.Tensor, solver: str | Solver, *,
     being those of ``f``) with ``rtol``/``atol``, landing on the times ``t`` rather than
     interpolating to them; ``step`` caps the step size.
     ``compiled``/``recompute`` apply to fixed methods only and are ignored here.
+
+    ``restart`` ``(T,)`` bool with ``data`` ``(B, T, *state)`` (teacher forcing, thesis
+    §3.4.4): the integration leaves time ``t[k]`` from ``data[:, k]`` instead of its own
+    state wherever ``restart[k]``; the state returned at ``t[k]`` is still the forecast
+    that arrived there. Fixed methods do it inside the grid loop (one pass, one compiled
+    graph whatever the restarts), adaptive ones by solving the segments in turn.
     """
     solver = get_solver(solver)
     if not solver.trainable:
@@ -57,9 +64,23 @@ def odeint(f, x0: torch.Tensor, t: torch.Tensor, solver: str | Solver, *,
         raise ValueError(f"odeint: t must be 1-D, got shape {tuple(t.shape)}")
     if step is not None and not step > 0:
         raise ValueError(f"odeint: step must be positive, got {step}")
+    if restart is not None and (data is None or restart.shape != t.shape
+                                or data.shape[:2] != (x0.shape[0], t.shape[0])):
+        raise ValueError("odeint: restart needs a (T,) bool tensor and data of shape (B, T, "
+                         "*state)")
+    if restart is not None:  # the first frame starts from x0 whatever the flag says
+        restart = torch.cat([restart.new_zeros(1), restart[1:]])
     if solver.kind == "fixed" and not adjoint:
         return fixed_grid(f, x0, t, solver.tableau, step=step, compiled=compiled,
-                          recompute=recompute)
+                          recompute=recompute, restart=restart, data=data)
+    if restart is not None:
+        cuts = [k for k in restart.nonzero().flatten().tolist() if 0 < k < t.shape[0] - 1]
+        pieces, start, x = [], 0, x0
+        for k in cuts + [t.shape[0] - 1]:
+            seg = _torchdiffeq(f, x, t[start:k + 1], solver, step, rtol, atol, adjoint)
+            pieces.append(seg if not pieces else seg[:, 1:])
+            start, x = k, data[:, k]
+        return torch.cat(pieces, dim=1)
     return _torchdiffeq(f, x0, t, solver, step, rtol, atol, adjoint)
 
 
@@ -106,10 +127,12 @@ def compiled(fn, device: torch.device):
     return torch.compile(fn, dynamic=False, options=compile_options(device))
 
 
-def _compiled_step(f, tab: ButcherTableau, device: torch.device, steps: int = 0):
+def _compiled_step(f, tab: ButcherTableau, device: torch.device, steps: int = 0,
+                   restarting: bool = False):
     """``torch.compile`` of one step of ``tab`` for ``f`` on ``device``, cached on ``f``;
     with ``steps``, of ``steps`` steps taking 1-D tensors of their times and sizes and
-    returning the ``steps`` states."""
+    returning the ``steps`` states; ``restarting``: also each step's restart flag (0-d
+    bool) and restart state, which replaces the state before the step where flagged."""
     if isinstance(f, torch.nn.Module):
         cache = f.__dict__.setdefault("_physml_solve_steps", {})
     else:
@@ -117,10 +140,18 @@ def _compiled_step(f, tab: ButcherTableau, device: torch.device, steps: int = 0)
             cache = _COMPILED.setdefault(f, {})
         except TypeError:  # not weak-referenceable: compile afresh
             cache = {}
-    key = (tab.name, device.type, steps)
+    key = (tab.name, device.type, steps, restarting)
     fn = cache.get(key)
     if fn is None:
-        if steps:
+        if restarting:
+            def chunk_restarting(ts, hs, rs, ds, y):
+                out = []
+                for i in range(steps):
+                    y = rk_step(tab, f, ts[i], hs[i], torch.where(rs[i], ds[i], y))
+                    out.append(y)
+                return tuple(out)
+            fn = cache[key] = compiled(chunk_restarting, device)
+        elif steps:
             def chunk(ts, hs, y):
                 out = []
                 for i in range(steps):
@@ -151,10 +182,13 @@ def chunk_size(x0: torch.Tensor) -> int:
 
 
 def fixed_grid(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTableau,
-               step: float | None = None, compiled: bool = False, recompute: bool = False
+               step: float | None = None, compiled: bool = False, recompute: bool = False,
+               restart: torch.Tensor | None = None, data: torch.Tensor | None = None
                ) -> torch.Tensor:
     """Fixed-step integration of ``tableau`` on the grid ``t``: one step per interval, or
-    ``ceil(Δt/step)`` equal steps per interval; returns (B, T, *state)."""
+    ``ceil(Δt/step)`` equal steps per interval; returns (B, T, *state). ``restart``/``data``:
+    teacher forcing (:func:`odeint`), the interval from ``t[k]`` starting at ``data[:, k]``
+    where ``restart[k]``."""
     if step is None and t.device.type != "cpu":
         # One step per interval needs no host copy of the times: reading them would wait
         # for the GPU at every forward pass (the queue drains, and launching the next
@@ -170,7 +204,9 @@ def fixed_grid(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTableau,
         x0 = x0.detach().requires_grad_(True)
     checkpointed = recompute and torch.is_grad_enabled()
     if compiled and not checkpointed and counts:
-        return _fixed_grid_chunked(f, x0, t, tableau, counts)
+        return _fixed_grid_chunked(f, x0, t, tableau, counts, restart, data)
+    # Which intervals restart, as host booleans (a teacher-forcing draw lives on the CPU).
+    starts = restart.tolist() if restart is not None else None
     if compiled:
         fn = _compiled_step(f, tableau, x0.device)
     else:
@@ -182,6 +218,8 @@ def fixed_grid(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTableau,
         # tensor, so that a new step size does not recompile.
         h = (t[i + 1] - t[i]) / n if compiled or times is None else (times[i + 1] - times[i]) / n
         ti = t[i]
+        if starts is not None and starts[i]:
+            y = data[:, i]
         for j in range(n):
             tj = ti if j == 0 else ti + j * h
             if checkpointed:
@@ -193,13 +231,16 @@ def fixed_grid(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTableau,
 
 
 def _fixed_grid_chunked(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTableau,
-                        counts: list[int]) -> torch.Tensor:
+                        counts: list[int], restart: torch.Tensor | None = None,
+                        data: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`fixed_grid` in compiled calls of :func:`chunk_size` steps. The steps' times
     and sizes are tensors (a new grid does not recompile); the last call is padded with
     steps of size 0, which return their state unchanged (``y + 0·Σ b_i k_i``), so one
-    graph serves every trajectory length."""
+    graph serves every trajectory length. With ``restart``, each step also takes a flag
+    and a state (the data at its interval's start for an interval's first step, flagged
+    where the interval restarts), so one graph serves every draw of restarts too."""
     k = chunk_size(x0)
-    fn = _compiled_step(f, tableau, x0.device, k)
+    fn = _compiled_step(f, tableau, x0.device, k, restarting=restart is not None)
     n = torch.tensor(counts, device=t.device)
     h = (t[1:] - t[:-1]) / n                       # each interval's step size
     interval = torch.repeat_interleave(torch.arange(len(counts), device=t.device), n)
@@ -213,6 +254,19 @@ def _fixed_grid_chunked(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTa
         hs = torch.cat([hs, hs.new_zeros(pad)])
     ends = set(torch.cumsum(n, 0).sub(1).tolist())  # the steps that land on a time of t
     ys, y, s = [x0], x0, 0
+    if restart is not None:
+        rs = restart.to(t.device)[:-1][interval] & (torch.arange(
+            len(interval), device=t.device) == first[interval])
+        ds = data.movedim(1, 0)[:-1][interval]
+        if pad:
+            rs = torch.cat([rs, rs.new_zeros(pad)])
+            ds = torch.cat([ds, ds[-1:].expand(pad, *ds.shape[1:])])
+        for ts_c, hs_c, rs_c, ds_c in zip(ts.split(k), hs.split(k), rs.split(k), ds.split(k)):
+            for y in fn(ts_c.clone(), hs_c.clone(), rs_c.clone(), ds_c, y):
+                if s in ends:
+                    ys.append(y)
+                s += 1
+        return torch.stack(ys, dim=1)
     for ts_c, hs_c in zip(ts.split(k), hs.split(k)):
         for y in fn(ts_c.clone(), hs_c.clone(), y):
             if s in ends:

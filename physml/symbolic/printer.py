@@ -397,6 +397,9 @@ def format_spec(spec: Spec) -> str:
         if spec.encoder_given:
             line += f" given {', '.join(spec.encoder_given)}"
         lines.append(line)
+    for c in spec.constraints:
+        lines.append(f"constraint {format_expr(c.residual)} = 0 where "
+                     f"{format_expr(c.condition)} weight {number(c.weight)}")
     if spec.discover is not None:
         lines.append(_discover(spec.discover))
     if spec.train is not None:

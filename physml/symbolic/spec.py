@@ -127,6 +127,21 @@ class Let:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """``constraint LHS = RHS where CONDITION weight W`` (thesis eqs. 2.11–2.13): the
+    forecast should satisfy ``LHS = RHS`` wherever ``condition`` holds on the data (a
+    scar's potential is zero: ``constraint v = 0 where s > 0.5 weight 0.1``). Training adds
+    ``W · mean over trajectories, frames and points of 1_condition (LHS − RHS)²`` to the
+    loss; ``residual`` is ``LHS − RHS``."""
+
+    residual: sympy.Expr
+    condition: sympy.Basic
+    weight: float = 1.0
+    text: str = field(default="", compare=False)
+    pos: Pos | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class Mask:
     """A 0/1 field: 1 where ``condition`` (on the coordinates) holds."""
 
@@ -340,6 +355,8 @@ class Spec:
     #: ``encoder NET given w``: hidden variables whose initial values the data give; the
     #: encoder adds to them (thesis eq. 2.8, the hybrid setting)
     encoder_given: tuple[str, ...] = ()
+    #: ``constraint … where …``: soft constraints on the forecasts (thesis eq. 2.13)
+    constraints: tuple[Constraint, ...] = ()
 
     def observed_channels(self) -> list[int] | None:
         """The state channels ``observe`` lists, in the state's order (None: all are

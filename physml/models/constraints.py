@@ -1,0 +1,52 @@
+"""Soft constraints on forecasts: ``constraint LHS = RHS where CONDITION weight W``.
+
+Thesis §2.7.3: in a scar the transmembrane potential is zero at all times (eq. 2.11);
+EP-Net 2.0 enforces it softly, adding ``λ_scar ∫ ‖1_scar ⊙ Ṽ_t‖² dt`` to the observation
+loss (eq. 2.13, λ_scar = 0.1). physml's form is general: the residual ``LHS − RHS`` of the
+forecast states (hidden variables included) is squared where ``CONDITION`` holds on the
+*data* (the scar is measured, not forecast) and averaged over trajectories, frames and
+points, so that with the trajectory MSE a weight of 0.1 means what the thesis's does.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import sympy
+import torch
+from torch import nn
+
+from ..symbolic.compiler import compile_terms
+from ..symbolic.spec import Constraint, System
+
+
+class Constraints(nn.Module):
+    """``forward(pred, data, mask)`` → ``Σ_c W_c · mean(1_{cond_c(data)} · r_c(pred)²)``.
+
+    ``pred`` ``(B, T, *state)``: forecast states; ``data`` the same shape, what the
+    condition is read from (the observed frames; hidden channels are never read, the
+    language refuses conditions on them); ``mask`` (broadcastable to ``data``, optional):
+    1 where a value was measured — a frame with a gap in any channel does not count.
+    """
+
+    def __init__(self, system: System, constraints: Sequence[Constraint]):
+        super().__init__()
+        if not constraints:
+            raise ValueError("no constraints")
+        self.residuals = compile_terms(system, [c.residual for c in constraints])
+        self.conditions = compile_terms(system, [sympy.Piecewise((1, c.condition), (0, True))
+                                                 for c in constraints])
+        self.register_buffer("weights", torch.tensor([c.weight for c in constraints]),
+                             persistent=False)
+        self.is_grid = system.is_grid
+
+    def forward(self, pred: torch.Tensor, data: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        t0 = torch.zeros((), dtype=pred.dtype, device=pred.device)
+        residual = self.residuals(t0, pred.flatten(0, 1))            # (B·T, n, *grid)
+        with torch.no_grad():
+            where = self.conditions(t0, data.flatten(0, 1).to(pred.dtype))
+            if mask is not None:  # frames measured in every channel
+                seen = mask.expand_as(data).flatten(2).bool().all(dim=2).flatten(0, 1)
+                where = where * seen.view(-1, *(1,) * (where.dim() - 1)).to(where)
+        per = (where * residual.pow(2)).transpose(0, 1).flatten(1).mean(dim=1)   # (n,)
+        return (self.weights.to(per) * per).sum()

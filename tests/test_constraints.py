@@ -1,0 +1,158 @@
+"""Soft constraints on forecasts, ``constraint LHS = RHS where COND weight W`` (thesis
+§2.7.3, eqs. 2.11–2.13: the scar loss of EP-Net 2.0): the language's form and its located
+errors, the penalty against a hand computation, and a fit that the penalty moves."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import physml
+from physml.experiment.build import build
+from physml.models.constraints import Constraints
+from physml.symbolic.printer import format_spec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SCAR = """\
+system slab
+domain 8 x 8 over [0, 8] x [0, 8] neumann
+field v, h, s
+param sigma = 1 in (0, inf)
+dynamics:
+    d(v)/dt = (1 - s)*(sigma*lap(v) - v*h)
+    d(h)/dt = (1 - s)*(v - h)
+    d(s)/dt = 0
+observe v, s
+{constraint}
+augment resnet(channels=4, blocks=1) on v, h
+train neural solver euler epochs 1
+"""
+
+DECAY = """\
+system decay
+state u, s
+param k = 0.5 in (0, inf)
+dynamics:
+    d(u)/dt = -k*u
+    d(s)/dt = 0
+data:
+    trajectories 16 train, 4 val, 4 test
+    time 0 .. 4 step 0.25
+    initial u ~ uniform(1, 2)
+    initial s ~ uniform(0, 1)
+    seed 0
+prior:
+    d(u)/dt = -k*u
+    d(s)/dt = 0
+    learn k from 0.2
+{constraint}
+train physics epochs 150 batch 16 lr_phys 5e-2 lr_decay 0 val_every 10
+"""
+
+
+def _spec(constraint: str, text: str = SCAR):
+    return physml.parse_spec(text.format(constraint=constraint), "c.phy")
+
+
+def _error(constraint: str) -> str:
+    with pytest.raises(physml.SpecError) as info:
+        _spec(constraint)
+    return str(info.value)
+
+
+def test_constraint_parses_and_prints_back():
+    spec = _spec("constraint v = 0 where s > 0.5 weight 0.1\n"
+                 "constraint h - v = 1 where x < 2 and s > 0.5")
+    first, second = spec.constraints
+    assert str(first.residual) == "v" and str(first.condition) == "s > 0.5"
+    assert first.weight == 0.1 and second.weight == 1.0
+    assert str(second.residual) in ("h - v - 1", "-v + h - 1")
+    again = physml.parse_spec(format_spec(spec), "again.phy")
+    assert again.constraints == spec.constraints
+
+
+@pytest.mark.parametrize("line,message,column", [
+    ("constraint v = 0 where h > 0.5",
+     "`constraint ... where`: 'h' is hidden; the condition is read from the data", 24),
+    ("constraint q = 0 where s > 0.5", "unknown symbol 'q'", 12),
+    ("constraint v = t where s > 0.5", "`constraint`: the time t cannot be used here", 16),
+    ("constraint sigma = 0 where s > 0.5",
+     "`constraint`: the equation does not involve a variable, so it constrains nothing", 1),
+    ("constraint v = 0 where s > 0.5 weight 0",
+     "`constraint ... weight` must be positive, got 0", 1),
+])
+def test_bad_constraints_are_located(line, message, column):
+    text = _error(line)
+    assert f"c.phy:10:{column}: {message}" in text
+
+
+def test_a_condition_through_a_let_on_a_hidden_variable_is_refused():
+    text = SCAR.replace("observe v, s", "let gated = h*s\nobserve v, s")
+    with pytest.raises(physml.SpecError, match="'gated' depends on the hidden 'h'"):
+        _spec("constraint v = 0 where gated > 0.5", text)
+
+
+def test_penalty_is_the_weighted_mean_of_the_squared_residual_where_the_data_say():
+    """Eq. 2.13 by hand: 0.1 · mean over trajectories, frames and cells of 1_{s>0.5} v²,
+    with s read from the data and v from the forecast; a frame with a gap counts for
+    nothing; the gradient reaches the forecast only inside the scar."""
+    spec = _spec("constraint v = 0 where s > 0.5 weight 0.1\n"
+                 "constraint h = 1 where x < 3 weight 2")
+    module = Constraints(spec.system, spec.constraints)
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(2, 5, 3, 8, 8, generator=g, requires_grad=True)
+    data = torch.rand(2, 5, 3, 8, 8, generator=g)
+    scar = (data[:, :, 2] > 0.5).float()
+    x = torch.arange(8) + 0.5                         # cell centres of [0, 8]
+    left = (x < 3).float().view(1, 1, 8, 1)           # x is the first axis
+    hand = 0.1 * (scar * pred[:, :, 0] ** 2).mean() + \
+        2 * (left * (pred[:, :, 1] - 1) ** 2).mean()
+    got = module(pred, data)
+    assert float(got) == pytest.approx(float(hand), rel=1e-6)
+    grad, = torch.autograd.grad(got, pred)
+    assert torch.equal(grad[:, :, 0] != 0, scar.bool() & (pred[:, :, 0] != 0))
+    assert float(grad[:, :, 2].abs().max()) == 0.0   # s itself is not constrained
+    mask = torch.ones(2, 5, 3, 1, 1)
+    mask[1, 3, 0] = 0                                 # trajectory 1 misses v at frame 3
+    keep = torch.ones(2, 5, 1, 1)
+    keep[1, 3] = 0
+    hand_gap = 0.1 * (keep * scar * pred[:, :, 0] ** 2).mean() + \
+        2 * (keep * left * (pred[:, :, 1] - 1) ** 2).mean()
+    assert float(module(pred, data, mask)) == pytest.approx(float(hand_gap), rel=1e-6)
+
+
+def test_the_training_loss_carries_the_penalty():
+    """The rollout computes the penalty on its forecast in training only, and the
+    objective adds it to the trajectory loss."""
+    exp = build(_spec("constraint v = 0 where s > 0.5 weight 0.1"))
+    target = torch.rand(2, 4, 3, 8, 8)
+    batch = physml.data.Batch(x0=target[:, 0], t=torch.arange(4.0), target=target,
+                              env=torch.zeros(2, dtype=torch.long), traj=torch.arange(2))
+    exp.rollout.train()
+    loss, terms = exp.objective.loss(exp.rollout, batch)
+    assert float(terms["constraint"]) > 0
+    assert float(loss) == pytest.approx(float(terms["traj"] + terms["constraint"]), rel=1e-6)
+    pred = exp.rollout(batch).pred
+    by_hand = 0.1 * ((target[:, :, 2] > 0.5) * pred[:, :, 0] ** 2).mean()
+    assert float(terms["constraint"]) == pytest.approx(float(by_hand), rel=1e-5)
+    exp.rollout.eval()
+    assert "constraint" not in exp.rollout(batch).terms
+
+
+def test_a_constraint_the_data_contradict_moves_the_fit(tmp_path):
+    """The principle: the penalty acts on forecasts where the data's condition holds. The
+    data decay at k = 0.5 everywhere; asked that u vanish wherever s > 0.5 (half of the
+    trajectories), with weight 100, the fit speeds the decay up; without it, k = 0.5."""
+    ks = {}
+    for name, line in (("with", "constraint u = 0 where s > 0.5 weight 100"),
+                       ("without", "")):
+        run = physml.train(_spec(line, DECAY), out=tmp_path / name,
+                           data_dir=tmp_path / "data", report=False)
+        rows = [json.loads(r) for r in (run.path / "metrics.jsonl").read_text().splitlines()]
+        last = [r for r in rows if "param/k" in r][-1]
+        ks[name] = last["param/k"]
+        assert ("constraint" in last) == (name == "with")
+    assert ks["without"] == pytest.approx(0.5, abs=0.01)
+    assert ks["with"] > 0.8
