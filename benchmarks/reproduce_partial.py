@@ -49,6 +49,8 @@ ROWS = {
     "ns_density_unet": "NS ablation: U-Net vector field",
     "ns_density_modified_h": "NS ablation: u observed instead of the density (modified H)",
     "cardiac_rectangle": "Cardiac, v and scar observed, gate hidden, rectangular scars",
+    "cardiac_sigma_range": "Cardiac as cardiac_rectangle, trained on σ = 1, 2, 3, 4, 5 "
+                           "(the thesis's protocol for Table 2.8)",
 }
 
 #: Cardiac (thesis §2.7.3): the model of cardiac_rectangle.phy, tested on these specs' test
@@ -168,7 +170,8 @@ def cardiac_rows(run, data_dir: Path, device=None) -> list[dict]:
 def cardiac_markdown(r: dict) -> list[str]:
     keys = tuple(f"T={h}" for h in CARDIAC_HORIZONS)
     lines = ["## Cardiac electrophysiology with scars (thesis §2.7.3, Tables 2.6–2.7)", "",
-             f"`{r['spec']}`: trained on rectangular scars, one onset, σ = 2; "
+             f"`{r['spec']}`: trained on rectangular scars, one onset, "
+             f"{'σ = 1, 2, 3, 4, 5' if 'sigma_range' in r['spec'] else 'σ = 2'}; "
              f"{r['steps']} Adam steps, {r['wall_s']:.0f} s on {r['device']}, scheduled "
              f"sampling {r.get('scheduled_sampling')}^step. Relative "
              "MSE of the potential v over the first 6 / 12 / 24 ms of forecast (after the 4 "
