@@ -15,6 +15,7 @@ grow sub-linearly. Prints one JSON object::
 
     python benchmarks/leads_speed.py            # 30 timed steps each
     python benchmarks/leads_speed.py --quick    # fewer steps and sizes (smoke test)
+    python benchmarks/leads_speed.py --compiled # also physml with `compile true`
 
 The issue's reference: the authors' code, about 540 ms per step on the reference 2-core
 CPU. Timings are medians over steps; the machine's load is recorded with them.
@@ -60,12 +61,22 @@ def batch_for(n_envs: int, gen: torch.Generator) -> Batch:
     return Batch(x0=x0, t=t, target=target, env=env, traj=env)
 
 
-def physml_step(n_envs: int):
+def physml_step(n_envs: int, compiled: bool = False, restart_p: float | None = None):
+    """physml's Adam step; ``compiled``: with ``compile true`` (fixed-grid steps through
+    torch.compile); ``restart_p``: teacher forcing, each frame restarting with this
+    probability (a new draw every step)."""
+    from dataclasses import replace
+
     exp = build(spec_for(n_envs))
     rollout, objective = exp.rollout, exp.objective
+    rollout.solver = replace(rollout.solver, compiled=compiled)
+    rollout.train()
     opt = torch.optim.Adam(rollout.parameters(), lr=1e-3)
+    draws = torch.Generator().manual_seed(1)
 
     def step(batch):
+        if restart_p is not None:
+            batch.restart = torch.rand(batch.t.shape[0], generator=draws) < restart_p
         loss, _ = objective.loss(rollout, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -155,6 +166,16 @@ def main(argv: list[str]) -> dict:
         a += timed(ours, batch, n // 3 or 1)
         b += timed(hand.step, batch, n // 3 or 1)
     ms, ms_hand = statistics.median(a), statistics.median(b)
+    compiled = {}
+    if "--compiled" in argv:
+        # compile true: torch.compile of 4 RK4 steps per call (the first call compiles,
+        # ~1 min cold); teacher forcing restarts inside the same graph.
+        for p in (None, 0.5):
+            step = physml_step(10, compiled=True, restart_p=p)
+            key = "no_teacher_forcing" if p is None else "teacher_forcing_p0.5"
+            compiled[key] = round(statistics.median(timed(step, batch, n, warm=3)), 2)
+        eager_tf = statistics.median(timed(physml_step(10, restart_p=0.5), batch, n))
+        compiled["eager_teacher_forcing_p0.5"] = round(eager_tf, 2)
     curve = {}
     for E in ((1, 4, 16) if quick else (1, 2, 4, 8, 16, 32, 64)):
         curve[E] = statistics.median(timed(physml_step(E), batch_for(E, gen), n // 2 or 1))
@@ -165,6 +186,9 @@ def main(argv: list[str]) -> dict:
         "ms_per_adam_step": round(ms, 2),
         "ms_per_adam_step_hand_written": round(ms_hand, 2),
         "ratio_to_hand_written": round(ms / ms_hand, 3),
+        **({"ms_per_adam_step_compiled": compiled,
+            "compiled_ratio_to_hand_written": round(compiled["no_teacher_forcing"] / ms_hand, 3)}
+           if compiled else {}),
         "authors_reference_ms": 540,
         "ratio_to_authors_reference": round(ms / 540, 3),
         "ms_per_step_by_n_envs": {str(k): round(v, 2) for k, v in curve.items()},

@@ -3,6 +3,7 @@ the baselines, teacher forcing, reports and the spec errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -612,3 +613,30 @@ def test_table3_14_specs_are_the_leads_specs_with_the_row_method():
         {"switch": 60000}
     quick = bench._spec("ns", "leads", quick=True)
     assert quick.data != physml.load_spec(bench.SPECS / "ns_leads.phy").data
+
+
+def test_lv_data_of_the_authors_code_start_where_theirs_do():
+    """specs/table3_14/lv_authors_data.npz: the LEADS repository's initial states
+    (np.random.seed(j) for training, seed 2**31 - 1 - j for testing), orbits of
+    α u − β u v, δ u v − γ v with each environment's (α, γ)."""
+    import importlib.util
+
+    import numpy as np
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("lvad", root / "benchmarks" / "lv_authors_data.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    np.random.seed(0)
+    assert np.array_equal(mod.initial_state(0), np.random.random(2) + 1)
+    data = np.load(root / "specs" / "table3_14" / "lv_authors_data.npz")
+    assert data["train_u"].shape == (10, 1, 20) and data["test_v"].shape == (10, 32, 20)
+    assert np.allclose(data["train_u"][:, 0, 0], 1.5488135039273248)
+    assert np.allclose(data["test_u"][:, 0, 0], mod.initial_state(2**31 - 1)[0])
+    a, g = mod.PAIRS[3]                                   # e4: α = 1, γ = 0.5
+    u, v = data["train_u"][3, 0], data["train_v"][3, 0]
+    # the orbit conserves V = δu − γ ln u + βv − α ln v
+    V = 0.5 * u - g * np.log(u) + 0.5 * v - a * np.log(v)
+    assert np.ptp(V) < 1e-8
+    run_spec = physml.load_spec(root / "specs" / "table3_14" / "lv_leads_authors_data.phy")
+    assert len(run_spec.environments) == 10
