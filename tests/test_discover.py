@@ -465,7 +465,7 @@ def test_discover_command_on_a_leads_run(tmp_path):
 
     spec = ROOT / "specs" / "leads_lotka_volterra.phy"
     run = physml.train(spec, out=tmp_path / "run", data_dir=tmp_path / "data", steps=3,
-                       report=False)
+                       report=False, compile=False)   # the spec compiles: minutes cold
     res = CliRunner().invoke(app, ["discover", str(run.path), "--bootstrap", "2",
                                    "--threshold", "1e-6"], terminal_width=200)
     assert res.exit_code == 0, res.output
