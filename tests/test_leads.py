@@ -57,9 +57,10 @@ def _separate(stacked: StackedNetworks) -> list[nn.Module]:
     return [stacked.network(e) for e in range(stacked.n_envs)]
 
 
+@pytest.mark.parametrize("per_env_scales", [False, True], ids=["shared", "per_env_scales"])
 @pytest.mark.parametrize("kind", ["mlp", "convnet", "fno"])
 @pytest.mark.parametrize("env", [[0, 1, 2, 0, 1, 2], [2, 0, 0, 1]], ids=["grouped", "mixed"])
-def test_batched_g_equals_a_loop_over_separate_networks(kind, env, float64):
+def test_batched_g_equals_a_loop_over_separate_networks(kind, env, per_env_scales, float64):
     torch.manual_seed(0)
     if kind == "mlp":
         make = lambda: MLP(3, hidden=8, layers=3, activation="swish", gain=1.0)  # noqa: E731
@@ -71,7 +72,7 @@ def test_batched_g_equals_a_loop_over_separate_networks(kind, env, float64):
         make = lambda: ConvNet(2, 2, channels=4, layers=2, activation="swish",  # noqa: E731
                                norm="none")
         shape = (2, 6, 6)
-    g = StackedNetworks(make, 3, shape[0], zero_init=False)
+    g = StackedNetworks(make, 3, shape[0], zero_init=False, per_env_scales=per_env_scales)
     with torch.no_grad():
         g.in_scale.uniform_(0.5, 2)
         g.out_scale.uniform_(0.5, 2)
@@ -81,8 +82,11 @@ def test_batched_g_equals_a_loop_over_separate_networks(kind, env, float64):
         out = g(x)
     nets = _separate(g)
     sh = (1, -1) + (1,) * (x.dim() - 2)
-    loop = torch.stack([nets[e](x[i:i + 1] / g.in_scale.view(sh))[0] for i, e in
-                        enumerate(env.tolist())]) * g.out_scale.view(sh)
+
+    def scales(e):  # environment e's pair (One-Per-Env), or the shared one
+        return (g.in_scale[e], g.out_scale[e]) if per_env_scales else (g.in_scale, g.out_scale)
+    loop = torch.stack([nets[e](x[i:i + 1] / scales(e)[0].view(sh))[0] * scales(e)[1].view(sh)[0]
+                        for i, e in enumerate(env.tolist())])
     assert torch.allclose(out, loop, atol=1e-6, rtol=0)
     # gradients: of every environment's weights, against the separate networks'
     w = torch.randn_like(out)
@@ -614,6 +618,29 @@ def test_table3_14_specs_are_the_leads_specs_with_the_row_method():
         {"switch": 60000}
     quick = bench._spec("ns", "leads", quick=True)
     assert quick.data != physml.load_spec(bench.SPECS / "ns_leads.phy").data
+
+
+def test_one_per_env_fits_each_environment_its_own_scales():
+    """One-Per-Env's networks learn nothing from other environments' data, not even their
+    scale: each environment's input/output scales are the RMS of its own states and rates
+    (LEADS's G_e share one pair, like F)."""
+    frames = torch.rand(4, 5, 2, dtype=torch.float64) + 0.5
+    frames[2:] = 10 * frames[:2]                          # environment 1: 10× environment 0
+    env = torch.tensor([0, 0, 1, 1])
+    text = lv_text(method="one_per_env").replace("    e3: alpha = 0.75, gamma = 1\n", "")
+    spec = physml.parse_spec(text, "lv.phy")
+    ope = physml.experiment.build(spec).rollout.field
+    ope.fit_scales(frames.float(), 0.5, env=env)
+    for e in (0, 1):
+        rms = frames[env == e].pow(2).mean(dim=(0, 1)).sqrt()
+        assert torch.allclose(ope.per_env.in_scale[e].double(), rms, rtol=1e-6)
+    assert torch.allclose(ope.per_env.in_scale[1], 10 * ope.per_env.in_scale[0], rtol=1e-6)
+    leads = physml.experiment.build(physml.parse_spec(
+        text.replace("train one_per_env", "train leads"), "lv.phy")).rollout.field
+    leads.fit_scales(frames.float(), 0.5, env=env)
+    assert leads.per_env.in_scale.shape == (2,)
+    assert torch.allclose(leads.per_env.in_scale.double(),
+                          frames.pow(2).mean(dim=(0, 1)).sqrt(), rtol=1e-6)
 
 
 def test_lv_data_of_the_authors_code_start_where_theirs_do():

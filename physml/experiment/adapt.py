@@ -123,7 +123,7 @@ def adapt(run: Run | str | Path, source: str | Path, out: str | Path | None = No
         field = build_multi_env_model(run.spec, structure, n_envs=n_envs)
         field.env_names = tuple(ds.env_names)
         r = Rollout(field, old.solver)
-        field.fit_scales(train.frames, float(ds.dt))
+        field.fit_scales(train.frames, float(ds.dt), env=train.env)
         return r
 
     frozen: dict[str, torch.Tensor] = {}

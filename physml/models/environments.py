@@ -64,12 +64,14 @@ class StackedNetworks(nn.Module):
     ``make()`` builds one network; the ``E`` copies are independently initialised (as
     ``E`` separate networks would be), then their last layer is zeroed so that every
     ``G_e`` starts at 0 (the model is the shared ``F`` alone until the data ask for more).
-    ``s_in``/``s_out`` are per-channel scales shared by the environments
-    (:class:`~physml.models.nets.Scaled`), set by :meth:`fit_scales`.
+    ``s_in``/``s_out`` are per-channel scales (:class:`~physml.models.nets.Scaled`), set
+    by :meth:`fit_scales`: shared by the environments, or with ``per_env_scales`` one pair
+    per environment, fitted on that environment's data alone (One-Per-Env, whose networks
+    must not learn from each other's data, not even their scale).
     """
 
     def __init__(self, make: Callable[[], nn.Module], n_envs: int, channels: int,
-                 zero_init: bool = True):
+                 zero_init: bool = True, per_env_scales: bool = False):
         super().__init__()
         nets = [make() for _ in range(n_envs)]
         if zero_init:
@@ -90,8 +92,10 @@ class StackedNetworks(nn.Module):
         # The architecture without storage: functional_call supplies every tensor.
         self.base = [copy.deepcopy(nets[0]).to("meta")]  # a list: not a submodule
         self._linear_chain = _linear_chain(self.base[0])
-        self.register_buffer("in_scale", torch.ones(channels))
-        self.register_buffer("out_scale", torch.ones(channels))
+        shape = (n_envs, channels) if per_env_scales else (channels,)
+        self.per_env_scales = per_env_scales
+        self.register_buffer("in_scale", torch.ones(shape))
+        self.register_buffer("out_scale", torch.ones(shape))
         self._rows: dict[str, torch.Tensor] | None = None
 
     # -- the stacked tensors ---------------------------------------------------------
@@ -134,6 +138,7 @@ class StackedNetworks(nn.Module):
         counts = torch.bincount(env, minlength=self.n_envs)
         n = int(counts[0])
         plan: dict = {"grouped": 0, "order": None}
+        s_in, s_out = self.in_scale, self.out_scale   # (C,) or (E, C)
         if n > 0 and bool((counts == n).all()):
             order = torch.sort(env, stable=True).indices
             plan["grouped"] = n
@@ -142,15 +147,22 @@ class StackedNetworks(nn.Module):
                 inverse[order] = torch.arange(order.numel(), device=order.device)
                 plan["order"], plan["inverse"] = order, inverse
             params = self.stacked()
+            rows_in, rows_out = (s_in.repeat_interleave(n, 0), s_out.repeat_interleave(n, 0)) \
+                if self.per_env_scales else (s_in, s_out)
         else:
             params = {k: v[env] for k, v in self.stacked().items()}
+            if self.per_env_scales:
+                s_in, s_out = s_in[env], s_out[env]
+            rows_in, rows_out = s_in, s_out
         if self._linear_chain is not None:
-            plan["layers"] = self._fold(params)
+            plan["layers"] = self._fold(params, s_in, s_out)
         else:
             plan["params"] = params
+            plan["scales"] = (rows_in, rows_out)   # (C,) or one row per input row
         return plan
 
-    def _fold(self, params: dict[str, torch.Tensor]) -> list:
+    def _fold(self, params: dict[str, torch.Tensor], s_in: torch.Tensor,
+              s_out: torch.Tensor) -> list:
         """An MLP's layers as ``(Wᵀ, b)`` batched over environments (or rows), computed
         once per solve: transposed for ``baddbmm``, with the input scale folded into
         the first layer and the output scale into the last (fewer operations per
@@ -164,10 +176,10 @@ class StackedNetworks(nn.Module):
             W, b = params[name + ".weight"], params.get(name + ".bias")
             if b is None:
                 b = W.new_zeros(W.shape[:2])
-            if name == linear[0]:
-                W = W / self.in_scale.to(W.dtype)
+            if name == linear[0]:   # (C,) or (E, C): one input scale per column
+                W = W / s_in.to(W.dtype).unsqueeze(-2)
             if name == linear[-1]:
-                scale = self.out_scale.to(W.dtype)
+                scale = s_out.to(W.dtype)
                 W, b = W * scale.unsqueeze(-1), b * scale
             out.append((W.transpose(1, 2), b.unsqueeze(1)))
         return out
@@ -188,30 +200,45 @@ class StackedNetworks(nn.Module):
                     else layer(h)
             out = h.reshape(x.shape[0], -1)
         else:
-            shape = (1, -1) + (1,) * (x.dim() - 2)
+            s_in, s_out = plan["scales"]
+            shape = (s_in.shape[0] if s_in.dim() == 2 else 1, -1) + (1,) * (x.dim() - 2)
             base = self.base[0]
-            xs = x / self.in_scale.view(shape)
+            xs = x / s_in.view(shape)
             if n:  # (E·n, …) grouped by environment → (E, n, …): vmap over environments
                 out = vmap(lambda p, xb: functional_call(base, p, (xb,)))(
                     plan["params"], xs.unflatten(0, (self.n_envs, n))).flatten(0, 1)
             else:
                 out = vmap(lambda p, xb: functional_call(base, p, (xb.unsqueeze(0),)))(
                     plan["params"], xs).squeeze(1)
-            out = out * self.out_scale.view(shape)
+            out = out * s_out.view(shape)
         if plan["order"] is not None:
             out = out[plan["inverse"]]
         return out
 
     @torch.no_grad()
-    def fit_scales(self, frames: torch.Tensor, dt: float, rate: bool = True) -> None:
+    def fit_scales(self, frames: torch.Tensor, dt: float, rate: bool = True,
+                   env: torch.Tensor | None = None) -> None:
         """As :meth:`Scaled.fit_scales`: RMS of each channel and of its time derivative
-        (``rate=False``: of the next state)."""
+        (``rate=False``: of the next state). With ``per_env_scales`` and ``env`` (each
+        trajectory's environment), each environment's from its own trajectories (an
+        environment without any keeps the RMS over all)."""
         dims = [i for i in range(frames.dim()) if i != 2]
         d = (frames[:, 1:] - frames[:, :-1]) / dt if rate else frames[:, 1:]
+
+        def rms(values):
+            r = values.pow(2).mean(dim=dims, dtype=torch.float64).sqrt()
+            return torch.where(torch.isfinite(r) & (r > 0), r, torch.ones_like(r))
+
         for buf, values in ((self.in_scale, frames), (self.out_scale, d)):
-            rms = values.pow(2).mean(dim=dims, dtype=torch.float64).sqrt()
-            ok = torch.isfinite(rms) & (rms > 0)
-            buf.copy_(torch.where(ok, rms, torch.ones_like(rms)).to(buf.dtype))
+            if not self.per_env_scales:
+                buf.copy_(rms(values).to(buf.dtype))
+                continue
+            every = rms(values)
+            env_of = env.to(values.device) if env is not None else None
+            for e in range(self.n_envs):
+                rows = None if env_of is None else env_of == e
+                buf[e] = (rms(values[rows]) if rows is not None and bool(rows.any())
+                          else every).to(buf.dtype)
 
 
 class EnvironmentParameters(nn.Module):
@@ -253,6 +280,7 @@ class EnvironmentCode(nn.Module):
         self.n_envs = n_envs
         self.register_buffer("in_scale", torch.ones(n))
         self.register_buffer("out_scale", torch.ones(n))
+        self.per_env_scales = False   # one network: one pair of scales (fit_scales)
         self._code: torch.Tensor | None = None
 
     @contextmanager
@@ -408,9 +436,14 @@ class MultiEnvModel(HybridModel):
         return out + (list(self.env_params.raw.values()) if self.env_params is not None
                       else [])
 
-    def fit_scales(self, frames: torch.Tensor, dt: float, rate: bool = True) -> None:
+    def fit_scales(self, frames: torch.Tensor, dt: float, rate: bool = True,
+                   env: torch.Tensor | None = None) -> None:
+        """The shared network's scales from every environment's data; the per-environment
+        networks' from each environment's own where they keep one pair each."""
         HybridModel.fit_scales(self, frames, dt, rate)
-        if self.per_env is not None:
+        if isinstance(self.per_env, StackedNetworks):
+            self.per_env.fit_scales(frames, dt, rate, env=env)
+        elif self.per_env is not None:
             self.per_env.fit_scales(frames, dt, rate)
 
 
@@ -472,7 +505,7 @@ def build_multi_env_model(spec: Spec, structure: str, n_envs: int | None = None
     elif structure == "one_per_env" and (has_aug or prior is None):
         call = _g_call(spec)
         per_env = StackedNetworks(lambda: build_network(call, shape, system.domain), n_envs,
-                                  shape[0])
+                                  shape[0], per_env_scales=True)
     elif structure == "ft_node":
         if system.domain is not None:
             raise ValueError("ft_node is written for ODE states (an MLP with the environment "
