@@ -23,8 +23,6 @@ CPU. Timings are medians over steps; the machine's load is recorded with them.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import physml
+from _host import host  # benchmarks/_host.py: the scripts run as `python benchmarks/NAME.py`
 from physml.experiment import build
 from physml.data.batches import Batch
 
@@ -193,10 +192,7 @@ def main(argv: list[str]) -> dict:
         "ratio_to_authors_reference": round(ms / 540, 3),
         "ms_per_step_by_n_envs": {str(k): round(v, 2) for k, v in curve.items()},
         "growth_1_to_max": round(curve[max(curve)] / curve[1], 2),
-        "threads": torch.get_num_threads(),
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        **host(),
     }
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 import torch
 
 import physml
+from _host import host  # benchmarks/_host.py: the scripts run as `python benchmarks/NAME.py`
 from physml.data.batches import Batch
 from physml.experiment import build
 from physml.models.nets import ResNet
@@ -215,10 +215,7 @@ def main(argv: list[str]) -> dict:
         "ms_per_adam_step_hand_written": round(ms_hand, 2),
         "ratio_to_hand_written": round(ms / ms_hand, 3),
         "timed_steps": len(a),
-        "threads": torch.get_num_threads(),
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        **host(),
     }
 
 

@@ -76,7 +76,8 @@ def check(
     est = estimate(s, spec.data, len(spec.environments))
     if est is not None:
         console.print(Text(f"  data: {est.describe()}"))
-    for name in ("data", "augment", "per_environment", "observe", "constraint", "train"):  # as `train` runs them
+    # in the order `train` runs them
+    for name in ("data", "augment", "per_environment", "observe", "constraint", "train"):
         if name in blocks:
             console.print(Text(f"{name} ", style="bold").append(blocks[name], style=""))
     for warning in unrepresentable_missing(spec) + symmetry_warnings(spec):

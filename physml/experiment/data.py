@@ -164,11 +164,9 @@ def fit_scales(rollout, data: TrainingData, dt: float) -> None:
     """Scale the augmentation network's inputs and outputs to the training data."""
     if data.train.n_frames > 1 and rollout.readout is None:  # (H·X: no state scale seen)
         # under `solver direct` the network is the one-step map: it outputs states
-        rate = not get_solver(rollout.solver.name).is_map
-        if getattr(rollout.field, "per_env", None) is not None:  # several environments
-            rollout.field.fit_scales(data.train.frames, dt, rate=rate, env=data.train.env)
-        else:
-            rollout.field.fit_scales(data.train.frames, dt, rate=rate)
+        rollout.field.fit_scales(data.train.frames, dt,
+                                 rate=not get_solver(rollout.solver.name).is_map,
+                                 env=data.train.env)
     if rollout.encoder is not None:
         rollout.encoder.fit_scales(data.train.frames, data.train.mask)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect as _inspect
 from typing import Any
 
+from ..symbolic.printer import format_constraint
 from ..symbolic.spec import Call, Spec
 
 
@@ -179,10 +180,9 @@ def describe_experiment(spec: Spec) -> tuple[Any, dict[str, str]]:
     if line is not None:
         blocks["per_environment"] = line
     if spec.constraints:  # eq. 2.13's penalty, as training adds it
-        blocks["constraint"] = "; ".join(
-            f"{c.text or c.residual} (penalised: weight × mean of the squared residual where "
-            "the data meet the condition)" if i == 0 else (c.text or str(c.residual))
-            for i, c in enumerate(spec.constraints))
+        blocks["constraint"] = "; ".join(format_constraint(c) for c in spec.constraints) + \
+            " (penalised: weight × mean of the squared residual where the data meet the " \
+            "condition)"
     blocks["train"] = train_line(exp.config)
     return exp.config, blocks
 

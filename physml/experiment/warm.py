@@ -28,7 +28,8 @@ from pathlib import Path
 _BUDGET = ("epochs", "steps", "minutes", "seed", "val_every", "patience", "plateau",
            "checkpoint_every")
 #: Bumped when physml changes what it compiles for the same settings (2: ODE steps are
-#: compiled several to a call; 3: teacher forcing restarts inside the compiled steps), so that an older run's marker does not claim a warm cache.
+#: compiled several to a call; 3: teacher forcing restarts inside the compiled steps), so
+#: that an older run's marker does not claim a warm cache.
 GRAPHS = 3
 
 

@@ -6,6 +6,7 @@ domain or on scalars, unknown options, missing or cyclic ``use``.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -19,9 +20,9 @@ from .. import limits
 from ..errors import (BoundsError, DeclarationError, OperatorError, OptionError, Pos,
                       SpecSyntaxError, UnknownSymbolError, UseError, suggest)
 from ..symbolic.functions import FUNCTIONS, RESERVED, SpatialOperator, div, grad
-from ..symbolic.spec import (AXES, Boundary, Call, DataSpec, DiscoverSpec, Domain, Environment,
-                             Equation, Let, Mask, Param, Constraint, PriorSpec, Sampler, Spec, System,
-                             TrainSpec)
+from ..symbolic.spec import (AXES, Boundary, Call, Constraint, DataSpec, DiscoverSpec, Domain,
+                             Environment, Equation, Let, Mask, Param, PriorSpec, Sampler, Spec,
+                             System, TrainSpec)
 from . import budget, schema
 from .parser import Name, Stmt, approx, parse_statements
 
@@ -220,9 +221,7 @@ class _Builder:
         if spec.encoder is not None:
             self.check_encoder(seen["encoder"], spec)
         constraints = [st for st in stmts if st.kind == "constraint"]
-        if constraints:
-            import dataclasses
-
+        if constraints:  # after the Spec: a condition may read measured variables only
             spec = dataclasses.replace(spec, constraints=tuple(
                 self.build_constraint(st, spec) for st in constraints))
         try:
@@ -942,9 +941,7 @@ class _Builder:
         if not weight > 0:
             raise self.err(BoundsError, f"`constraint ... weight` must be positive, got "
                            f"{weight:g}", s.pos, length=10)
-        line = self.text.splitlines()[s.pos.line - 1] if self.text else ""
-        text = line.split("#", 1)[0].strip()[len("constraint"):].strip()
-        return Constraint(residual, cond, weight, text, s.pos)
+        return Constraint(residual, cond, weight, s.pos)
 
     def check_encoder(self, s: Stmt, spec: Spec) -> None:
         """An encoder estimates what the observations at ``t0`` do not give: hidden

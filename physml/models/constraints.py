@@ -37,7 +37,6 @@ class Constraints(nn.Module):
                                                  for c in constraints])
         self.register_buffer("weights", torch.tensor([c.weight for c in constraints]),
                              persistent=False)
-        self.is_grid = system.is_grid
 
     def forward(self, pred: torch.Tensor, data: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:

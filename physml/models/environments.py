@@ -28,7 +28,7 @@ from ..symbolic import VectorField, compile_dynamics
 from ..symbolic.compiler import param_scale, to_constrained, to_unconstrained
 from ..symbolic.spec import Call, Spec
 from .hybrid import HybridModel, build_model
-from .nets import ACTIVATIONS, Scaled, _activation, build_network
+from .nets import ACTIVATIONS, Scaled, _activation, build_network, channel_rms
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -222,23 +222,17 @@ class StackedNetworks(nn.Module):
         (``rate=False``: of the next state). With ``per_env_scales`` and ``env`` (each
         trajectory's environment), each environment's from its own trajectories (an
         environment without any keeps the RMS over all)."""
-        dims = [i for i in range(frames.dim()) if i != 2]
         d = (frames[:, 1:] - frames[:, :-1]) / dt if rate else frames[:, 1:]
-
-        def rms(values):
-            r = values.pow(2).mean(dim=dims, dtype=torch.float64).sqrt()
-            return torch.where(torch.isfinite(r) & (r > 0), r, torch.ones_like(r))
-
         for buf, values in ((self.in_scale, frames), (self.out_scale, d)):
+            every = channel_rms(values).to(buf.dtype)
             if not self.per_env_scales:
-                buf.copy_(rms(values).to(buf.dtype))
+                buf.copy_(every)
                 continue
-            every = rms(values)
             env_of = env.to(values.device) if env is not None else None
             for e in range(self.n_envs):
                 rows = None if env_of is None else env_of == e
-                buf[e] = (rms(values[rows]) if rows is not None and bool(rows.any())
-                          else every).to(buf.dtype)
+                buf[e] = channel_rms(values[rows]).to(buf.dtype) \
+                    if rows is not None and bool(rows.any()) else every
 
 
 class EnvironmentParameters(nn.Module):
@@ -441,10 +435,8 @@ class MultiEnvModel(HybridModel):
         """The shared network's scales from every environment's data; the per-environment
         networks' from each environment's own where they keep one pair each."""
         HybridModel.fit_scales(self, frames, dt, rate)
-        if isinstance(self.per_env, StackedNetworks):
+        if self.per_env is not None:
             self.per_env.fit_scales(frames, dt, rate, env=env)
-        elif self.per_env is not None:
-            self.per_env.fit_scales(frames, dt, rate)
 
 
 def _g_call(spec: Spec) -> Call:

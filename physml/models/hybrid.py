@@ -88,9 +88,12 @@ class HybridModel(nn.Module):
             return {k: values[k] for k in self.prior.learnable}
         return {}
 
-    def fit_scales(self, frames: torch.Tensor, dt: float, rate: bool = True) -> None:
+    def fit_scales(self, frames: torch.Tensor, dt: float, rate: bool = True,
+                   env: torch.Tensor | None = None) -> None:
         """Scale the network's inputs and outputs to the training data (:class:`Scaled`);
-        ``rate=False``: its output is the next state (``solver direct``), not a rate."""
+        ``rate=False``: its output is the next state (``solver direct``), not a rate.
+        ``env`` (each trajectory's environment) matters to models over several
+        environments only (:class:`~physml.models.environments.MultiEnvModel`)."""
         if isinstance(self.augmentation, Scaled):
             self.augmentation.fit_scales(frames, dt, rate=rate)
 

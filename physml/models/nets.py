@@ -455,6 +455,14 @@ def build_network(call: Call, state_shape: tuple[int, ...], domain: Domain | Non
     return kind.build(state_shape, domain, **call.options())
 
 
+def channel_rms(values: torch.Tensor) -> torch.Tensor:
+    """The root mean square of each channel (dim 2) of frames ``(N, T, C, …)``, in float64;
+    1 where it is zero or not finite (a constant or empty channel keeps its values)."""
+    dims = [i for i in range(values.dim()) if i != 2]
+    rms = values.pow(2).mean(dim=dims, dtype=torch.float64).sqrt()
+    return torch.where(torch.isfinite(rms) & (rms > 0), rms, torch.ones_like(rms))
+
+
 class Scaled(nn.Module):
     """``F(x) = s_out ⊙ net(x ⊘ s_in)``, with one scale per state channel (dim 1).
 
@@ -537,13 +545,10 @@ class Scaled(nn.Module):
         """Set the scales from trajectories ``(N, T, C, …)`` sampled every ``dt``: the
         root mean square of each channel, and of its finite-difference time derivative
         (``rate=False``: of the next state, for a network that is the one-step map)."""
-        dims = [i for i in range(frames.dim()) if i != 2]  # all but the channel
         d = (frames[:, 1:] - frames[:, :-1]) / dt if rate else frames[:, 1:]
         for buf, values, mask in ((self.in_scale, frames, None),
                                   (self.out_scale, d, self.out_mask)):
-            rms = values.pow(2).mean(dim=dims, dtype=torch.float64).sqrt()
-            ok = torch.isfinite(rms) & (rms > 0)
-            rms = torch.where(ok, rms, torch.ones_like(rms)).to(buf)  # frames may be on the CPU
+            rms = channel_rms(values).to(buf)  # frames may be on the CPU
             buf.copy_(rms if mask is None else rms * mask)
         if self.takes_time:
             span = dt * (frames.shape[1] - 1)

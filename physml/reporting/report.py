@@ -6,10 +6,9 @@ whole horizon (Table 3.4); we give ``ln_mse`` and ``log10_mse`` both. Parameter 
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +140,8 @@ def _environments(run, model, dataset, batch, pred, device=None) -> dict[str, An
                                                                   batch.env, names)}
     if "train" in dataset.splits and dataset.splits["train"].numel():
         tr = Trajectories(dataset.splits["train"], dataset.times, dataset.history).batch()
-        out["train_environments"] = per_environment_errors(forecast(model, tr, device), tr.target,
-                                                           tr.env, names)
+        out["train_environments"] = per_environment_errors(forecast(model, tr, device),
+                                                           tr.target, tr.env, names)
     field = model.field
     if isinstance(field, MultiEnvModel):
         norm = run.config.method_options.get("norm", "relative")

@@ -143,18 +143,13 @@ def _compiled_step(f, tab: ButcherTableau, device: torch.device, steps: int = 0,
     key = (tab.name, device.type, steps, restarting)
     fn = cache.get(key)
     if fn is None:
-        if restarting:
-            def chunk_restarting(ts, hs, rs, ds, y):
+        if steps:
+            def chunk(ts, hs, *args):   # args: (y,), or restarting (rs, ds, y)
+                *restarts, y = args
                 out = []
                 for i in range(steps):
-                    y = rk_step(tab, f, ts[i], hs[i], torch.where(rs[i], ds[i], y))
-                    out.append(y)
-                return tuple(out)
-            fn = cache[key] = compiled(chunk_restarting, device)
-        elif steps:
-            def chunk(ts, hs, y):
-                out = []
-                for i in range(steps):
+                    if restarts:
+                        y = torch.where(restarts[0][i], restarts[1][i], y)
                     y = rk_step(tab, f, ts[i], hs[i], y)
                     out.append(y)
                 return tuple(out)
@@ -253,7 +248,7 @@ def _fixed_grid_chunked(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTa
         ts = torch.cat([ts, t[-1:].expand(pad)])
         hs = torch.cat([hs, hs.new_zeros(pad)])
     ends = set(torch.cumsum(n, 0).sub(1).tolist())  # the steps that land on a time of t
-    ys, y, s = [x0], x0, 0
+    inputs = [ts, hs]
     if restart is not None:
         rs = restart.to(t.device)[:-1][interval] & (torch.arange(
             len(interval), device=t.device) == first[interval])
@@ -261,14 +256,10 @@ def _fixed_grid_chunked(f, x0: torch.Tensor, t: torch.Tensor, tableau: ButcherTa
         if pad:
             rs = torch.cat([rs, rs.new_zeros(pad)])
             ds = torch.cat([ds, ds[-1:].expand(pad, *ds.shape[1:])])
-        for ts_c, hs_c, rs_c, ds_c in zip(ts.split(k), hs.split(k), rs.split(k), ds.split(k)):
-            for y in fn(ts_c.clone(), hs_c.clone(), rs_c.clone(), ds_c, y):
-                if s in ends:
-                    ys.append(y)
-                s += 1
-        return torch.stack(ys, dim=1)
-    for ts_c, hs_c in zip(ts.split(k), hs.split(k)):
-        for y in fn(ts_c.clone(), hs_c.clone(), y):
+        inputs += [rs, ds]
+    ys, y, s = [x0], x0, 0
+    for chunk in zip(*(v.split(k) for v in inputs)):
+        for y in fn(*(v.clone() for v in chunk), y):
             if s in ends:
                 ys.append(y)
             s += 1

@@ -367,6 +367,12 @@ def _train_option(key: str, value) -> str:
     return f"{key} {_value(value)}"
 
 
+def format_constraint(c) -> str:
+    """``RESIDUAL = 0 where CONDITION weight W``: a ``constraint`` line without its keyword."""
+    return (f"{format_expr(c.residual)} = 0 where {format_expr(c.condition)} "
+            f"weight {number(c.weight)}")
+
+
 def format_spec(spec: Spec) -> str:
     """The ``.phy`` text of ``spec``, which the parser reads back to an equal Spec."""
     lines: list[str] = []
@@ -397,9 +403,7 @@ def format_spec(spec: Spec) -> str:
         if spec.encoder_given:
             line += f" given {', '.join(spec.encoder_given)}"
         lines.append(line)
-    for c in spec.constraints:
-        lines.append(f"constraint {format_expr(c.residual)} = 0 where "
-                     f"{format_expr(c.condition)} weight {number(c.weight)}")
+    lines += [f"constraint {format_constraint(c)}" for c in spec.constraints]
     if spec.discover is not None:
         lines.append(_discover(spec.discover))
     if spec.train is not None:
@@ -410,4 +414,4 @@ def format_spec(spec: Spec) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["format_spec", "format_expr", "format_call", "number", "PrintError"]
+__all__ = ["format_spec", "format_constraint", "format_expr", "format_call", "number", "PrintError"]

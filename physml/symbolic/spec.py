@@ -137,7 +137,6 @@ class Constraint:
     residual: sympy.Expr
     condition: sympy.Basic
     weight: float = 1.0
-    text: str = field(default="", compare=False)
     pos: Pos | None = field(default=None, compare=False)
 
 
