@@ -298,6 +298,32 @@ def test_conjugacy_recovers_an_affine_transform_of_the_hidden_state(tmp_path):
     assert out["map"]["v"]["1"] == pytest.approx(0.25)
 
 
+def test_conjugacy_is_fitted_within_the_training_horizon(tmp_path):
+    """Past the horizon the learned states drift (here: noise); a map fitted on them
+    too shrinks towards the mean. Fitted on the run's horizon, it is exact there."""
+    from types import SimpleNamespace
+
+    from physml.reporting.partial import conjugacy
+
+    spec = lv_spec(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(8, 12, 2, generator=g, dtype=torch.float64) + 0.5
+    learned = truth.clone()
+    learned[:, :, 1] = -2 * truth[:, :, 1] + 0.3 * truth[:, :, 0] + 0.5
+    learned[:, 6:] = 10 * torch.randn(8, 6, 2, generator=g, dtype=torch.float64)  # drift
+    model = SimpleNamespace(predict=lambda batch: learned)
+    traj = Trajectories(truth[None], torch.arange(12.0), observed=[0])
+    run = SimpleNamespace(spec=spec, config=SimpleNamespace(horizon=6))
+    within = conjugacy(run, model, traj, truth, labelled=3)
+    assert within["fitted_frames"] == 6
+    assert within["cosine_after"]["T=5"] == pytest.approx(1.0)
+    assert within["map"]["v"]["v"] == pytest.approx(-0.5)
+    every = conjugacy(run, model, traj, truth, labelled=3, frames=12)
+    assert every["fitted_frames"] == 12
+    assert abs(every["map"]["v"]["v"]) < 0.05          # shrunk: noise dominates the fit
+    assert every["map"]["v"]["1"] == pytest.approx(truth[..., 1].mean(), abs=0.1)  # ≈ mean
+
+
 def test_linear_observation_u_plus_v(tmp_path, lv_data):
     spec = lv_spec(tmp_path, observe="observe u + 2*v", encoder="")
     assert spec.observe == ("u + 2*v",) and spec.observe_matrix == ((1.0, 2.0),)
