@@ -529,3 +529,35 @@ def test_solver_direct_scales_the_network_to_the_states(tmp_path):
     want = frames[:, 1:].pow(2).mean(dim=(0, 1, 3, 4)).sqrt()
     got = run.load_model().field.augmentation.out_scale.double()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
+
+
+def test_setting2_network_scales_come_from_the_given_initial_states(tmp_path, lv_data):
+    """Setting 2 gives the hidden v at t0 only: the network's input scale for v is the RMS
+    of those values, its rate scale that times the observed u's rate-to-state ratio (one
+    time scale); with an encoder (Setting 1) nothing of the hidden truth is used."""
+    from physml.experiment.data import fit_scales, training_data
+    from physml.training.config import TrainConfig
+
+    def scales(encoder):
+        text = LV.format(observe="observe u", encoder=encoder, options="")
+        text = text[:text.index("prior:")] + "augment mlp(hidden=8, layers=2)\n" \
+            "train neural solver rk4 epochs 1 batch 6\n"
+        path = tmp_path / "aug.phy"
+        path.write_text(text)
+        spec = physml.load_spec(path)
+        exp = build(spec)
+        data, _ = training_data(lv_data, TrainConfig(), observed=spec.observed_channels())
+        fit_scales(exp.rollout, data, float(lv_data.dt))
+        aug = exp.rollout.field.augmentation
+        return data, aug.in_scale.double(), aug.out_scale.double()
+
+    data, s_in, s_out = scales("")
+    u = data.train.frames[:, :, 0].double()
+    v0 = data.train.x0[:, 1].double()
+    rate_u = ((u[:, 1:] - u[:, :-1]) / float(lv_data.dt)).pow(2).mean().sqrt()
+    assert float(s_in[0]) == pytest.approx(float(u.pow(2).mean().sqrt()), rel=1e-6)
+    assert float(s_in[1]) == pytest.approx(float(v0.pow(2).mean().sqrt()), rel=1e-6)
+    assert float(s_out[0]) == pytest.approx(float(rate_u), rel=1e-6)
+    assert float(s_out[1]) == pytest.approx(float(s_in[1] * rate_u / s_in[0]), rel=1e-6)
+    _, s_in, s_out = scales("encoder mlp(hidden=16, layers=2)")
+    assert (float(s_in[1]), float(s_out[1])) == (1.0, 1.0)

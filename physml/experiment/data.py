@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import torch
 
 from ..data import DataError, Dataset, Trajectories, load_dataset, save_dataset, \
     split_off_validation
@@ -160,11 +161,25 @@ def training_data(dataset: Dataset, cfg: TrainConfig, device=None,
     return data, record
 
 
+def measured_frames(traj, given_x0: bool) -> torch.Tensor:
+    """The training frames with NaN where nothing was measured (a hidden variable, a gap),
+    and, with ``given_x0``, the initial state the forecasts start from where the data
+    give it (thesis §2.3 Setting 2: the full X₀; a hidden variable then has a scale)."""
+    if traj.mask is None:
+        return traj.frames
+    frames = torch.where(traj.mask.bool(), traj.frames, torch.nan)
+    if given_x0 and getattr(traj, "x0_known", None) is not None:
+        frames[:, 0] = torch.where(traj.x0_known, traj.x0, frames[:, 0])
+    return frames
+
+
 def fit_scales(rollout, data: TrainingData, dt: float) -> None:
-    """Scale the augmentation network's inputs and outputs to the training data."""
+    """Scale the augmentation network's inputs and outputs to the training data: the
+    measured values, and the given initial states when no encoder replaces them."""
     if data.train.n_frames > 1 and rollout.readout is None:  # (H·X: no state scale seen)
+        frames = measured_frames(data.train, given_x0=rollout.encoder is None)
         # under `solver direct` the network is the one-step map: it outputs states
-        rollout.field.fit_scales(data.train.frames, dt,
+        rollout.field.fit_scales(frames, dt,
                                  rate=not get_solver(rollout.solver.name).is_map,
                                  env=data.train.env)
     if rollout.encoder is not None:

@@ -28,7 +28,7 @@ from ..symbolic import VectorField, compile_dynamics
 from ..symbolic.compiler import param_scale, to_constrained, to_unconstrained
 from ..symbolic.spec import Call, Spec
 from .hybrid import HybridModel, build_model
-from .nets import ACTIVATIONS, Scaled, _activation, build_network, channel_rms
+from .nets import ACTIVATIONS, Scaled, _activation, build_network, fitted_scales
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -222,17 +222,16 @@ class StackedNetworks(nn.Module):
         (``rate=False``: of the next state). With ``per_env_scales`` and ``env`` (each
         trajectory's environment), each environment's from its own trajectories (an
         environment without any keeps the RMS over all)."""
-        d = (frames[:, 1:] - frames[:, :-1]) / dt if rate else frames[:, 1:]
-        for buf, values in ((self.in_scale, frames), (self.out_scale, d)):
-            every = channel_rms(values).to(buf.dtype)
+        every = fitted_scales(frames, dt, rate)
+        env_of = env.to(frames.device) if env is not None and self.per_env_scales else None
+        own = [fitted_scales(frames[env_of == e], dt, rate) if env_of is not None and
+               bool((env_of == e).any()) else every for e in range(self.n_envs)]
+        for i, buf in enumerate((self.in_scale, self.out_scale)):
             if not self.per_env_scales:
-                buf.copy_(every)
-                continue
-            env_of = env.to(values.device) if env is not None else None
-            for e in range(self.n_envs):
-                rows = None if env_of is None else env_of == e
-                buf[e] = channel_rms(values[rows]).to(buf.dtype) \
-                    if rows is not None and bool(rows.any()) else every
+                buf.copy_(every[i].to(buf.dtype))
+            else:
+                for e in range(self.n_envs):
+                    buf[e] = own[e][i].to(buf.dtype)
 
 
 class EnvironmentParameters(nn.Module):

@@ -455,12 +455,48 @@ def build_network(call: Call, state_shape: tuple[int, ...], domain: Domain | Non
     return kind.build(state_shape, domain, **call.options())
 
 
-def channel_rms(values: torch.Tensor) -> torch.Tensor:
-    """The root mean square of each channel (dim 2) of frames ``(N, T, C, …)``, in float64;
-    1 where it is zero or not finite (a constant or empty channel keeps its values)."""
+def _rms(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The root mean square of each channel (dim 2) of ``(N, T, C, …)`` over its finite
+    values, in float64, and whether the channel has any."""
     dims = [i for i in range(values.dim()) if i != 2]
-    rms = values.pow(2).mean(dim=dims, dtype=torch.float64).sqrt()
-    return torch.where(torch.isfinite(rms) & (rms > 0), rms, torch.ones_like(rms))
+    v = values.to(torch.float64)
+    finite = torch.isfinite(v)
+    n = finite.sum(dim=dims)
+    rms = (torch.where(finite, v, 0.0).pow(2).sum(dim=dims) / n.clamp_min(1)).sqrt()
+    return rms, n > 0
+
+
+def channel_rms(values: torch.Tensor) -> torch.Tensor:
+    """The root mean square of each channel (dim 2) of frames ``(N, T, C, …)`` over its
+    finite values (NaN marks what was not measured), in float64; 1 where a channel has
+    none or is zero (a constant, empty or unmeasured channel keeps its values)."""
+    rms, known = _rms(values)
+    return torch.where(known & (rms > 0), rms, torch.ones_like(rms))
+
+
+def fitted_scales(frames: torch.Tensor, dt: float, rate: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input and output scales of a network from trajectories ``(N, T, C, …)`` sampled
+    every ``dt``: the RMS of each channel, and of its finite-difference time derivative
+    (``rate=False``: of the next state, for a network that is the one-step map).
+
+    NaN marks what was not measured. A channel measured at single frames only (a hidden variable whose initial state alone
+    is given, thesis §2.3 Setting 2) has a state scale but no rate to measure: its rate
+    scale is its state scale times the median rate-to-state ratio of the channels where
+    both are measured, i.e. the system is given one time scale. Without it the rate scale
+    would be 1: on Navier–Stokes with velocities of 0.05, the network's first steps moved
+    the hidden velocity by half its size per frame."""
+    d = (frames[:, 1:] - frames[:, :-1]) / dt if rate else frames[:, 1:]
+    s_in, s_out = channel_rms(frames), channel_rms(d)
+    (x, x_known), (r, r_known) = _rms(frames), _rms(d)
+    state_only = x_known & (x > 0) & ~r_known
+    if not rate:  # the next state's scale is the state's
+        return s_in, torch.where(state_only, s_in, s_out)
+    both = x_known & r_known & (x > 0) & (r > 0)
+    if bool(both.any()) and bool(state_only.any()):
+        per_time = (r[both] / x[both]).median()
+        s_out = torch.where(state_only, s_in * per_time, s_out)
+    return s_in, s_out
 
 
 class Scaled(nn.Module):
@@ -545,11 +581,9 @@ class Scaled(nn.Module):
         """Set the scales from trajectories ``(N, T, C, …)`` sampled every ``dt``: the
         root mean square of each channel, and of its finite-difference time derivative
         (``rate=False``: of the next state, for a network that is the one-step map)."""
-        d = (frames[:, 1:] - frames[:, :-1]) / dt if rate else frames[:, 1:]
-        for buf, values, mask in ((self.in_scale, frames, None),
-                                  (self.out_scale, d, self.out_mask)):
-            rms = channel_rms(values).to(buf)  # frames may be on the CPU
-            buf.copy_(rms if mask is None else rms * mask)
+        s_in, s_out = fitted_scales(frames, dt, rate)
+        self.in_scale.copy_(s_in.to(self.in_scale))   # frames may be on the CPU
+        self.out_scale.copy_(s_out.to(self.out_scale) * self.out_mask)
         if self.takes_time:
             span = dt * (frames.shape[1] - 1)
             self.t_scale.fill_(span if span > 0 else 1.0)
