@@ -340,6 +340,37 @@ def test_gbml_fine_tunes_copies_of_the_shared_network(lv_data):
     assert torch.equal(field.augmentation.net.net[0].weight, shared["net.0.weight"])
 
 
+@pytest.mark.parametrize("method", ["leads", "one_per_env", "ft_node"])
+def test_mlp_normal_init_and_unit_scales(lv_data, method):
+    """`mlp(init="normal", gain=G, scale=false)`, the networks of the LEADS code: weights
+    N(0, G²) and input/output scales left at 1; by default the scales fit the data."""
+    from physml.experiment.data import fit_scales, training_data
+    from physml.experiment.build import build
+    from physml.training.config import TrainConfig
+
+    def built(options):
+        text = lv_text(model=f'augment mlp(hidden=64, layers=3, activation="swish"{options})',
+                       method=method)
+        spec = physml.parse_spec(text, "lv.phy")
+        torch.manual_seed(0)
+        exp = build(spec)
+        data, _ = training_data(lv_data, TrainConfig())
+        fit_scales(exp.rollout, data, float(lv_data.dt))
+        field = exp.rollout.field
+        nets = [m for m in (field.augmentation, field.per_env) if m is not None]
+        return nets
+
+    for net in built(', init="normal", gain=0.05, scale=false'):
+        assert torch.equal(net.in_scale, torch.ones_like(net.in_scale))
+        assert torch.equal(net.out_scale, torch.ones_like(net.out_scale))
+        hidden = [p for n, p in net.named_parameters() if p.dim() >= 2 and p.shape[-1] >= 64
+                  and p.shape[-2] == 64]   # 64 → 64 (ft_node: and the environment code)
+        assert hidden and float(torch.cat([p.flatten() for p in hidden]).std()) \
+            == pytest.approx(0.05, rel=0.05)
+    for net in built(""):
+        assert not torch.equal(net.in_scale, torch.ones_like(net.in_scale))
+
+
 def test_one_per_env_shares_nothing_and_one_for_all_has_no_g(lv_data):
     spec = physml.parse_spec(lv_text(), "lv.phy")
     ope = build_multi_env_model(spec, "one_per_env")

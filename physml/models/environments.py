@@ -28,7 +28,8 @@ from ..symbolic import VectorField, compile_dynamics
 from ..symbolic.compiler import param_scale, to_constrained, to_unconstrained
 from ..symbolic.spec import Call, Spec
 from .hybrid import HybridModel, build_model
-from .nets import ACTIVATIONS, Scaled, _activation, build_network, fitted_scales
+from .nets import ACTIVATIONS, Scaled, _activation, _flag, build_network, fitted_scales, \
+    init_linear
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -94,6 +95,7 @@ class StackedNetworks(nn.Module):
         self._linear_chain = _linear_chain(self.base[0])
         shape = (n_envs, channels) if per_env_scales else (channels,)
         self.per_env_scales = per_env_scales
+        self.fit_scales_to_data = getattr(nets[0], "fit_scales_to_data", True)
         self.register_buffer("in_scale", torch.ones(shape))
         self.register_buffer("out_scale", torch.ones(shape))
         self._rows: dict[str, torch.Tensor] | None = None
@@ -222,6 +224,8 @@ class StackedNetworks(nn.Module):
         (``rate=False``: of the next state). With ``per_env_scales`` and ``env`` (each
         trajectory's environment), each environment's from its own trajectories (an
         environment without any keeps the RMS over all)."""
+        if not self.fit_scales_to_data:  # `scale=false`: unit scales
+            return
         every = fitted_scales(frames, dt, rate)
         env_of = env.to(frames.device) if env is not None and self.per_env_scales else None
         own = [fitted_scales(frames[env_of == e], dt, rate) if env_of is not None and
@@ -259,14 +263,16 @@ class EnvironmentCode(nn.Module):
     of the row's environment (the baseline of thesis Table 3.14)."""
 
     def __init__(self, n: int, n_envs: int, hidden: int = 64, layers: int = 4,
-                 activation: str = "swish", gain: float = 0.2):
+                 activation: str = "swish", gain: float = 0.2, init: str = "orthogonal",
+                 scale: bool = True):
         super().__init__()
+        # the options of the spec's mlp(...), which it mirrors (nets.MLP)
+        self.fit_scales_to_data = _flag("scale", scale)
         sizes = [n] + [hidden] * (layers - 1) + [n]
         self.layers = nn.ModuleList()
         for a, b in zip(sizes[:-1], sizes[1:]):
             lin = nn.Linear(a + n_envs, b)
-            nn.init.orthogonal_(lin.weight, gain=gain)
-            nn.init.zeros_(lin.bias)
+            init_linear(lin, init, gain)
             self.layers.append(lin)
         nn.init.zeros_(self.layers[-1].weight)
         self.act = _activation(activation)()

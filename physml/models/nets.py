@@ -30,22 +30,38 @@ def _activation(name: str) -> Callable[[], nn.Module]:
             from None
 
 
+def init_linear(lin: nn.Linear, init: str, gain: float) -> None:
+    """``init="orthogonal"``: an orthogonal weight with that gain (Saxe et al. 2014);
+    ``"normal"``: weights N(0, gain²), as the LEADS code's ``init_weights(net, 'normal',
+    gain)``. Biases zero."""
+    if init == "normal":
+        nn.init.normal_(lin.weight, 0.0, gain)
+    elif init == "orthogonal":
+        nn.init.orthogonal_(lin.weight, gain=gain)
+    else:
+        raise ValueError(f"mlp: init must be 'orthogonal' or 'normal', not {init!r}")
+    nn.init.zeros_(lin.bias)
+
+
 class MLP(nn.Module):
     """``n → hidden → … → n`` with ``layers`` linear layers (thesis Table 3.4 pendulum:
     2→200→200→2, ReLU, orthogonal initialisation with gain 0.2)."""
 
     def __init__(self, n: int, hidden: int = 200, layers: int = 3, activation: str = "relu",
-                 gain: float = 0.2, n_out: int | None = None):
+                 gain: float = 0.2, n_out: int | None = None, init: str = "orthogonal",
+                 scale: bool = True):
         super().__init__()
         if layers < 1:
             raise ValueError("an MLP needs at least one layer")
+        # scale=false: the wrapper (Scaled, StackedNetworks) keeps unit input and output
+        # scales instead of fitting them to the data (the authors' LEADS networks).
+        self.fit_scales_to_data = bool(scale)
         act = _activation(activation)
         sizes = [n] + [hidden] * (layers - 1) + [n_out if n_out is not None else n]
         mods: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             lin = nn.Linear(a, b)
-            nn.init.orthogonal_(lin.weight, gain=gain)
-            nn.init.zeros_(lin.bias)
+            init_linear(lin, init, gain)
             mods.append(lin)
             if i < len(sizes) - 2:
                 mods.append(act())
@@ -344,6 +360,8 @@ class NetworkKind:
 def _mlp(shape, domain, extra=0, **opts):
     if domain is not None:
         raise ValueError("mlp() works on ODE states; use convnet() or resnet() on a grid")
+    if "scale" in opts:
+        opts["scale"] = _flag("scale", opts["scale"])
     if extra:
         return MLP(shape[0] + extra, n_out=shape[0], **opts)
     return MLP(shape[0], **opts)
@@ -426,7 +444,7 @@ def _fno(shape, domain, extra=0, gain=None, **opts):
 #: ``augment NAME(...)``: the networks physml implements. The language checks spec lines
 #: against this table, so a name here is a name that trains.
 NETWORKS: dict[str, NetworkKind] = {k.name: k for k in (
-    NetworkKind("mlp", ("hidden", "layers", "activation", "gain"), _mlp,
+    NetworkKind("mlp", ("hidden", "layers", "activation", "gain", "init", "scale"), _mlp,
                 "fully connected, ODE states (Table 3.4 pendulum)"),
     NetworkKind("convnet", ("channels", "layers", "kernel", "activation", "norm", "gain"),
                 _convnet, "convolutions on the grid (Table 3.2)"),
@@ -581,6 +599,8 @@ class Scaled(nn.Module):
         """Set the scales from trajectories ``(N, T, C, …)`` sampled every ``dt``: the
         root mean square of each channel, and of its finite-difference time derivative
         (``rate=False``: of the next state, for a network that is the one-step map)."""
+        if not getattr(self.net, "fit_scales_to_data", True):
+            return
         s_in, s_out = fitted_scales(frames, dt, rate)
         self.in_scale.copy_(s_in.to(self.in_scale))   # frames may be on the CPU
         self.out_scale.copy_(s_out.to(self.out_scale) * self.out_mask)
