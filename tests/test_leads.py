@@ -629,7 +629,7 @@ def _reproduce_leads():
 def test_table3_14_specs_are_the_leads_specs_with_the_row_method():
     bench = _reproduce_leads()
     files = sorted(p.name for p in bench.SPECS.glob("*.phy")
-                   if not p.stem.endswith("_authors_data"))   # written by hand, below
+                   if "_authors_" not in p.stem)   # written by hand, below
     expected = sorted(f"{s}_{k}.phy" for s in bench.SOURCES for k in bench.rows_for(s))
     assert files == expected and len(files) == 6 + 5 + 5  # no FT-NODE on grids
     for system in bench.SOURCES:
@@ -702,3 +702,8 @@ def test_lv_data_of_the_authors_code_start_where_theirs_do():
     # lv_leads.phy with the data file: the same environments, networks and training
     assert run_spec.environments == row.environments and run_spec.augment == row.augment
     assert run_spec.train == row.train and run_spec.data.file.endswith("lv_authors_data.npz")
+    # lv_leads_authors_nets.phy: the same data, the networks and λ of the LEADS code
+    nets = physml.load_spec(root / "specs" / "table3_14" / "lv_leads_authors_nets.phy")
+    assert nets.environments == run_spec.environments and nets.data == run_spec.data
+    assert nets.augment.options()["init"] == "normal" and nets.augment.options()["gain"] == 0.05
+    assert nets.train.method.options()["lambda_inv"] == pytest.approx(1 / 5e3)
