@@ -127,5 +127,6 @@ def test_experiment_blocks_are_printed_resolved():
     assert "data 25 train, 25 val, 25 test trajectories; time 0 .. 20 step 0.5 (41 frames)" in flat
     assert "solver dopri5(rtol=1e-10, atol=1e-10)" in flat
     # the network's defaults are filled in, and its size given
-    assert "augment mlp(hidden=200, layers=3, activation=relu, gain=0.2) on every equation; 41,202 weights" in flat
+    assert "augment mlp(hidden=200, layers=3, activation=relu, gain=0.2, init=orthogonal, " \
+        "scale=true) on every equation; 41,202 weights" in flat
     assert "train aphynity(lambda0=1, tau2=1, niter=5) solver rk4" in flat

@@ -10,6 +10,8 @@ from ..symbolic.spec import Call, Spec
 
 
 def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"   # as a spec writes it
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
