@@ -227,15 +227,16 @@ class StackedNetworks(nn.Module):
         if not self.fit_scales_to_data:  # `scale=false`: unit scales
             return
         every = fitted_scales(frames, dt, rate)
-        env_of = env.to(frames.device) if env is not None and self.per_env_scales else None
-        own = [fitted_scales(frames[env_of == e], dt, rate) if env_of is not None and
-               bool((env_of == e).any()) else every for e in range(self.n_envs)]
-        for i, buf in enumerate((self.in_scale, self.out_scale)):
-            if not self.per_env_scales:
-                buf.copy_(every[i].to(buf.dtype))
-            else:
-                for e in range(self.n_envs):
-                    buf[e] = own[e][i].to(buf.dtype)
+        if not self.per_env_scales or env is None:
+            self.in_scale.copy_(every[0].to(self.in_scale.dtype))  # (broadcast over envs)
+            self.out_scale.copy_(every[1].to(self.out_scale.dtype))
+            return
+        env_of = env.to(frames.device)
+        for e in range(self.n_envs):
+            rows = env_of == e
+            s_in, s_out = fitted_scales(frames[rows], dt, rate) if bool(rows.any()) else every
+            self.in_scale[e] = s_in.to(self.in_scale.dtype)
+            self.out_scale[e] = s_out.to(self.out_scale.dtype)
 
 
 class EnvironmentParameters(nn.Module):

@@ -55,7 +55,7 @@ class MLP(nn.Module):
             raise ValueError("an MLP needs at least one layer")
         # scale=false: the wrapper (Scaled, StackedNetworks) keeps unit input and output
         # scales instead of fitting them to the data (the authors' LEADS networks).
-        self.fit_scales_to_data = bool(scale)
+        self.fit_scales_to_data = _flag("scale", scale)
         act = _activation(activation)
         sizes = [n] + [hidden] * (layers - 1) + [n_out if n_out is not None else n]
         mods: list[nn.Module] = []
@@ -360,8 +360,6 @@ class NetworkKind:
 def _mlp(shape, domain, extra=0, **opts):
     if domain is not None:
         raise ValueError("mlp() works on ODE states; use convnet() or resnet() on a grid")
-    if "scale" in opts:
-        opts["scale"] = _flag("scale", opts["scale"])
     if extra:
         return MLP(shape[0] + extra, n_out=shape[0], **opts)
     return MLP(shape[0], **opts)
@@ -496,21 +494,25 @@ def fitted_scales(frames: torch.Tensor, dt: float, rate: bool = True
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Input and output scales of a network from trajectories ``(N, T, C, …)`` sampled
     every ``dt``: the RMS of each channel, and of its finite-difference time derivative
-    (``rate=False``: of the next state, for a network that is the one-step map).
+    (``rate=False``: of the next state, for a network that is the one-step map); 1 for a
+    channel with no measured value or a zero one.
 
-    NaN marks what was not measured. A channel measured at single frames only (a hidden variable whose initial state alone
-    is given, thesis §2.3 Setting 2) has a state scale but no rate to measure: its rate
-    scale is its state scale times the median rate-to-state ratio of the channels where
-    both are measured, i.e. the system is given one time scale. Without it the rate scale
-    would be 1: on Navier–Stokes with velocities of 0.05, the network's first steps moved
-    the hidden velocity by half its size per frame."""
+    NaN marks what was not measured. A channel measured at single frames only (a hidden
+    variable whose initial state alone is given, thesis §2.3 Setting 2) has a state scale
+    but no rate to measure: its rate scale is its state scale times the median
+    rate-to-state ratio of the channels where both are measured, i.e. the system is given
+    one time scale. Without it the rate scale would be 1: on Navier–Stokes with velocities
+    of 0.05, the network's first steps moved the hidden velocity by half its size per
+    frame."""
     d = (frames[:, 1:] - frames[:, :-1]) / dt if rate else frames[:, 1:]
-    s_in, s_out = channel_rms(frames), channel_rms(d)
     (x, x_known), (r, r_known) = _rms(frames), _rms(d)
-    state_only = x_known & (x > 0) & ~r_known
+    x_ok, r_ok = x_known & (x > 0), r_known & (r > 0)
+    s_in = torch.where(x_ok, x, torch.ones_like(x))
+    s_out = torch.where(r_ok, r, torch.ones_like(r))
+    state_only = x_ok & ~r_known
     if not rate:  # the next state's scale is the state's
         return s_in, torch.where(state_only, s_in, s_out)
-    both = x_known & r_known & (x > 0) & (r > 0)
+    both = x_ok & r_ok
     if bool(both.any()) and bool(state_only.any()):
         per_time = (r[both] / x[both]).median()
         s_out = torch.where(state_only, s_in * per_time, s_out)

@@ -182,7 +182,7 @@ def conjugacy(run, model, traj, truth: torch.Tensor, labelled: int = 10,
     after = per_horizon(hidden_cosine, mapped[:, :, hid], th, whole=True)
     names = spec.system.variables
     return {"labelled_trajectories": n, "tested_trajectories": B - n,
-            "fitted_frames": X.shape[0] // (n * math.prod(pred.shape[3:])),
+            "fitted_frames": pred[:n, fit].shape[1],
             "hidden": [names[i] for i in hid],
             "cosine_before": before, "cosine_after": after,
             "hidden_relative_mse_after": err,

@@ -414,4 +414,5 @@ def format_spec(spec: Spec) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["format_spec", "format_constraint", "format_expr", "format_call", "number", "PrintError"]
+__all__ = ["format_spec", "format_constraint", "format_expr", "format_call", "number",
+           "PrintError"]
