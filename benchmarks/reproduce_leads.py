@@ -1,8 +1,8 @@
 """Reproduce thesis Table 3.14 (LEADS and its baselines on LV, GS and NS).
 
 Every row of the table is one spec in ``specs/table3_14/`` (``--write-specs`` makes them
-from ``specs/leads_*.phy``, changing only the ``train`` line's method, so that the rows of
-a system share their data and their networks). Each row is trained with the library
+from each system's source spec, :data:`SOURCES`, changing only the ``train`` line's
+method, so that the rows of a system share their data and their networks). Each row is trained with the library
 (:func:`physml.train`), and ``benchmarks/results/leads_table3_14.md`` (and ``.json``)
 gives our train and test MSE, mean ± std over environments (the thesis's format), beside
 the thesis's figures, with the steps and the wall time of each row.
@@ -34,7 +34,10 @@ import physml
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs" / "table3_14"
-SOURCES = {"lv": "leads_lotka_volterra", "gs": "leads_gray_scott", "ns": "leads_navier_stokes"}
+#: The spec each system's rows are made from. LV: the authors' data and networks (their
+#: initial states, weights N(0, 0.05²) with the last layer drawn too, no data scaling).
+SOURCES = {"lv": "table3_14/lv_leads_authors_nets", "gs": "leads_gray_scott",
+           "ns": "leads_navier_stokes"}
 NAMES = {"lv": "Lotka–Volterra (m = 10, n = 1·K)", "gs": "Gray–Scott (m = 3, n = 1·K)",
          "ns": "Navier–Stokes (m = 4, n = 8·K)"}
 
@@ -64,8 +67,8 @@ THESIS = {
 }
 
 #: --quick: steps per row (all rows of a system alike) and a cap in minutes per row
-QUICK_STEPS = {"lv": 2000, "gs": 150, "ns": 100}
-QUICK_MINUTES = {"lv": 3.0, "gs": 4.0, "ns": 4.0}
+QUICK_STEPS = {"lv": 10000, "gs": 150, "ns": 100}
+QUICK_MINUTES = {"lv": 6.0, "gs": 4.0, "ns": 4.0}
 #: --quick: smaller data for the grid systems (line of the data block → replacement)
 QUICK_DATA = {
     "gs": {"trajectories 1 train, 1 val, 32 test": "trajectories 1 train, 1 val, 8 test"},
@@ -95,7 +98,7 @@ def row_spec_text(system: str, key: str) -> str:
         call = method
     label = dict((k, lab) for k, lab, _ in ROWS)[key]
     body = _TRAIN.sub(lambda m: "train " + call, text, count=1)
-    return (f"# Thesis Table 3.14, {NAMES[system]}, row {label}.\n"
+    return (f"# Thesis Table 3.14, {NAMES[system]}, row {label.rstrip('.')}.\n"
             f"# Generated from specs/{SOURCES[system]}.phy by benchmarks/reproduce_leads.py "
             "--write-specs:\n# the same data and networks, the method of the row.\n" + body)
 
@@ -222,7 +225,7 @@ def markdown(results: list[dict], note: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write-specs", action="store_true",
-                    help="(re)write specs/table3_14/ from specs/leads_*.phy and stop")
+                    help="(re)write specs/table3_14/ from the SOURCES specs and stop")
     ap.add_argument("--quick", action="store_true",
                     help="short budgets and smaller grid data, for a CPU")
     ap.add_argument("--systems", default="lv", help="comma list: lv,gs,ns")

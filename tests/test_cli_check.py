@@ -128,5 +128,5 @@ def test_experiment_blocks_are_printed_resolved():
     assert "solver dopri5(rtol=1e-10, atol=1e-10)" in flat
     # the network's defaults are filled in, and its size given
     assert "augment mlp(hidden=200, layers=3, activation=relu, gain=0.2, init=orthogonal, " \
-        "scale=true) on every equation; 41,202 weights" in flat
+        "scale=true, zero_last=true) on every equation; 41,202 weights" in flat
     assert "train aphynity(lambda0=1, tau2=1, niter=5) solver rk4" in flat

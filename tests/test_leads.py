@@ -342,8 +342,9 @@ def test_gbml_fine_tunes_copies_of_the_shared_network(lv_data):
 
 @pytest.mark.parametrize("method", ["leads", "one_per_env", "ft_node"])
 def test_mlp_normal_init_and_unit_scales(lv_data, method):
-    """`mlp(init="normal", gain=G, scale=false)`, the networks of the LEADS code: weights
-    N(0, G²) and input/output scales left at 1; by default the scales fit the data."""
+    """`mlp(init="normal", gain=G, scale=false, zero_last=false)`, the networks of the
+    LEADS code: weights N(0, G²), the last layer too, and input/output scales left at 1;
+    by default the scales fit the data and the last layer starts at zero."""
     from physml.experiment.data import fit_scales, training_data
     from physml.experiment.build import build
     from physml.training.config import TrainConfig
@@ -360,7 +361,11 @@ def test_mlp_normal_init_and_unit_scales(lv_data, method):
         nets = [m for m in (field.augmentation, field.per_env) if m is not None]
         return nets
 
-    for net in built(', init="normal", gain=0.05, scale=false'):
+    def last_weight(net):
+        return [p for n, p in net.named_parameters() if p.dim() >= 2][-1]
+
+    for net in built(', init="normal", gain=0.05, scale=false, zero_last=false'):
+        assert float(last_weight(net).detach().std()) == pytest.approx(0.05, rel=0.3)
         assert torch.equal(net.in_scale, torch.ones_like(net.in_scale))
         assert torch.equal(net.out_scale, torch.ones_like(net.out_scale))
         hidden = [p for n, p in net.named_parameters() if p.dim() >= 2 and p.shape[-1] >= 64
@@ -369,6 +374,7 @@ def test_mlp_normal_init_and_unit_scales(lv_data, method):
             == pytest.approx(0.05, rel=0.05)
     for net in built(""):
         assert not torch.equal(net.in_scale, torch.ones_like(net.in_scale))
+        assert not last_weight(net).any()
 
 
 def test_one_per_env_shares_nothing_and_one_for_all_has_no_g(lv_data):

@@ -29,7 +29,7 @@ from ..symbolic.compiler import param_scale, to_constrained, to_unconstrained
 from ..symbolic.spec import Call, Spec
 from .hybrid import HybridModel, build_model
 from .nets import ACTIVATIONS, Scaled, _activation, _flag, build_network, fitted_scales, \
-    init_linear
+    init_linear, zero_last_layer
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -75,7 +75,7 @@ class StackedNetworks(nn.Module):
                  zero_init: bool = True, per_env_scales: bool = False):
         super().__init__()
         nets = [make() for _ in range(n_envs)]
-        if zero_init:
+        if zero_init and zero_last_layer(nets[0]):
             for net in nets:
                 last = [m for m in net.modules() if isinstance(m, _LAYERS)]
                 if last:
@@ -265,7 +265,7 @@ class EnvironmentCode(nn.Module):
 
     def __init__(self, n: int, n_envs: int, hidden: int = 64, layers: int = 4,
                  activation: str = "swish", gain: float = 0.2, init: str = "orthogonal",
-                 scale: bool = True):
+                 scale: bool = True, zero_last: bool = True):
         super().__init__()
         # the options of the spec's mlp(...), which it mirrors (nets.MLP)
         self.fit_scales_to_data = _flag("scale", scale)
@@ -275,7 +275,8 @@ class EnvironmentCode(nn.Module):
             lin = nn.Linear(a + n_envs, b)
             init_linear(lin, init, gain)
             self.layers.append(lin)
-        nn.init.zeros_(self.layers[-1].weight)
+        if _flag("zero_last", zero_last):
+            nn.init.zeros_(self.layers[-1].weight)
         self.act = _activation(activation)()
         self.n_envs = n_envs
         self.register_buffer("in_scale", torch.ones(n))

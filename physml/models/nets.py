@@ -49,13 +49,16 @@ class MLP(nn.Module):
 
     def __init__(self, n: int, hidden: int = 200, layers: int = 3, activation: str = "relu",
                  gain: float = 0.2, n_out: int | None = None, init: str = "orthogonal",
-                 scale: bool = True):
+                 scale: bool = True, zero_last: bool = True):
         super().__init__()
         if layers < 1:
             raise ValueError("an MLP needs at least one layer")
         # scale=false: the wrapper (Scaled, StackedNetworks) keeps unit input and output
         # scales instead of fitting them to the data (the authors' LEADS networks).
         self.fit_scales_to_data = _flag("scale", scale)
+        # zero_last=false: the wrapper keeps the last layer as `init` drew it (see
+        # zero_last_layer below).
+        self.zero_last_layer = _flag("zero_last", zero_last)
         act = _activation(activation)
         sizes = [n] + [hidden] * (layers - 1) + [n_out if n_out is not None else n]
         mods: list[nn.Module] = []
@@ -373,12 +376,14 @@ def _orthogonal(net: nn.Module, gain: float | None) -> nn.Module:
     return net
 
 
-def _convnet(shape, domain, extra=0, gain=None, **opts):
+def _convnet(shape, domain, extra=0, gain=None, zero_last=True, **opts):
     if domain is None:
         raise ValueError("convnet() needs a grid system; use mlp() for ODEs")
     if extra:
         opts["n_in"] = shape[0] + extra
-    return _orthogonal(ConvNet(shape[0], domain.ndim, domain=domain, **opts), gain)
+    net = _orthogonal(ConvNet(shape[0], domain.ndim, domain=domain, **opts), gain)
+    net.zero_last_layer = _flag("zero_last", zero_last)  # as MLP's
+    return net
 
 
 def _flag(name: str, value) -> bool:
@@ -442,9 +447,11 @@ def _fno(shape, domain, extra=0, gain=None, **opts):
 #: ``augment NAME(...)``: the networks physml implements. The language checks spec lines
 #: against this table, so a name here is a name that trains.
 NETWORKS: dict[str, NetworkKind] = {k.name: k for k in (
-    NetworkKind("mlp", ("hidden", "layers", "activation", "gain", "init", "scale"), _mlp,
+    NetworkKind("mlp", ("hidden", "layers", "activation", "gain", "init", "scale", "zero_last"),
+                _mlp,
                 "fully connected, ODE states (Table 3.4 pendulum)"),
-    NetworkKind("convnet", ("channels", "layers", "kernel", "activation", "norm", "gain"),
+    NetworkKind("convnet", ("channels", "layers", "kernel", "activation", "norm", "gain",
+                            "zero_last"),
                 _convnet, "convolutions on the grid (Table 3.2)"),
     NetworkKind("resnet", ("channels", "blocks", "kernel", "activation", "gain", "down",
                            "skip"), _resnet,
@@ -519,6 +526,19 @@ def fitted_scales(frames: torch.Tensor, dt: float, rate: bool = True
     return s_in, s_out
 
 
+def zero_last_layer(net: nn.Module) -> bool:
+    """Whether a wrapper zeroes ``net``'s last layer so that its term starts at 0: yes
+    unless the spec says ``zero_last=false``.
+
+    Zero is APHYNITY's start (the prior alone, grown only where the data ask). On LEADS it
+    is harmful: with every ``G_e`` (and ``F``) at 0 the first steps fit each environment's
+    single orbit through the last layers alone, and the validation error turns up after
+    600-2 000 steps (1.27e-3 and 1.47e-3 on LV for seeds 0 and 1); the LEADS code's
+    random last layer trains on to 0.82e-3 (benchmarks/results/leads_lv_authors_nets_cpu.json).
+    """
+    return getattr(net, "zero_last_layer", True)
+
+
 class Scaled(nn.Module):
     """``F(x) = s_out ⊙ net(x ⊘ s_in)``, with one scale per state channel (dim 1).
 
@@ -561,7 +581,7 @@ class Scaled(nn.Module):
         self.register_buffer("out_mask", mask, persistent=False)  # from the spec
         self.register_buffer("in_scale", torch.ones(channels))
         self.register_buffer("out_scale", mask.clone())
-        if zero_init:
+        if zero_init and zero_last_layer(net):
             # The augmentation starts at F_a = 0 (the model is the prior alone) and grows
             # only where the data ask for it, as APHYNITY wants; a random last layer times
             # the output scale would start it far from minimal.
