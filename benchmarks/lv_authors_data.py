@@ -16,6 +16,11 @@ default tolerances is ~1e-4 off), on t = 0, 0.5, …, 9.5, with β = δ = 0.5 an
 test split never selects a checkpoint) start at seeds 1000 … 1007.
 
     python benchmarks/lv_authors_data.py            # writes specs/table3_14/lv_authors_data.npz
+    python benchmarks/lv_authors_data.py --novel    # lv_authors_novel.npz (Table 3.13)
+
+``--novel``: the two novel environments of ``specs/leads_lotka_volterra_novel.phy``,
+(α, γ) = (0.625, 0.375) and (0.875, 0.875), with the same seeds, for ``physml adapt`` on a
+run trained on these data (``specs/table3_14/lv_novel_authors_data.phy``).
 """
 from __future__ import annotations
 
@@ -26,9 +31,12 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 OUT = Path(__file__).resolve().parent.parent / "specs" / "table3_14" / "lv_authors_data.npz"
+NOVEL_OUT = OUT.with_name("lv_authors_novel.npz")
 #: (α, γ) per environment, in the order of the authors' param_lv (β = δ = 0.5)
 PAIRS = ((0.5, 0.5), (0.25, 0.5), (0.75, 0.5), (1.0, 0.5), (0.5, 0.25), (0.5, 0.75),
          (0.5, 1.0), (0.25, 0.25), (0.75, 0.75), (1.0, 1.0))
+#: the novel environments of Table 3.13 (inside the training range, not among PAIRS)
+NOVEL_PAIRS = ((0.625, 0.375), (0.875, 0.875))
 TIMES = np.arange(0.0, 10.0, 0.5)
 SEEDS = {"train": [0], "val": [1000 + j for j in range(8)],
          "test": [int(np.iinfo(np.int32).max) - j for j in range(32)]}
@@ -47,15 +55,19 @@ def orbit(alpha: float, gamma: float, y0: np.ndarray) -> np.ndarray:
     return sol.y                                            # (2, T)
 
 
-def main(out: Path = OUT) -> Path:
+def main(out: Path = OUT, pairs=PAIRS) -> Path:
     arrays = {"t": TIMES}
     for split, seeds in SEEDS.items():
         data = np.stack([np.stack([orbit(a, g, initial_state(s)) for s in seeds])
-                         for a, g in PAIRS])                 # (E, N, 2, T)
+                         for a, g in pairs])                 # (E, N, 2, T)
         arrays[f"{split}_u"], arrays[f"{split}_v"] = data[:, :, 0], data[:, :, 1]
     np.savez(out, **arrays)
     return out
 
 
 if __name__ == "__main__":
-    print(main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))
+    args = sys.argv[1:]
+    novel = "--novel" in args
+    paths = [a for a in args if a != "--novel"]
+    default, pairs = (NOVEL_OUT, NOVEL_PAIRS) if novel else (OUT, PAIRS)
+    print(main(Path(paths[0]) if paths else default, pairs))
