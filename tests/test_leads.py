@@ -705,11 +705,20 @@ def test_lv_data_of_the_authors_code_start_where_theirs_do():
     assert np.ptp(V) < 1e-8
     run_spec = physml.load_spec(root / "specs" / "table3_14" / "lv_leads_authors_data.phy")
     row = physml.load_spec(root / "specs" / "table3_14" / "lv_leads.phy")
-    # lv_leads.phy with the data file: the same environments, networks and training
-    assert run_spec.environments == row.environments and run_spec.augment == row.augment
-    assert run_spec.train == row.train and run_spec.data.file.endswith("lv_authors_data.npz")
-    # lv_leads_authors_nets.phy: the same data, the networks and λ of the LEADS code
+    # lv_leads_authors_nets.phy (the source of the LV rows): these data, with the networks
+    # and λ of the LEADS code
     nets = physml.load_spec(root / "specs" / "table3_14" / "lv_leads_authors_nets.phy")
     assert nets.environments == run_spec.environments and nets.data == run_spec.data
-    assert nets.augment.options()["init"] == "normal" and nets.augment.options()["gain"] == 0.05
+    assert run_spec.data.file.endswith("lv_authors_data.npz")
+    assert row.data == nets.data and row.augment == nets.augment and row.train == nets.train
+    options = nets.augment.options()
+    assert options["init"] == "normal" and options["gain"] == 0.05
+    assert options["scale"] == "false" and options["zero_last"] == "false"
+    # the novel environments of Table 3.13 start where the training orbits do
+    novel = np.load(root / "specs" / "table3_14" / "lv_authors_novel.npz")
+    assert novel["train_u"].shape == (2, 1, 20) and novel["test_v"].shape == (2, 32, 20)
+    assert np.array_equal(novel["test_u"][:, :, 0], data["test_u"][:2, :, 0])
+    a, g = mod.NOVEL_PAIRS[1]
+    u, v = novel["train_u"][1, 0], novel["train_v"][1, 0]
+    assert np.ptp(0.5 * u - g * np.log(u) + 0.5 * v - a * np.log(v)) < 1e-8
     assert nets.train.method.options()["lambda_inv"] == pytest.approx(1 / 5e3)
