@@ -525,6 +525,20 @@ def test_per_environment_network_with_a_one_model_method_is_located():
         "`train neural` learns one model for all environments")
 
 
+@pytest.mark.parametrize("line, message", [
+    ('augment mlp(hidden=8, zero_last=maybe)', "mlp(): zero_last='maybe': write true or false"),
+    ('augment mlp(hidden=8, init="uniform")',
+     "mlp(): init must be 'orthogonal' or 'normal', not 'uniform'"),
+    ('per_environment mlp(hidden=8, scale=2)', "mlp(): scale=2: write true or false"),
+])
+def test_a_network_option_value_is_located_at_the_network(line, message):
+    """`check` refuses what the network builder would, pointing at the network's line (not
+    at the `train` line whose method happened to build it)."""
+    text = lv_text(model=line, method="leads")
+    row, col = _where(text, "mlp(")
+    assert _error(text, check=True).startswith(f"s.phy:{row}:{col}: {message}")
+
+
 def test_environment_count_differing_from_the_data_file_is_located(tmp_path):
     t = np.arange(0, 5, 0.5)
     rng = np.random.default_rng(0)

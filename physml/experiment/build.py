@@ -12,6 +12,7 @@ import torch
 
 from ..errors import OptionError
 from ..models import HybridModel, Rollout, SolverConfig, build_model, build_multi_env_model
+from ..models.nets import NetworkOptionError
 from ..objectives import OBJECTIVES, Objective, build_objective
 from ..symbolic.spec import Spec
 from ..training.config import TrainConfig
@@ -115,6 +116,11 @@ def build(spec: Spec, cfg: TrainConfig | None = None, n_initial: int = 0,
     try:
         objective = build_objective_for(spec, cfg)
         rollout = build_rollout(spec, cfg, n_initial)
+    except NetworkOptionError as exc:
+        if exc.call.pos is None:
+            raise _train_error(spec, f"{cfg.method}: {exc}") from None
+        raise OptionError(str(exc), exc.call.pos, spec.text, length=len(exc.call.name)) \
+            from None
     except ValueError as exc:
         raise _train_error(spec, f"{cfg.method}: {exc}") from None
     if spec.train is not None and "device" in spec.train.option_dict():

@@ -39,7 +39,7 @@ def init_linear(lin: nn.Linear, init: str, gain: float) -> None:
     elif init == "orthogonal":
         nn.init.orthogonal_(lin.weight, gain=gain)
     else:
-        raise ValueError(f"mlp: init must be 'orthogonal' or 'normal', not {init!r}")
+        raise ValueError(f"init must be 'orthogonal' or 'normal', not {init!r}")
     nn.init.zeros_(lin.bias)
 
 
@@ -473,9 +473,23 @@ def build_network(call: Call, state_shape: tuple[int, ...], domain: Domain | Non
     if kind is None:
         raise ValueError(f"network {call.name!r} is not available for augmentation; "
                          f"choices: {', '.join(NETWORKS)}")
-    if extra:
-        return kind.build(state_shape, domain, extra=extra, **call.options())
-    return kind.build(state_shape, domain, **call.options())
+    try:
+        if extra:
+            return kind.build(state_shape, domain, extra=extra, **call.options())
+        return kind.build(state_shape, domain, **call.options())
+    except NetworkOptionError:
+        raise
+    except ValueError as exc:
+        raise NetworkOptionError(f"{call.name}(): {exc}", call) from None
+
+
+class NetworkOptionError(ValueError):
+    """A network line's option the network cannot take (``mlp(zero_last=maybe)``); ``call``
+    is the line's call, so that the error points at it rather than at the ``train`` line."""
+
+    def __init__(self, message: str, call: Call):
+        super().__init__(message)
+        self.call = call
 
 
 def _rms(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -487,14 +501,6 @@ def _rms(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n = finite.sum(dim=dims)
     rms = (torch.where(finite, v, 0.0).pow(2).sum(dim=dims) / n.clamp_min(1)).sqrt()
     return rms, n > 0
-
-
-def channel_rms(values: torch.Tensor) -> torch.Tensor:
-    """The root mean square of each channel (dim 2) of frames ``(N, T, C, …)`` over its
-    finite values (NaN marks what was not measured), in float64; 1 where a channel has
-    none or is zero (a constant, empty or unmeasured channel keeps its values)."""
-    rms, known = _rms(values)
-    return torch.where(known & (rms > 0), rms, torch.ones_like(rms))
 
 
 def fitted_scales(frames: torch.Tensor, dt: float, rate: bool = True
