@@ -179,6 +179,54 @@ def test_resume_equals_uninterrupted(tmp_path, small_data):
     assert [m["loss"] for m in fa] == [m["loss"] for m in fb]
 
 
+def test_cosine_lr_schedule_follows_the_budget_and_resumes_exactly(tmp_path, small_data):
+    from physml.training.trainer import lr_schedule_factor
+
+    assert lr_schedule_factor("cosine", 0.0, 0.01) == 1.0
+    assert lr_schedule_factor("cosine", 0.5, 0.01) == pytest.approx(0.505, abs=1e-12)
+    assert lr_schedule_factor("cosine", 1.0, 0.01) == pytest.approx(0.01, abs=1e-12)
+    assert lr_schedule_factor("constant", 0.7, 0.01) == 1.0
+    spec = pendulum_spec(tmp_path, epochs=6, n=8)     # 16 trajectories, batch 3: 36 steps
+    opts = dict(dataset=small_data, report=False, batch=3, lr_schedule="cosine",
+                lr_final=0.05, lr_decay=0.0)
+    full = train(spec, out=tmp_path / "full", **opts)
+    lrs = [m["lr"] for m in full.metrics() if "loss" in m]
+    assert len(lrs) == 36
+    # step k (1-based) was taken at progress (k − 1)/36 of the budget
+    want = [1e-3 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * k / 36))) for k in range(36)]
+    assert lrs == pytest.approx(want, rel=1e-12)
+    state = torch.load(full.path / "checkpoints" / "last.pt", weights_only=True)
+    groups = state["optimizer"]["param_groups"]
+    assert [g["base_lr"] for g in groups] == pytest.approx([1e-3, 5e-2])  # nets, physics
+    assert groups[1]["lr"] == pytest.approx(5e-2 * want[-1] / 1e-3)
+    # interrupted (Ctrl-C) after 7 steps, then resumed: the same schedule, bit for bit
+    import os
+    import signal
+
+    def interrupt(p):
+        if p.step == 7 and p.phase == "training" and p.message is None:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    part = train(spec, out=tmp_path / "part", callback=interrupt, **opts)
+    assert 7 <= len([m for m in part.metrics() if "loss" in m]) < 36
+    resumed = train(resume=part.path, dataset=small_data, report=False)
+    a, b = _params(full), _params(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [m["lr"] for m in resumed.metrics() if "loss" in m] == lrs
+
+
+def test_lr_schedule_names_are_checked_on_the_train_line(tmp_path):
+    path = tmp_path / "bad.phy"
+    path.write_text(PENDULUM.format(method="physics", prior="-omega0^2*sin(theta)",
+                                    learn="T0 from 3", epochs=5, n=4, T=2, hidden=8)
+                    .replace("val_every 5", "val_every 5 lr_schedule step"))
+    result = CliRunner().invoke(app, ["check", str(path)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"{path}:14:1: training option `lr_schedule step`: "
+                                    "choices are cosine, constant")
+
+
 def test_nan_restores_then_lowers_lr_then_stops(tmp_path, small_data, monkeypatch):
     spec = pendulum_spec(tmp_path, epochs=8)
     real = rollout_mod.odeint

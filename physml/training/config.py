@@ -44,6 +44,10 @@ class TrainConfig:
     patience: int | None = None
     plateau: int = 10
     lr_decay: float = 0.5
+    #: ``lr_schedule cosine``: the rates follow a half cosine from their value down to
+    #: ``lr_final`` × it over the budget (steps, epochs or minutes, whichever ends first)
+    lr_schedule: str | None = None
+    lr_final: float = 0.01
     plateau_restore: bool = True
     val_every: int = 10
     val_fraction: float = 0.2
@@ -76,6 +80,12 @@ class TrainConfig:
         if self.curriculum not in (None, "linear"):
             raise ValueError(f"training option `curriculum {self.curriculum}`: the choice is "
                              "linear")
+        if self.lr_schedule not in (None, "cosine", "constant"):
+            raise ValueError(f"training option `lr_schedule {self.lr_schedule}`: choices are "
+                             "cosine, constant")
+        if not 0.0 <= self.lr_final <= 1.0:
+            raise ValueError("training option `lr_final` is the last rate of `lr_schedule` as "
+                             "a fraction of the first: it must lie in [0, 1], e.g. 0.01")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError("training option `val_fraction` must lie in (0, 1)")
         if not 0.0 <= self.lr_decay < 1.0:

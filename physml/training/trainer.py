@@ -168,6 +168,17 @@ def teacher_forcing_restarts(rho: float, step: int, frames: int,
     return restart
 
 
+def lr_schedule_factor(schedule: str, progress: float, final: float) -> float:
+    """The multiplier of the learning rates at ``progress`` ∈ [0, 1] of the budget.
+    ``cosine``: ``final + (1 − final)·(1 + cos πp)/2``, from 1 down to ``final`` (the
+    half-period cosine annealing of Loshchilov & Hutter, SGDR, ICLR 2017, without
+    restarts); ``constant``: 1."""
+    if schedule == "constant":
+        return 1.0
+    p = min(max(progress, 0.0), 1.0)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
 class Trainer:
     """One training run over built objects (see :func:`physml.experiment.train`)."""
 
@@ -207,6 +218,9 @@ class Trainer:
         self.optimizer = torch.optim.Adam(groups if groups else
                                           [{"params": [torch.zeros(0, requires_grad=True)]}],
                                           fused=fused or None)
+        for g in self.optimizer.param_groups:
+            # the rate `lr_schedule` scales (itself lowered by plateaus and NaN recovery)
+            g["base_lr"] = g["lr"]
         self.module = self.dist.wrap(self.rollout) if not self.nothing_to_learn else self.rollout
         self.generator = torch.Generator().manual_seed(cfg.seed)
         # A prediction error 10⁴× that of predicting zero means the solution blew up (a
@@ -315,6 +329,8 @@ class Trainer:
 
         load("model", self.rollout.load_state_dict)
         load("optimizer", self.optimizer.load_state_dict)
+        for g in self.optimizer.param_groups:  # checkpoints from before `lr_schedule`
+            g.setdefault("base_lr", g["lr"])
         load("objective", self.objective.load_state_dict)
         load("generator", self.generator.set_state)
         load("torch_rng", torch.set_rng_state)
@@ -350,10 +366,10 @@ class Trainer:
 
     def _restore(self, saved: dict[str, Any], objective: bool = True) -> None:
         self.rollout.load_state_dict(saved["model"])
-        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        lrs = [(g["lr"], g["base_lr"]) for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(saved["optimizer"])
-        for g, lr in zip(self.optimizer.param_groups, lrs):
-            g["lr"] = lr  # a restore never undoes a learning-rate change
+        for g, (lr, base) in zip(self.optimizer.param_groups, lrs):
+            g["lr"], g["base_lr"] = lr, base  # a restore never undoes a learning-rate change
         if objective:
             self.objective.load_state_dict(saved["objective"])
 
@@ -377,6 +393,11 @@ class Trainer:
         """``niter`` optimiser steps on one batch; None if any process hit NaN/inf."""
         terms: dict[str, torch.Tensor] = {}
         traj_value = math.nan
+        if self.cfg.lr_schedule is not None:
+            f = lr_schedule_factor(self.cfg.lr_schedule, self.progress(self.step),
+                                   self.cfg.lr_final)
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["base_lr"] * f
         loss = torch.zeros(())
         for _ in range(self.objective.niter):
             loss, terms = self.objective.loss(self.module, batch)
@@ -422,11 +443,15 @@ class Trainer:
                 f"(e.g. `solver rk4(step={0.25 * dt:g})`), an "
                 "adaptive `solver dopri5`, or tighter parameter bounds.")
         self.lr_lowered = True
-        for g in self.optimizer.param_groups:
-            g["lr"] *= 0.1
+        self._scale_lrs(0.1)
         self._notify(math.nan, {}, None, message=(
             f"NaN/inf or blow-up at {where}: restored the last good state and lowered the "
             f"learning rate to {self.optimizer.param_groups[0]['lr']:g}"))
+
+    def _scale_lrs(self, factor: float) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] *= factor
+            g["base_lr"] *= factor
 
     def _notify(self, loss, terms, val, message=None, phase="training"):
         if self.callback is None or not self.dist.is_main:
@@ -628,8 +653,7 @@ class Trainer:
             self._restore(best, objective=False)
         elif best is not None:
             self.rollout.load_state_dict(best["model"])
-        for g in self.optimizer.param_groups:
-            g["lr"] *= self.cfg.lr_decay
+        self._scale_lrs(self.cfg.lr_decay)
         self.since_improvement = 0
         lr = self.optimizer.param_groups[0]["lr"]
         self.decays.append({"step": self.step, "lr": lr,
