@@ -223,7 +223,7 @@ def test_lr_schedule_names_are_checked_on_the_train_line(tmp_path):
                     .replace("val_every 5", "val_every 5 lr_schedule step"))
     result = CliRunner().invoke(app, ["check", str(path)])
     assert result.exit_code == 1
-    assert result.output.startswith(f"{path}:14:1: training option `lr_schedule step`: "
+    assert result.output.startswith(f"{path}:14:76: training option `lr_schedule step`: "
                                     "choices are cosine, constant")
 
 

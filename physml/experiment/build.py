@@ -5,6 +5,7 @@ spec that cannot train fails in a second, with nothing left behind.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,11 @@ def config_for(spec: Spec, **overrides: Any) -> TrainConfig:
     except ValueError as exc:
         if spec.train is None:
             raise
+        # "training option `NAME ...`": located at NAME on the train line when written there
+        m = re.match(r"training option `(\w+)", str(exc))
+        at = dict(spec.train.option_pos).get(m.group(1)) if m else None
+        if at is not None:
+            raise OptionError(str(exc), at, spec.text, length=len(m.group(1))) from None
         raise OptionError(str(exc), spec.train.pos, spec.text, length=5) from None
 
 

@@ -1025,7 +1025,8 @@ class _Builder:
                                     key)
             options.append((key.text, value))
         self.check_solver_options(options, seen)
-        return TrainSpec(method, tuple(options), s.pos)
+        return TrainSpec(method, tuple(options), s.pos,
+                         tuple((k, n.pos) for k, n in seen.items()))
 
     def check_solver_options(self, options, keys) -> None:
         """``solver rk4 rtol 1e-6``: a solver option the named solver does not take is an

@@ -321,6 +321,8 @@ class TrainSpec:
     method: Call
     options: tuple[tuple[str, Any], ...] = ()
     pos: Pos | None = field(default=None, compare=False)
+    #: where each option's name is written (for errors found when the options are used)
+    option_pos: tuple[tuple[str, Pos], ...] = field(default=(), compare=False)
 
     def option_dict(self) -> dict[str, Any]:
         return dict(self.options)
