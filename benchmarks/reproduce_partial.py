@@ -50,6 +50,8 @@ ROWS = {
     "ns_density_unet": "NS ablation: U-Net vector field",
     "ns_density_modified_h": "NS ablation: u observed instead of the density (modified H)",
     "cardiac_rectangle": "Cardiac, v and scar observed, gate hidden, rectangular scars",
+    "cardiac_rectangle_1024": "Cardiac as cardiac_rectangle, 1 024 training simulations "
+                              "instead of 256",
     "cardiac_sigma_range": "Cardiac as cardiac_rectangle, trained on σ = 1, 2, 3, 4, 5 "
                            "(the thesis's protocol for Table 2.8)",
 }
