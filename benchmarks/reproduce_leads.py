@@ -185,16 +185,20 @@ def comparisons(results: list[dict]) -> list[str]:
     """The issue's acceptance ratios, where both rows were run in the same budget."""
     lines = []
     for system in SOURCES:
-        got = {r["row"]: r for r in results if r["system"] == system}
-        if "leads" not in got:
-            continue
-        lead = got["leads"]["test_mse_mean"]
-        for other, factor in (("one_per_env", 0.5), ("leads_no_min", 1.0)):
-            if other in got and got[other].get("budget") == got["leads"].get("budget"):
-                ratio = lead / got[other]["test_mse_mean"]
-                ok = "yes" if ratio <= factor else "no"
-                lines.append(f"- {system.upper()}: LEADS / {got[other]['label']} test MSE = "
-                             f"{ratio:.2f} (target ≤ {factor:g}: {ok})")
+        budgets = dict.fromkeys(r.get("budget") for r in results if r["system"] == system)
+        for budget in budgets:           # each budget that has a LEADS row, in table order
+            got = {r["row"]: r for r in results
+                   if r["system"] == system and r.get("budget") == budget}
+            if "leads" not in got:
+                continue
+            lead = got["leads"]["test_mse_mean"]
+            for other, factor in (("one_per_env", 0.5), ("leads_no_min", 1.0)):
+                if other in got:
+                    ratio = lead / got[other]["test_mse_mean"]
+                    ok = "yes" if ratio <= factor else "no"
+                    lines.append(f"- {system.upper()} ({budget}): LEADS / "
+                                 f"{got[other]['label']} test MSE = {ratio:.2f} "
+                                 f"(target ≤ {factor:g}: {ok})")
     return lines
 
 
