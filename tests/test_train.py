@@ -216,6 +216,22 @@ def test_cosine_lr_schedule_follows_the_budget_and_resumes_exactly(tmp_path, sma
     assert [m["lr"] for m in resumed.metrics() if "loss" in m] == lrs
 
 
+def test_a_plateau_decay_lowers_the_scheduled_rate(tmp_path, small_data):
+    """A plateau's decay multiplies the rate the schedule scales, so the next step keeps it
+    (rather than the schedule putting the undecayed rate back)."""
+    from physml.experiment import build, training_data
+    from physml.training import Trainer
+
+    spec = pendulum_spec(tmp_path, epochs=4)
+    exp = build(spec, lr_schedule="cosine", lr_decay=0.5, plateau_restore=False)
+    data, _ = training_data(small_data, exp.config)
+    trainer = Trainer(exp.rollout, exp.objective, data, exp.config, tmp_path / "dec")
+    trainer._back_to_best(1.0)
+    assert trainer._batch_step(data.train.batch(torch.arange(4), 5)) is not None
+    # step 0: the cosine factor is 1, so the rates are the decayed base rates
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([5e-4, 2.5e-2])
+
+
 def test_lr_schedule_names_are_checked_on_the_train_line(tmp_path):
     path = tmp_path / "bad.phy"
     path.write_text(PENDULUM.format(method="physics", prior="-omega0^2*sin(theta)",

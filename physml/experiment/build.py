@@ -5,7 +5,6 @@ spec that cannot train fails in a second, with nothing left behind.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,7 @@ from ..models import HybridModel, Rollout, SolverConfig, build_model, build_mult
 from ..models.nets import NetworkOptionError
 from ..objectives import OBJECTIVES, Objective, build_objective
 from ..symbolic.spec import Spec
-from ..training.config import TrainConfig
+from ..training.config import TrainConfig, TrainOptionError
 from .data import check_data_file
 
 
@@ -40,11 +39,11 @@ def config_for(spec: Spec, **overrides: Any) -> TrainConfig:
     except ValueError as exc:
         if spec.train is None:
             raise
-        # "training option `NAME ...`": located at NAME on the train line when written there
-        m = re.match(r"training option `(\w+)", str(exc))
-        at = dict(spec.train.option_pos).get(m.group(1)) if m else None
+        # located at the option's name when the train line writes it (not an override)
+        at = dict(spec.train.option_pos).get(exc.option) \
+            if isinstance(exc, TrainOptionError) else None
         if at is not None:
-            raise OptionError(str(exc), at, spec.text, length=len(m.group(1))) from None
+            raise OptionError(str(exc), at, spec.text, length=len(exc.option)) from None
         raise OptionError(str(exc), spec.train.pos, spec.text, length=5) from None
 
 

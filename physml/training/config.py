@@ -8,6 +8,15 @@ from typing import Any, get_type_hints
 from ..objectives.losses import LOSSES
 
 
+class TrainOptionError(ValueError):
+    """A training option's value :class:`TrainConfig` cannot take; ``option`` names it, so
+    that the error can point at it on the ``train`` line."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+
+
 @dataclass
 class TrainConfig:
     """Resolved training options (the spec's ``train`` line, then command-line overrides).
@@ -74,31 +83,34 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Checked here, so that a resumed run's overrides are held to the same rules.
+        bad = TrainOptionError
         if self.loss not in LOSSES:
-            raise ValueError(f"training option `loss {self.loss}`: choices are "
-                             f"{', '.join(LOSSES)}")
+            raise bad("loss", f"training option `loss {self.loss}`: choices are "
+                      f"{', '.join(LOSSES)}")
         if self.curriculum not in (None, "linear"):
-            raise ValueError(f"training option `curriculum {self.curriculum}`: the choice is "
-                             "linear")
+            raise bad("curriculum", f"training option `curriculum {self.curriculum}`: the "
+                      "choice is linear")
         if self.lr_schedule not in (None, "cosine", "constant"):
-            raise ValueError(f"training option `lr_schedule {self.lr_schedule}`: choices are "
-                             "cosine, constant")
+            raise bad("lr_schedule", f"training option `lr_schedule {self.lr_schedule}`: "
+                      "choices are cosine, constant")
         if not 0.0 <= self.lr_final <= 1.0:
-            raise ValueError("training option `lr_final` is the last rate of `lr_schedule` as "
-                             "a fraction of the first: it must lie in [0, 1], e.g. 0.01")
+            raise bad("lr_final", "training option `lr_final` is the last rate of "
+                      "`lr_schedule` as a fraction of the first: it must lie in [0, 1], "
+                      "e.g. 0.01")
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError("training option `val_fraction` must lie in (0, 1)")
+            raise bad("val_fraction", "training option `val_fraction` must lie in (0, 1)")
         if not 0.0 <= self.lr_decay < 1.0:
-            raise ValueError("training option `lr_decay` must lie in [0, 1) (0: no decay)")
+            raise bad("lr_decay", "training option `lr_decay` must lie in [0, 1) (0: no decay)")
         if self.scheduled_sampling is not None and not 0.0 <= self.scheduled_sampling < 1.0:
-            raise ValueError("training option `scheduled_sampling` must lie in [0, 1) (the "
-                             "decay k of the teacher-forcing probability k^i; e.g. 0.9999)")
+            raise bad("scheduled_sampling", "training option `scheduled_sampling` must lie "
+                      "in [0, 1) (the decay k of the teacher-forcing probability k^i; e.g. "
+                      "0.9999)")
         for name in ("batch", "epochs", "val_every", "plateau", "substeps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"training option `{name}` must be at least 1")
+                raise bad(name, f"training option `{name}` must be at least 1")
         if self.teacher_forcing is not None and not 0.0 < self.teacher_forcing <= 1.0:
-            raise ValueError("training option `teacher_forcing` is the decay ρ of the restart "
-                             "probability ρ^(step/10): it must lie in (0, 1], e.g. 0.99")
+            raise bad("teacher_forcing", "training option `teacher_forcing` is the decay ρ of "
+                      "the restart probability ρ^(step/10): it must lie in (0, 1], e.g. 0.99")
         if self.tau1 is not None:  # the thesis calls Adam's learning rate τ₁
             self.lr = self.tau1
 
