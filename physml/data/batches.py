@@ -74,11 +74,11 @@ class Trajectories:
         dtype = dtype or torch.get_default_dtype()
         E, N = frames.shape[:2]
         data = frames.flatten(0, 1).to(device=device, dtype=dtype)
+        #: every frame's full state as the data hold it (NaN: unknown), for initial states
+        self._states = data
         if readout is not None:
             # `observe u + v`: the targets and the context are the measured quantities
             # Y = H·X (one channel per row of H); x0 keeps the full initial state.
-            self.x0_known = torch.isfinite(data[:, history])
-            self.x0 = torch.where(self.x0_known, data[:, history], torch.zeros((), dtype=dtype))
             data = torch.einsum("oc,ntc...->nto...", readout.to(data), data)
         self.n_envs, self.per_env = E, N
         self.history = int(history)
@@ -89,22 +89,24 @@ class Trajectories:
             channels = torch.zeros(data.shape[2], dtype=torch.bool, device=data.device)
             channels[self.observed] = True
             seen = seen & channels.view(1, 1, -1, *(1,) * (data.dim() - 3))
-        if readout is None:
-            x0 = data[:, history]
-            self.x0_known = torch.isfinite(x0)
-            self.x0 = torch.where(self.x0_known, x0, zero)
-        self.context = torch.where(seen[:, :history], data[:, :history], zero) \
-            if history else None
-        self.frames = data[:, history:]
+        x0 = self._states[:, history]
+        self.x0_known = torch.isfinite(x0)
+        self.x0 = torch.where(self.x0_known, x0, zero)
+        #: the measured values of every frame (history, then from t0), 0 where unmeasured
+        self._seq = data if bool(seen.all()) else torch.where(seen, data, zero)
+        self.context = self._seq[:, :history] if history else None
+        self.frames = self._seq[:, history:]
         finite = seen[:, history:]
-        self.mask = None
-        if not bool(finite.all()):
-            self.mask = finite.to(dtype)
-            self.frames = torch.where(finite, self.frames, zero)
+        self.mask = None if bool(finite.all()) else finite.to(dtype)
         times = torch.as_tensor(times, dtype=torch.float64)
         self.times = (times[history:] - times[history]).to(device=device, dtype=dtype)
         self.env = torch.arange(E, device=device).repeat_interleave(N)
         self.traj = torch.arange(E * N, device=device)
+
+    @property
+    def whole(self) -> "Trajectories":
+        """The trajectories themselves (for :class:`Windows`: the ones they are cut from)."""
+        return self
 
     def __len__(self) -> int:
         return self.frames.shape[0]
@@ -132,6 +134,82 @@ class Trajectories:
 
     def chunks(self, size: int):
         """Every trajectory once, in order, ``size`` at a time (validation, evaluation)."""
+        for start in range(0, len(self), max(1, size)):
+            yield self.batch(slice(start, start + size))
+
+
+class Windows:
+    """Every window of ``length`` frames of some trajectories, each with the ``history``
+    frames before it as its context: the samples of ``windows all``.
+
+    The thesis's cardiac data (§2.7.3) are "random sequences of 10 data frames extracted
+    at different time points" of 30 ms simulations: 4 frames for the encoder, 6 to
+    supervise. Cutting each trajectory at every frame (``stride`` 1) gives the model the
+    whole course of each simulation (the onset, the spreading front, the tissue fully
+    depolarised) rather than its first frames only. A window starting at frame ``o`` of a
+    trajectory (0: its ``t0``) takes its context from the frames ``o − K … o − 1`` (the
+    stored history for ``o < K``), its initial state from the data at ``o``, and keeps the
+    trajectory's environment and index. The time grid must be uniform, so that every
+    window has the same times ``t − t_o``.
+    """
+
+    def __init__(self, source: Trajectories, length: int, stride: int = 1):
+        if length < 1 or stride < 1:
+            raise ValueError("windows need a length and a stride of at least 1")
+        self.source = source
+        length = min(int(length), source.n_frames)
+        steps = source.times.diff()
+        if steps.numel() and not torch.allclose(steps, steps[:1].expand_as(steps),
+                                                rtol=1e-6, atol=1e-9 * float(steps.abs().max())):
+            raise ValueError("windows of the trajectories need equally spaced frames (the "
+                             "windows then share their times); these data are not")
+        starts = torch.arange(0, source.n_frames - length + 1, stride,
+                              device=source.frames.device)
+        n = torch.arange(len(source), device=starts.device)
+        #: ``(M, 2)``: the trajectory and the first frame (from its t0) of each window
+        self.index = torch.cartesian_prod(n, starts).view(-1, 2)
+        self.length = length
+        self.history = source.history
+        self.times = source.times[:length]
+        self.env = source.env[self.index[:, 0]]
+        self.traj = source.traj[self.index[:, 0]]
+        at = self.index[:, 1] + source.history
+        self.x0_known = torch.isfinite(source._states[self.index[:, 0], at])
+
+    @property
+    def whole(self) -> Trajectories:
+        return self.source
+
+    def __len__(self) -> int:
+        return self.index.shape[0]
+
+    @property
+    def n_frames(self) -> int:
+        return self.length
+
+    def mean_square(self) -> float:
+        return self.source.mean_square()
+
+    def batch(self, rows: torch.Tensor | slice | None = None, horizon: int | None = None
+              ) -> Batch:
+        """The windows ``rows`` (all by default), cut to their first ``horizon`` frames."""
+        src = self.source
+        idx = self.index[slice(None) if rows is None else rows]
+        h = self.length if horizon is None else min(horizon, self.length)
+        n, o = idx[:, :1], idx[:, 1:] + src.history          # (B, 1) each
+        frames = o + torch.arange(h, device=idx.device)
+        x0 = src._states[n[:, 0], o[:, 0]]
+        context = None
+        if src.history:
+            context = src._seq[n, o - src.history + torch.arange(src.history,
+                                                                  device=idx.device)]
+        mask = src.mask[n, frames - src.history] if src.mask is not None else None
+        return Batch(x0=torch.where(torch.isfinite(x0), x0, torch.zeros_like(x0)),
+                     t=self.times[:h], target=src._seq[n, frames], env=src.env[n[:, 0]],
+                     traj=src.traj[n[:, 0]], context=context, mask=mask)
+
+    def chunks(self, size: int):
+        """Every window once, in order, ``size`` at a time (validation, evaluation)."""
         for start in range(0, len(self), max(1, size)):
             yield self.batch(slice(start, start + size))
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..data import DataError, Dataset, Trajectories, load_dataset, save_dataset, \
-    split_off_validation
+from ..data import DataError, Dataset, Trajectories, Windows, load_dataset, \
+    save_dataset, split_off_validation
 from ..data.dataset import FORMAT_VERSION
 from ..simulation import simulate
 from ..solve import get_solver
@@ -155,9 +155,15 @@ def training_data(dataset: Dataset, cfg: TrainConfig, device=None,
         train, val, held = split_off_validation(train, cfg.val_fraction, cfg.seed)
         record = {"source": "held out of train", "fraction": cfg.val_fraction,
                   "train_indices_held_out": held, "trajectories": len(held)}
-    make = lambda x: Trajectories(x, dataset.times, dataset.history, device=device,  # noqa
-                                  observed=observed, readout=readout)
+    def make(x):
+        traj = Trajectories(x, dataset.times, dataset.history, device=device,
+                            observed=observed, readout=readout)
+        return Windows(traj, cfg.horizon) if cfg.windows == "all" else traj
+
     data = TrainingData(make(train), make(val), record["source"])
+    if cfg.windows == "all":
+        record["windows"] = {"length": min(cfg.horizon, data.train.whole.n_frames),
+                             "train": len(data.train), "val": len(data.val)}
     return data, record
 
 
@@ -176,14 +182,15 @@ def measured_frames(traj, given_x0: bool) -> torch.Tensor:
 def fit_scales(rollout, data: TrainingData, dt: float) -> None:
     """Scale the augmentation network's inputs and outputs to the training data: the
     measured values, and the given initial states when no encoder replaces them."""
-    if data.train.n_frames > 1 and rollout.readout is None:  # (H·X: no state scale seen)
-        frames = measured_frames(data.train, given_x0=rollout.encoder is None)
+    train = data.train.whole  # (the trajectories `windows all` cuts windows from)
+    if train.n_frames > 1 and rollout.readout is None:  # (H·X: no state scale seen)
+        frames = measured_frames(train, given_x0=rollout.encoder is None)
         # under `solver direct` the network is the one-step map: it outputs states
         rollout.field.fit_scales(frames, dt,
                                  rate=not get_solver(rollout.solver.name).is_map,
-                                 env=data.train.env)
+                                 env=train.env)
     if rollout.encoder is not None:
-        rollout.encoder.fit_scales(data.train.frames, data.train.mask)
+        rollout.encoder.fit_scales(train.frames, train.mask)
 
 
 def true_values(dataset: Dataset, learned) -> dict[str, float]:

@@ -623,7 +623,7 @@ def _background_compile(spec: Spec, cfg: TrainConfig, data):
     from . import warm
 
     shape = (min(cfg.batch, len(data.train)), data.train.n_frames,
-             *data.train.frames.shape[2:])
+             *data.train.whole.frames.shape[2:])
     n_initial = len(data.train) if cfg.fit_initial else 0
     if warm.is_warm(warm.key(spec, cfg, shape, n_initial)):
         return None  # compiled before: the run compiles inline from the cache

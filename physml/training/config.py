@@ -61,6 +61,9 @@ class TrainConfig:
     val_every: int = 10
     val_fraction: float = 0.2
     horizon: int | None = None
+    #: ``windows all``: train (and validate) on every window of ``horizon`` frames of each
+    #: trajectory, not only on its first frames (thesis §2.7.3); ``first``: the default
+    windows: str | None = None
     curriculum: str | None = None
     fit_initial: bool = False
     recompute: bool = False
@@ -97,6 +100,17 @@ class TrainConfig:
             raise bad("lr_final", "training option `lr_final` is the last rate of "
                       "`lr_schedule` as a fraction of the first: it must lie in [0, 1], "
                       "e.g. 0.01")
+        if self.windows not in (None, "first", "all"):
+            raise bad("windows", f"training option `windows {self.windows}`: choices are "
+                      "all (every window of `horizon` frames), first (each trajectory's "
+                      "first frames)")
+        if self.windows == "all" and self.horizon is None:
+            raise bad("windows", "training option `windows all` cuts the trajectories into "
+                      "windows of `horizon` frames: give the horizon too (e.g. `horizon 6`)")
+        if self.windows == "all" and self.fit_initial:
+            raise bad("windows", "training option `windows all` starts forecasts at every "
+                      "frame, where `fit_initial` fits one initial state per trajectory: "
+                      "drop one of them (an `encoder` estimates each window's state)")
         if not 0.0 < self.val_fraction < 1.0:
             raise bad("val_fraction", "training option `val_fraction` must lie in (0, 1)")
         if not 0.0 <= self.lr_decay < 1.0:

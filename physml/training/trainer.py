@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..data.batches import Trajectories
+from ..data.batches import Trajectories, Windows
 from ..models.rollout import Rollout
 from ..objectives import Objective, aggregate_errors, per_trajectory_errors
 from .checkpoint import CheckpointError, atomic_write_text, checkpoint_key_error, \
@@ -52,8 +52,8 @@ class TrainingData:
     """The trajectories a run trains and selects on. ``validation`` says where the
     validation trajectories come from (a ``val`` split, or held out of ``train``)."""
 
-    train: Trajectories
-    val: Trajectories | None
+    train: Trajectories | Windows
+    val: Trajectories | Windows | None
     validation: str = "val split"
 
 
@@ -475,7 +475,7 @@ class Trainer:
         Ctrl-C; returns why it stopped (one of :data:`STOP_REASONS`)."""
         try:
             with compute_threads(self.cfg.threads, self.device,
-                                 self.data.train.frames.dim() == 3):
+                                 self.data.train.whole.frames.dim() == 3):
                 self.stop_reason = self._fit()
         finally:
             self._stop_background_compile()
