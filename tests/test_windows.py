@@ -68,7 +68,8 @@ def test_windows_need_equally_spaced_frames():
 def test_windows_all_identifies_what_only_late_frames_show(tmp_path):
     """Trained on each trajectory's first 3 frames, the carrying capacity K stays where it
     started; on every 3-frame window of the trajectories it is found, with r, to 0.1 %
-    in the same number of Adam steps (360)."""
+    in the same number of Adam steps (360). `evaluate --windows 3` scores the forecasts
+    from every frame."""
     data = physml.simulate(_spec(tmp_path, "", 1))
     found = {}
     for windows, epochs in (("windows all", 60), ("windows first", 360)):
@@ -80,6 +81,20 @@ def test_windows_all_identifies_what_only_late_frames_show(tmp_path):
     assert found["windows all"]["r"] == pytest.approx(1.0, rel=1e-3)
     assert found["windows all"]["K"] == pytest.approx(1.0, rel=1e-3)
     assert abs(found["windows first"]["K"] - 1.0) > 1.0
+
+    # `evaluate --windows N`: the test error of 3-frame forecasts from every frame
+    run = physml.Run(tmp_path / "windows_all")
+    ev = physml.evaluate(run, windows=3)
+    assert (ev["windows"]["length"], ev["windows"]["windows"]) == (3, 4 * 23)
+    assert ev["windows"]["mse"] < 1e-8 < physml.evaluate(
+        tmp_path / "windows_first", windows=3)["windows"]["mse"] / 1e4
+    # windows as long as the trajectories: one per trajectory, the plain forecast
+    whole = physml.evaluate(run, windows=25)["windows"]
+    assert whole["windows"] == 4
+    assert whole["mse"] == pytest.approx(ev["mse"], rel=1e-6)
+    result = CliRunner().invoke(app, ["evaluate", str(run.path), "--windows", "3"])
+    assert result.exit_code == 0
+    assert "mse, 92 forecasts of 3 frames from every frame" in result.output
 
 
 @pytest.mark.parametrize("option, message", [

@@ -444,13 +444,15 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
     split: Annotated[str, typer.Option(help="Which split to evaluate.")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    windows: Annotated[int | None, typer.Option(
+        metavar="N", help="Also the error of N-frame forecasts started at every frame.")] = None,
 ) -> None:
     """Test metrics over the full horizon (ln MSE as in the thesis, log10 MSE, per step)."""
     from ..experiment import Run
     from ..experiment import evaluate as evaluate_fn
 
     with run_errors():
-        result = evaluate_fn(Run(run_dir), split=split)
+        result = evaluate_fn(Run(run_dir), split=split, windows=windows)
     if as_json:  # plain JSON on stdout (no colour codes): for `jq` and scripts
         print(json.dumps(result, default=float, indent=2))
         return
@@ -465,6 +467,10 @@ def evaluate(
         if key in result:
             v = result[key]
             table.add_row(key, f"{v:.6g}" if isinstance(v, float) else str(v))
+    if "windows" in result:
+        w = result["windows"]
+        table.add_row(f"mse, {w['windows']} forecasts of {w['length']} frames from every frame",
+                      f"{w['mse']:.6g}")
     console.print(table)
     _param_table(result["parameters"])
     if "partial" in result:

@@ -58,15 +58,16 @@ def simulate(spec, **kwargs):
     return _simulate(spec if isinstance(spec, Spec) else _load(spec), **kwargs)
 
 
-def evaluate(run, split: str = "test", dataset=None, device=None):
+def evaluate(run, split: str = "test", dataset=None, device=None, windows: int | None = None):
     """Test metrics of a run (a :class:`Run` or its directory); ``device``: where the
-    forecasts run (``"cuda"``; default the CPU), the metrics being computed on the CPU."""
+    forecasts run (``"cuda"``; default the CPU), the metrics being computed on the CPU;
+    ``windows``: also the error of forecasts of that many frames started at every frame."""
     from ..reporting import evaluate as _evaluate
     from .run import Run
 
     run = run if isinstance(run, Run) else Run(run)
     with _threads(run):
-        return _evaluate(run, split=split, dataset=dataset, device=device)
+        return _evaluate(run, split=split, dataset=dataset, device=device, windows=windows)
 
 
 def inspect(run, latex: bool = False, dataset=None, which: str = "best", conjugacy: int = 0,

@@ -15,7 +15,7 @@ from typing import Any
 import sympy
 import torch
 
-from ..data import Trajectories
+from ..data import Trajectories, Windows
 from ..models.environments import MultiEnvModel
 from ..symbolic import VectorField
 from ..training.checkpoint import atomic_write_text
@@ -66,10 +66,12 @@ def forecast(model, batch, device=None) -> torch.Tensor:
         return model.predict(batch.to(dev)).cpu()
 
 
-def evaluate(run, split: str = "test", dataset=None, device=None) -> dict[str, Any]:
+def evaluate(run, split: str = "test", dataset=None, device=None,
+             windows: int | None = None) -> dict[str, Any]:
     """Forecast error over the full horizon of the test trajectories, parameter errors,
     and the size of the augmentation (of the best checkpoint). ``device``: where the
-    forecasts run (the metrics are computed on the CPU)."""
+    forecasts run (the metrics are computed on the CPU). ``windows``: also the error of
+    the forecasts of that many frames started at every frame (:func:`window_errors`)."""
     dataset = dataset if dataset is not None else run.dataset()
     model = run.load_model("best")
     observed = run.spec.observed_channels()
@@ -119,6 +121,8 @@ def evaluate(run, split: str = "test", dataset=None, device=None) -> dict[str, A
             :, dataset.history:].to(pred.dtype)
         out["partial"] = partial_metrics(run, model, states, pred, data, truth,
                                          out["parameters"])
+    if windows:
+        out["windows"] = window_errors(model, traj, windows, device)
     errors = [p["error_pct"] for p in out["parameters"] if p.get("error_pct") is not None]
     if errors:
         out["param_error_pct"] = sum(errors) / len(errors)
@@ -130,6 +134,28 @@ def evaluate(run, split: str = "test", dataset=None, device=None) -> dict[str, A
                                       states if run.spec.hidden_variables() else data,
                                       run.config.method_options.get("norm"), device))
     return out
+
+
+@torch.no_grad()
+def window_errors(model, traj: Trajectories, length: int, device=None,
+                  chunk: int = 256) -> dict[str, Any]:
+    """The MSE (observed entries) of the forecasts of ``length`` frames started at every
+    frame of the trajectories from which ``length`` frames remain, each from the frames
+    before it (what ``windows all`` trains on; thesis §2.7.3 tests on such windows):
+    pooled over the windows, and per frame of the forecast."""
+    if length < 1:
+        raise ValueError(f"windows of {length} frames: give at least 1")
+    cut = Windows(traj, length)
+    err = count = None
+    for batch in cut.chunks(chunk):
+        e = (model.observations(forecast(model, batch, device)) - batch.target).pow(2)
+        m = batch.mask.expand_as(e) if batch.mask is not None else torch.ones_like(e)
+        e, m = (e * m).flatten(2).sum(dim=(0, 2)), m.flatten(2).sum(dim=(0, 2))
+        err, count = (e, m) if err is None else (err + e, count + m)
+    mse = float(err.sum() / count.sum().clamp_min(1))
+    return {"length": cut.n_frames, "windows": len(cut), "mse": mse,
+            "ln_mse": math.log(mse) if mse > 0 else -math.inf,
+            "mse_per_step": (err / count.clamp_min(1)).tolist()}
 
 
 def _environments(run, model, dataset, batch, pred, device=None) -> dict[str, Any]:
