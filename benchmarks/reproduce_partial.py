@@ -52,6 +52,10 @@ ROWS = {
     "cardiac_rectangle": "Cardiac, v and scar observed, gate hidden, rectangular scars",
     "cardiac_rectangle_1024": "Cardiac as cardiac_rectangle, 1 024 training simulations "
                               "instead of 256",
+    "cardiac_rectangle_windows": "Cardiac as cardiac_rectangle, trained on every window of "
+                                 "4 + 6 frames (`windows all`, the thesis's sampling)",
+    "cardiac_rectangle_1024_windows": "Cardiac as cardiac_rectangle_windows, 1 024 training "
+                                      "simulations (19 456 windows)",
     "cardiac_sigma_range": "Cardiac as cardiac_rectangle, trained on σ = 1, 2, 3, 4, 5 "
                            "(the thesis's protocol for Table 2.8)",
 }
