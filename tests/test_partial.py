@@ -188,6 +188,12 @@ def test_user_data_without_the_hidden_variable_load_and_train(tmp_path, lv_data)
     run = physml.train(physml.load_spec(tmp_path / "lv.phy"), out=tmp_path / "run3",
                        report=False)
     assert run.stop_reason == "epochs"
+    # ... which `windows all` cannot start from at later frames: refused, not zeros.
+    (tmp_path / "lv.phy").write_text(text.replace("encoder mlp(hidden=16, layers=2)\n", "")
+                                     .replace("val_every 1", "val_every 1 horizon 3 windows all"))
+    with pytest.raises(physml.data.DataError, match="'v' has no value at the first frame of "
+                       r"every window \(`windows all`\) in the train data"):
+        physml.train(physml.load_spec(tmp_path / "lv.phy"), out=tmp_path / "run4", steps=1)
 
 
 def test_partial_dataset_round_trips_in_format_4(tmp_path, lv_data):

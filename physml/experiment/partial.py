@@ -66,6 +66,8 @@ def check_initial_states(spec: Spec, cfg: TrainConfig, data) -> None:
         known = traj.x0_known.flatten(2).all(dim=2).all(dim=0) if traj.x0_known.dim() > 2 \
             else traj.x0_known.all(dim=0)
         missing = [v for i, v in enumerate(variables) if v in hidden and not bool(known[i])]
+        at = "at t0" if traj.whole is traj else "at the first frame of every window " \
+            "(`windows all`)"
         if missing and spec.encoder is not None:
             raise ValueError(f"`encoder ... given {', '.join(missing)}`: the {name} data hold "
                              "no value at t0 for it; give the initial values in the data "
@@ -74,7 +76,7 @@ def check_initial_states(spec: Spec, cfg: TrainConfig, data) -> None:
             raise ValueError(
                 f"the hidden variable{'s' if len(missing) > 1 else ''} "
                 f"{', '.join(repr(m) for m in missing)} {'have' if len(missing) > 1 else 'has'} "
-                f"no value at t0 in the {name} data, so forecasts have no initial state; "
+                f"no value {at} in the {name} data, so forecasts have no initial state; "
                 "estimate it from the observed frames with `encoder mlp(...)` (ODE) or "
                 "`encoder unet(...)` (grid), or give the initial values in the data file "
                 "(the hidden variable's array, NaN after t0)")
