@@ -121,3 +121,14 @@ def test_windows_all_needs_a_horizon(tmp_path):
     assert "training option `windows all` cuts the trajectories into windows of `horizon` " \
            "frames: give the horizon too (e.g. `horizon 6`)" in result.output
     assert result.output.startswith(f"{path}:16:")
+
+
+def test_check_shows_the_horizon_and_the_windows(tmp_path):
+    path = tmp_path / "ok.phy"
+    path.write_text(LOGISTIC.format(windows="windows all", epochs=5))
+    result = CliRunner().invoke(app, ["check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "horizon 3 (every window of the trajectories)" in " ".join(result.output.split())
+    path.write_text(LOGISTIC.format(windows="", epochs=5))
+    out = " ".join(CliRunner().invoke(app, ["check", str(path)]).output.split())
+    assert "horizon 3" in out and "every window" not in out

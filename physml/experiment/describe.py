@@ -152,6 +152,9 @@ def train_line(cfg) -> str:
     if cfg.minutes:
         budget.append(f"{cfg.minutes:g} min")
     forcing = f", teacher forcing {cfg.teacher_forcing:g}" if cfg.teacher_forcing else ""
+    if cfg.horizon:
+        forcing += f", horizon {cfg.horizon}" + (
+            " (every window of the trajectories)" if cfg.windows == "all" else "")
     return (f"{_call(cfg.method, cfg.method_options)} solver {solver}, batch {cfg.batch}, "
             f"lr {cfg.lr:g}" + (f", {', '.join(budget)}" if budget else "") + forcing)
 
