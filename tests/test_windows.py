@@ -132,3 +132,17 @@ def test_check_shows_the_horizon_and_the_windows(tmp_path):
     path.write_text(LOGISTIC.format(windows="", epochs=5))
     out = " ".join(CliRunner().invoke(app, ["check", str(path)]).output.split())
     assert "horizon 3" in out and "every window" not in out
+
+
+def test_windows_all_refuses_user_data_on_an_uneven_grid(tmp_path):
+    import numpy as np
+
+    t = np.array([0.0, 0.5, 1.0, 2.0, 2.5, 3.0, 4.0, 4.5])
+    np.savez(tmp_path / "d.npz", t=t, x=0.001 * np.exp(t)[None, :].repeat(6, 0))
+    text = LOGISTIC.format(windows="windows all", epochs=2)
+    data = text[text.index("data:"):text.index("prior:")]
+    (tmp_path / "s.phy").write_text(text.replace(data, 'data:\n    file "d.npz"\n'))
+    spec = physml.load_spec(tmp_path / "s.phy")
+    with pytest.raises(physml.data.DataError, match=r"d\.npz: training option `windows all`: "
+                       "windows of the trajectories need equally spaced frames"):
+        physml.train(spec, out=tmp_path / "run", steps=1)

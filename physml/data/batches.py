@@ -173,8 +173,13 @@ class Windows:
         self.times = source.times[:length]
         self.env = source.env[self.index[:, 0]]
         self.traj = source.traj[self.index[:, 0]]
-        at = self.index[:, 1] + source.history
-        self.x0_known = torch.isfinite(source._states[self.index[:, 0], at])
+
+    @property
+    def x0_known(self) -> torch.Tensor:
+        """Where the data hold each window's initial state (``(M, *state)`` bool); read
+        once, by the check of Setting 2's initial states, so not kept."""
+        at = self.index[:, 1] + self.source.history
+        return torch.isfinite(self.source._states[self.index[:, 0], at])
 
     @property
     def whole(self) -> Trajectories:

@@ -158,12 +158,19 @@ def training_data(dataset: Dataset, cfg: TrainConfig, device=None,
     def make(x):
         traj = Trajectories(x, dataset.times, dataset.history, device=device,
                             observed=observed, readout=readout)
-        return Windows(traj, cfg.horizon) if cfg.windows == "all" else traj
+        if cfg.windows != "all":
+            return traj
+        try:
+            return Windows(traj, cfg.horizon)
+        except ValueError as exc:  # user data on an uneven time grid
+            where = dataset.meta.get("source", "the data")
+            raise DataError(f"{where}: training option `windows all`: {exc}; resample them "
+                            "on a uniform grid, or drop `windows all`") from None
 
     data = TrainingData(make(train), make(val), record["source"])
     if cfg.windows == "all":
-        record["windows"] = {"length": min(cfg.horizon, data.train.whole.n_frames),
-                             "train": len(data.train), "val": len(data.val)}
+        record["windows"] = {"length": data.train.n_frames, "train": len(data.train),
+                             "val": len(data.val)}
     return data, record
 
 
