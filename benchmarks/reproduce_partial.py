@@ -58,6 +58,8 @@ ROWS = {
                                       "simulations (19 456 windows)",
     "cardiac_sigma_range": "Cardiac as cardiac_rectangle, trained on σ = 1, 2, 3, 4, 5 "
                            "(the thesis's protocol for Table 2.8)",
+    "cardiac_sigma_range_windows": "Cardiac as cardiac_sigma_range, trained on every window "
+                                   "of 4 + 6 frames (`windows all`)",
 }
 
 #: Cardiac (thesis §2.7.3): the model of cardiac_rectangle.phy, tested on these specs' test
