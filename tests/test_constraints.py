@@ -114,22 +114,33 @@ def test_penalty_is_the_weighted_mean_of_the_squared_residual_where_the_data_say
     grad, = torch.autograd.grad(got, pred)
     assert torch.equal(grad[:, :, 0] != 0, scar.bool() & (pred[:, :, 0] != 0))
     assert float(grad[:, :, 2].abs().max()) == 0.0   # s itself is not constrained
+    # Gaps: the scar condition reads s, so a frame missing s drops the first constraint
+    # there and not the second (x is no measurement); missing v or h (h is hidden in this
+    # spec: never measured) drops nothing.
     mask = torch.ones(2, 5, 3, 1, 1)
-    mask[1, 3, 0] = 0                                 # trajectory 1 misses v at frame 3
+    mask[:, :, 1] = 0                                 # h hidden
+    mask[0, 2, 0] = 0                                 # trajectory 0 misses v at frame 2
+    mask[1, 3, 2] = 0                                 # trajectory 1 misses s at frame 3
     keep = torch.ones(2, 5, 1, 1)
     keep[1, 3] = 0
     hand_gap = 0.1 * (keep * scar * pred[:, :, 0] ** 2).mean() + \
-        2 * (keep * left * (pred[:, :, 1] - 1) ** 2).mean()
+        2 * (left * (pred[:, :, 1] - 1) ** 2).mean()
     assert float(module(pred, data, mask)) == pytest.approx(float(hand_gap), rel=1e-6)
 
 
 def test_the_training_loss_carries_the_penalty():
     """The rollout computes the penalty on its forecast in training only, and the
-    objective adds it to the trajectory loss."""
+    objective adds it to the trajectory loss — also when, as in every partially observed
+    batch, the mask is zero on the hidden channel h (the scar loss of eq. 2.13 once read
+    that as a gap in every frame and was silently zero)."""
     exp = build(_spec("constraint v = 0 where s > 0.5 weight 0.1"))
     target = torch.rand(2, 4, 3, 8, 8)
+    target[:, :, 1] = 0                               # h hidden: zero in the data
+    mask = torch.ones(1, 1, 3, 1, 1)
+    mask[:, :, 1] = 0
     batch = physml.data.Batch(x0=target[:, 0], t=torch.arange(4.0), target=target,
-                              env=torch.zeros(2, dtype=torch.long), traj=torch.arange(2))
+                              env=torch.zeros(2, dtype=torch.long), traj=torch.arange(2),
+                              mask=mask.expand(2, 4, 3, 1, 1))
     exp.rollout.train()
     loss, terms = exp.objective.loss(exp.rollout, batch)
     assert float(terms["constraint"]) > 0
@@ -156,3 +167,23 @@ def test_a_constraint_the_data_contradict_moves_the_fit(tmp_path):
         assert ("constraint" in last) == (name == "with")
     assert ks["without"] == pytest.approx(0.5, abs=0.01)
     assert ks["with"] > 0.8
+
+
+def test_the_scar_loss_acts_in_partially_observed_training(tmp_path):
+    """End to end, as the cardiac specs train: v and s observed, the gate h hidden (its
+    mask is zero), initial states from an encoder. The networks start at zero (no potential
+    in the scar: no penalty at the first step); every later step carries the penalty."""
+    text = SCAR.replace("observe v, s", """data:
+    trajectories 4 train, 2 val, 2 test
+    time 0 .. 3 step 1
+    history 1
+    initial v, h, s ~ cardiac_rectangle(scar_min=2, scar_max=4, onset_size=1)
+    seed 0
+observe v, s
+encoder unet(channels=4, depth=1)""").replace("train neural solver euler epochs 1",
+                                              "train neural solver euler epochs 2 batch 2")
+    run = physml.train(_spec("constraint v = 0 where s > 0.5 weight 0.1", text),
+                       out=tmp_path / "run", data_dir=tmp_path / "data", report=False)
+    rows = [json.loads(r) for r in (run.path / "metrics.jsonl").read_text().splitlines()]
+    penalties = [r["constraint"] for r in rows if "loss" in r]
+    assert len(penalties) == 4 and penalties[0] == 0 and min(penalties[1:]) > 0, penalties

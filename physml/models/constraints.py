@@ -25,7 +25,10 @@ class Constraints(nn.Module):
     ``pred`` ``(B, T, *state)``: forecast states; ``data`` the same shape, what the
     condition is read from (the observed frames; hidden channels are never read, the
     language refuses conditions on them); ``mask`` (broadcastable to ``data``, optional):
-    1 where a value was measured — a frame with a gap in any channel does not count.
+    1 where a value was measured. A constraint counts at a point where every variable
+    its condition reads was measured there: a gap in those channels (whose data are
+    zero-filled) leaves it out, while gaps elsewhere — hidden channels, never measured,
+    above all — do not.
     """
 
     def __init__(self, system: System, constraints: Sequence[Constraint]):
@@ -37,6 +40,8 @@ class Constraints(nn.Module):
                                                  for c in constraints])
         self.register_buffer("weights", torch.tensor([c.weight for c in constraints]),
                              persistent=False)
+        #: per constraint, the state channels its condition reads (through `let`s)
+        self.reads = [_condition_channels(system, c.condition) for c in constraints]
 
     def forward(self, pred: torch.Tensor, data: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -44,8 +49,24 @@ class Constraints(nn.Module):
         residual = self.residuals(t0, pred.flatten(0, 1))            # (B·T, n, *grid)
         with torch.no_grad():
             where = self.conditions(t0, data.flatten(0, 1).to(pred.dtype))
-            if mask is not None:  # frames measured in every channel
-                seen = mask.expand_as(data).flatten(2).bool().all(dim=2).flatten(0, 1)
-                where = where * seen.view(-1, *(1,) * (where.dim() - 1)).to(where)
+            if mask is not None:  # where the condition's own inputs were measured
+                measured = mask.expand_as(data).bool().flatten(0, 1)   # (B·T, C, *grid)
+                seen = [measured[:, c].all(dim=1) if c else None for c in self.reads]
+                if any(s is not None for s in seen):
+                    ones = torch.ones_like(measured[:, 0])
+                    where = where * torch.stack([ones if s is None else s for s in seen],
+                                                dim=1).to(where)
         per = (where * residual.pow(2)).transpose(0, 1).flatten(1).mean(dim=1)   # (n,)
         return (self.weights.to(per) * per).sum()
+
+
+def _condition_channels(system: System, condition: sympy.Basic) -> list[int]:
+    """The indices of the state variables ``condition`` reads, through ``let``s."""
+    lets = {let.name: let.expr for let in system.lets}
+    names, seen = {sym.name for sym in condition.free_symbols}, set()
+    while names - seen:
+        name = (names - seen).pop()
+        seen.add(name)
+        if name in lets:
+            names |= {sym.name for sym in lets[name].free_symbols}
+    return [i for i, v in enumerate(system.variables) if v in seen]
