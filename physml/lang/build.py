@@ -918,16 +918,9 @@ class _Builder:
                            "variable, so it constrains nothing", s.pos, length=10,
                            hint="e.g. `constraint v = 0 where s > 0.5`")
         cond = s.data["cond"]
-        lets = {let.name: let.expr for let in system.lets}
         hidden = set(spec.hidden_variables())
         for ref in reversed(s.refs):  # the condition's names come last on the line
-            names, seen = {ref.name}, set()
-            while names - seen:       # what a `let` in the condition stands for
-                n = (names - seen).pop()
-                seen.add(n)
-                if n in lets:
-                    names |= {sym.name for sym in lets[n].free_symbols}
-            used = sorted(seen & hidden)
+            used = sorted(system.through_lets({ref.name}) & hidden)
             if used and sympy.Symbol(ref.name) in cond.free_symbols:
                 what = f"'{ref.name}' is hidden" if ref.name in hidden else \
                     f"'{ref.name}' depends on the hidden '{used[0]}'"

@@ -41,7 +41,10 @@ class Constraints(nn.Module):
         self.register_buffer("weights", torch.tensor([c.weight for c in constraints]),
                              persistent=False)
         #: per constraint, the state channels its condition reads (through `let`s)
-        self.reads = [_condition_channels(system, c.condition) for c in constraints]
+        self.reads = []
+        for c in constraints:
+            names = system.through_lets(sym.name for sym in c.condition.free_symbols)
+            self.reads.append([i for i, v in enumerate(system.variables) if v in names])
 
     def forward(self, pred: torch.Tensor, data: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,22 +54,9 @@ class Constraints(nn.Module):
             where = self.conditions(t0, data.flatten(0, 1).to(pred.dtype))
             if mask is not None:  # where the condition's own inputs were measured
                 measured = mask.expand_as(data).bool().flatten(0, 1)   # (B·T, C, *grid)
-                seen = [measured[:, c].all(dim=1) if c else None for c in self.reads]
-                if any(s is not None for s in seen):
-                    ones = torch.ones_like(measured[:, 0])
-                    where = where * torch.stack([ones if s is None else s for s in seen],
-                                                dim=1).to(where)
+                # all() over no channel (a condition on coordinates only) is True
+                where = where * torch.stack([measured[:, c].all(dim=1) for c in self.reads],
+                                            dim=1).to(where)
         per = (where * residual.pow(2)).transpose(0, 1).flatten(1).mean(dim=1)   # (n,)
         return (self.weights.to(per) * per).sum()
 
-
-def _condition_channels(system: System, condition: sympy.Basic) -> list[int]:
-    """The indices of the state variables ``condition`` reads, through ``let``s."""
-    lets = {let.name: let.expr for let in system.lets}
-    names, seen = {sym.name for sym in condition.free_symbols}, set()
-    while names - seen:
-        name = (names - seen).pop()
-        seen.add(name)
-        if name in lets:
-            names |= {sym.name for sym in lets[name].free_symbols}
-    return [i for i, v in enumerate(system.variables) if v in seen]

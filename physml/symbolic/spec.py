@@ -185,6 +185,18 @@ class System:
     def is_grid(self) -> bool:
         return self.domain is not None
 
+    def through_lets(self, names) -> set[str]:
+        """``names`` and, recursively, every name the ``let``s among them are written
+        with: what an expression using those names reads."""
+        lets = {let.name: let.expr for let in self.lets}
+        todo, seen = set(names), set()
+        while todo - seen:
+            name = (todo - seen).pop()
+            seen.add(name)
+            if name in lets:
+                todo |= {sym.name for sym in lets[name].free_symbols}
+        return seen
+
     def param(self, name: str) -> Param:
         for p in self.params:
             if p.name == name:
