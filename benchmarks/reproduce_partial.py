@@ -56,6 +56,9 @@ ROWS = {
                                  "4 + 6 frames (`windows all`, the thesis's sampling)",
     "cardiac_rectangle_1024_windows": "Cardiac as cardiac_rectangle_windows, 1 024 training "
                                       "simulations (19 456 windows)",
+    "cardiac_rectangle_1024_windows_hard": "Cardiac as cardiac_rectangle_1024_windows, v "
+                                           "held at 0 in the scar by the solver "
+                                           "(`constraint ... hard`) instead of penalised",
     "cardiac_sigma_range": "Cardiac as cardiac_rectangle, trained on σ = 1, 2, 3, 4, 5 "
                            "(the thesis's protocol for Table 2.8)",
     "cardiac_sigma_range_windows": "Cardiac as cardiac_sigma_range, trained on every window "

@@ -3,13 +3,16 @@
 errors, the penalty against a hand computation, and a fit that the penalty moves."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 import physml
+from physml.data.batches import Trajectories
 from physml.experiment.build import build
+from physml.experiment.describe import describe_experiment
 from physml.models.constraints import Constraints
 from physml.symbolic.printer import format_spec
 
@@ -71,6 +74,12 @@ def test_constraint_parses_and_prints_back():
     assert str(second.residual) in ("h - v - 1", "-v + h - 1")
     again = physml.parse_spec(format_spec(spec), "again.phy")
     assert again.constraints == spec.constraints
+    hard = _spec("constraint v = sigma/2 where s > 0.5 hard").constraints[0]
+    assert hard.hard and hard.variable == "v" and str(hard.value) == "sigma/2"
+    assert not first.hard
+    again = physml.parse_spec(format_spec(_spec("constraint v = sigma/2 where s > 0.5 hard")),
+                              "again.phy")
+    assert again.constraints == (hard,)
 
 
 @pytest.mark.parametrize("line,message,column", [
@@ -82,6 +91,14 @@ def test_constraint_parses_and_prints_back():
      "`constraint`: the equation does not involve a variable, so it constrains nothing", 1),
     ("constraint v = 0 where s > 0.5 weight 0",
      "`constraint ... weight` must be positive, got 0", 1),
+    ("constraint v = h where s > 0.5 hard", "`constraint ... hard`: the right side reads "
+     "the state variable 'h'; a held value must not change along a forecast", 16),
+    ("constraint v + h = 0 where s > 0.5 hard", "`constraint ... hard`: the left side must "
+     "be one state variable, which the solver holds at the right side", 1),
+    ("constraint v = 0 where v > 0.5 hard",
+     "`constraint ... hard`: the condition reads 'v', the variable it holds", 24),
+    ("constraint v = 0 where s > 0.5 weight 0.1 hard",
+     "unexpected 'hard'; expected '-', '+' or the end of the line", 43),
 ])
 def test_bad_constraints_are_located(line, message, column):
     text = _error(line)
@@ -187,3 +204,100 @@ encoder unet(channels=4, depth=1)""").replace("train neural solver euler epochs 
     rows = [json.loads(r) for r in (run.path / "metrics.jsonl").read_text().splitlines()]
     penalties = [r["constraint"] for r in rows if "loss" in r]
     assert len(penalties) == 4 and penalties[0] == 0 and min(penalties[1:]) > 0, penalties
+
+
+def _random_field(exp, seed: int = 0) -> None:
+    """Weights drawn away from the zero-initialised last layers, so the network moves v
+    inside the scar unless something holds it."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in exp.rollout.field.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+
+
+def _scarred_state(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(2, 3, 8, 8, generator=g)
+    x0[:, 2] = (torch.rand(2, 8, 8, generator=g) > 0.6).float()
+    return x0
+
+
+@pytest.mark.parametrize("solver,substeps", [("euler", 3), ("rk4", 1)])
+def test_a_hard_constraint_holds_the_variable_in_every_forecast(solver, substeps):
+    """Eq. 2.11 held, not penalised: whatever the network, the forecast's v is exactly
+    the value (here σ/2 = 0.5) at every frame inside the scar — also where the initial
+    state had another value there — and free elsewhere; with no scar the forecast is the
+    unconstrained one, bit for bit."""
+    held = build(_spec("constraint v = sigma/2 where s > 0.5 hard"))
+    free = build(_spec(""))
+    free.rollout.load_state_dict(held.rollout.state_dict(), strict=False)
+    for exp in (held, free):
+        _random_field(exp)
+        exp.rollout.solver = dataclasses.replace(exp.rollout.solver, name=solver)
+        exp.rollout.substeps = substeps
+    x0 = _scarred_state()
+    t = torch.arange(6.0)
+    pred = held.rollout.integrate(x0, t)
+    scar = (x0[:, 2] > 0.5).unsqueeze(1).expand(-1, 6, -1, -1)
+    assert float(x0[:, 0][scar[:, 0]].sub(0.5).abs().min()) > 0
+    assert float(pred[:, :, 0][scar].sub(0.5).abs().max()) == 0.0
+    outside = pred[:, 1:, 0][~scar[:, 1:]]
+    assert float((outside - x0[:, 0].unsqueeze(1).expand(-1, 5, -1, -1)[~scar[:, 1:]])
+                 .abs().mean()) > 1e-2           # the field does move v elsewhere
+    assert float(free.rollout.integrate(x0, t)[:, :, 0][scar].sub(0.5).abs().max()) > 1e-2
+    x0[:, 2] = 0                                  # no scar: nothing to hold
+    assert torch.equal(held.rollout.integrate(x0, t), free.rollout.integrate(x0, t))
+
+
+def test_the_held_field_is_differentiable_where_the_region_is_fixed():
+    """The held rate ``(1 − 1_scar) ⊙ F`` in the held channel: its Jacobian (gradcheck,
+    float64) away from the region's edge s = 0.5, and exactly zero rows in the scar."""
+    from physml.models.constraints import HeldField
+
+    exp = build(_spec("constraint v = 0 where s > 0.5 hard"))
+    _random_field(exp)
+    exp.rollout.double()
+    field = HeldField(exp.rollout.field, exp.rollout.hard)
+    x = _scarred_state().double()[:1].requires_grad_(True)
+    t0 = torch.zeros((), dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: field(t0, x), (x,), atol=1e-6)
+    rate = field(t0, x)
+    grad, = torch.autograd.grad(rate[:, 0].sum(), x)
+    scar = x[0, 2] > 0.5
+    assert float(rate[0, 0][scar].abs().max()) == 0.0
+    assert float(exp.rollout.field(t0, x)[0, 0][scar].abs().max()) > 0
+
+
+def test_a_hard_constraint_trains_end_to_end_under_partial_observation(tmp_path):
+    """As the cardiac specs train (v, s observed, h hidden, an encoder): training,
+    validation and the saved model's forecasts all hold v at 0 in the scar, and the run's
+    description says how the constraint acts."""
+    text = SCAR.replace("observe v, s", """data:
+    trajectories 4 train, 2 val, 2 test
+    time 0 .. 3 step 1
+    history 1
+    initial v, h, s ~ cardiac_rectangle(scar_min=2, scar_max=4, onset_size=1)
+    seed 0
+observe v, s
+encoder unet(channels=4, depth=1)""").replace("train neural solver euler epochs 1",
+                                              "train neural solver euler epochs 2 batch 2")
+    run = physml.train(_spec("constraint v = 0 where s > 0.5 hard", text),
+                       out=tmp_path / "run", data_dir=tmp_path / "data", report=False)
+    rows = [json.loads(r) for r in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert all("constraint" not in r for r in rows)   # nothing to penalise
+    model = run.load_model()
+    with torch.no_grad():                         # not only the zero-initialised output
+        g = torch.Generator().manual_seed(1)
+        for p in model.field.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    ds = run.dataset()
+    test = Trajectories(ds.splits["test"], ds.times, ds.history,
+                        observed=[0, 2]).batch()
+    pred = model.predict(test)
+    scar = test.target[:, :, 2] > 0.5
+    assert bool(scar.any()) and float(pred[:, :, 0][~scar].abs().max()) > 1e-3
+    assert float(pred[:, :, 0][scar].abs().max()) == 0.0
+    _, blocks = describe_experiment(run.spec)
+    assert blocks["constraint"] == ("v = 0 where s > 0.5 hard (held by the solver: the "
+                                    "value set in the initial state and the rate zero where "
+                                    "the state meets the condition)")

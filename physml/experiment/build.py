@@ -87,10 +87,16 @@ def build_rollout(spec: Spec, cfg: TrainConfig, n_initial: int = 0) -> Rollout:
         from .partial import attach_observation
 
         attach_observation(rollout, spec, cfg)
-    if spec.constraints:
+    soft = [c for c in spec.constraints if not c.hard]
+    hard = [c for c in spec.constraints if c.hard]
+    if soft:
         from ..models.constraints import Constraints
 
-        rollout.constraints = Constraints(spec.system, spec.constraints)
+        rollout.constraints = Constraints(spec.system, soft)
+    if hard:
+        from ..models.constraints import HardConstraints
+
+        rollout.hard = HardConstraints(spec.system, hard)
     return rollout
 
 

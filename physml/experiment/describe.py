@@ -184,10 +184,19 @@ def describe_experiment(spec: Spec) -> tuple[Any, dict[str, str]]:
     line = environments_line(spec, exp.rollout.field)
     if line is not None:
         blocks["per_environment"] = line
-    if spec.constraints:  # eq. 2.13's penalty, as training adds it
-        blocks["constraint"] = "; ".join(format_constraint(c) for c in spec.constraints) + \
-            " (penalised: weight × mean of the squared residual where the data meet the " \
-            "condition)"
+    soft = [c for c in spec.constraints if not c.hard]
+    hard = [c for c in spec.constraints if c.hard]
+    lines = []
+    if soft:  # eq. 2.13's penalty, as training adds it
+        lines.append("; ".join(format_constraint(c) for c in soft) +
+                     " (penalised: weight × mean of the squared residual where the data "
+                     "meet the condition)")
+    if hard:  # eq. 2.11 held by the solver
+        lines.append("; ".join(format_constraint(c) for c in hard) +
+                     " (held by the solver: the value set in the initial state and the "
+                     "rate zero where the state meets the condition)")
+    if lines:
+        blocks["constraint"] = "; ".join(lines)
     blocks["train"] = train_line(exp.config)
     return exp.config, blocks
 

@@ -929,12 +929,50 @@ class _Builder:
                                length=len(ref.name),
                                hint="use measured variables (`observe`), coordinates and "
                                "parameters in the condition")
+        if s.data.get("hard"):
+            return Constraint(residual, cond, 1.0, s.pos,
+                              variable=self.hard_constraint_variable(s, system))
         weight = 1.0 if s.data["weight"] is None else \
             self.number(s.data["weight"], s.pos, "`constraint ... weight`")
         if not weight > 0:
             raise self.err(BoundsError, f"`constraint ... weight` must be positive, got "
                            f"{weight:g}", s.pos, length=10)
         return Constraint(residual, cond, weight, s.pos)
+
+    def hard_constraint_variable(self, s: Stmt, system: System) -> str:
+        """``constraint X = VALUE where COND hard`` holds X at VALUE inside the solver, so
+        X is one state variable, VALUE does not change along a forecast (no state
+        variable, no derivative) and COND does not read X (it would decide where X is
+        held from X itself)."""
+        lhs, rhs, cond = s.data["lhs"], s.data["rhs"], s.data["cond"]
+        if not (isinstance(lhs, sympy.Symbol) and lhs.name in system.variables):
+            raise self.err(DeclarationError, "`constraint ... hard`: the left side must be "
+                           "one state variable, which the solver holds at the right side",
+                           s.pos, length=10, hint="e.g. `constraint v = 0 where s > 0.5 "
+                           "hard`; or drop `hard` for a penalty")
+        reads = system.through_lets(sym.name for sym in rhs.free_symbols)
+        moving = sorted(reads & set(system.variables))
+        if moving or rhs.atoms(SpatialOperator):
+            ref = next((r for r in s.refs if r.name in reads and
+                        sympy.Symbol(r.name) in rhs.free_symbols), None)
+            what = f"reads the state variable '{moving[0]}'" if moving else \
+                "takes a derivative"
+            raise self.err(DeclarationError, f"`constraint ... hard`: the right side {what}; "
+                           "a held value must not change along a forecast",
+                           ref.pos if ref is not None else s.pos,
+                           length=len(ref.name) if ref is not None else 10,
+                           hint="use numbers, parameters and coordinates; or drop `hard` "
+                           "for a penalty")
+        if lhs.name in system.through_lets(sym.name for sym in cond.free_symbols):
+            ref = next(r for r in reversed(s.refs)
+                       if lhs.name in system.through_lets({r.name})
+                       and sympy.Symbol(r.name) in cond.free_symbols)
+            raise self.err(DeclarationError, f"`constraint ... hard`: the condition reads "
+                           f"'{lhs.name}', the variable it holds", ref.pos,
+                           length=len(ref.name),
+                           hint="a hard constraint's region is read from the other "
+                           "variables (a scar: `where s > 0.5`)")
+        return lhs.name
 
     def check_encoder(self, s: Stmt, spec: Spec) -> None:
         """An encoder estimates what the observations at ``t0`` do not give: hidden

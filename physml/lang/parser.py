@@ -29,6 +29,8 @@ _MAX_EXACT_BITS = 2048
 #: evaluated in floating point, because SymPy's arbitrary-precision evaluation of, e.g.,
 #: sign(sin(exp(10^10))) may run for hours.
 _SIMPLE_MAGNITUDE = 1e6
+#: what ``constraint ... hard`` parses to (a marker where ``weight W`` puts a number)
+_HARD = object()
 
 #: Largest exponent of a power of a variable (x^1000 is already far from physics).
 _MAX_EXPONENT = 1000
@@ -744,11 +746,16 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def constraint_decl(self, meta, c):
-        weight = c[3] if len(c) > 3 else None
-        return self._stmt("constraint", meta, lhs=c[0], rhs=c[1], cond=c[2], weight=weight)
+        hard = len(c) > 3 and c[3] is _HARD
+        weight = c[3] if len(c) > 3 and not hard else None
+        return self._stmt("constraint", meta, lhs=c[0], rhs=c[1], cond=c[2], weight=weight,
+                          hard=hard)
 
     def constraint_weight(self, c):
         return c[0]
+
+    def constraint_hard(self, c):
+        return _HARD
 
     def option(self, c):
         return (self._name(c[0]), _value(c[1]))

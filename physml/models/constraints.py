@@ -60,3 +60,61 @@ class Constraints(nn.Module):
         per = (where * residual.pow(2)).transpose(0, 1).flatten(1).mean(dim=1)   # (n,)
         return (self.weights.to(per) * per).sum()
 
+
+
+class HardConstraints(nn.Module):
+    """``constraint X = VALUE where CONDITION hard`` (thesis eq. 2.11 held exactly rather
+    than penalised as in eq. 2.13): wherever the condition holds on the state, ``X`` is
+    ``VALUE``. :meth:`project` sets it so in a state (the initial one, a restart's);
+    :meth:`hold` zeroes ``dX/dt`` there, so an explicit solver keeps it so at every stage
+    and step. Exact when the region does not move along a forecast (a scar, a condition
+    on coordinates or on static fields); where it moves, ``X`` stays at the value it had
+    when the point entered the region. The language guarantees that ``VALUE`` reads no
+    state variable and the condition does not read ``X``."""
+
+    def __init__(self, system: System, constraints: Sequence[Constraint]):
+        super().__init__()
+        if not constraints or not all(c.hard for c in constraints):
+            raise ValueError("HardConstraints takes `constraint ... hard` lines only")
+        self.channels = [system.variables.index(c.variable) for c in constraints]
+        self.values = compile_terms(system, [c.value for c in constraints])
+        self.conditions = compile_terms(system, [sympy.Piecewise((1, c.condition), (0, True))
+                                                 for c in constraints])
+
+    def _where(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, n, *grid)`` bool: where each constraint's condition holds on ``x``."""
+        t0 = torch.zeros((), dtype=x.dtype, device=x.device)
+        return self.conditions(t0, x.detach()) > 0.5
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, C, *grid)`` with each constrained channel set to its value where
+        its condition holds (out of place; the gradient there is cut)."""
+        t0 = torch.zeros((), dtype=x.dtype, device=x.device)
+        where, values = self._where(x), self.values(t0, x).expand(-1, len(self.channels),
+                                                                   *x.shape[2:])
+        out = list(x.unbind(1))
+        for k, c in enumerate(self.channels):
+            out[c] = torch.where(where[:, k], values[:, k], out[c])
+        return torch.stack(out, dim=1)
+
+    def hold(self, x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+        """``rate`` (``dx/dt`` at ``x``) with each constrained channel's rate zero where
+        its condition holds on ``x``."""
+        where = self._where(x)
+        keep = torch.ones_like(rate)
+        for k, c in enumerate(self.channels):
+            keep[:, c] = keep[:, c].masked_fill(where[:, k], 0)
+        return rate * keep
+
+
+class HeldField(nn.Module):
+    """The vector field a solver integrates under hard constraints: ``field``'s rate with
+    :meth:`HardConstraints.hold` applied (the same parameters, no new ones)."""
+
+    def __init__(self, field: nn.Module, hard: HardConstraints):
+        super().__init__()
+        self.field = field
+        self.hard = hard
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.hard.hold(x, self.field(t, x))

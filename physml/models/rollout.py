@@ -67,6 +67,9 @@ class Rollout(nn.Module):
         self.register_buffer("readout", None, persistent=False)
         #: ``constraint … where …`` lines (thesis eq. 2.13), penalised in training
         self.constraints: nn.Module | None = None
+        #: ``constraint … hard`` lines (eq. 2.11), held inside the solver
+        #: (:class:`~physml.models.constraints.HardConstraints`)
+        self.hard: nn.Module | None = None
 
     def observe(self, observed: list[int] | None, encoder: nn.Module | None = None,
                 substeps: int = 1, scheduled_sampling: float | None = None,
@@ -216,13 +219,30 @@ class Rollout(nn.Module):
                ) -> torch.Tensor:
         s = self.solver
         compiled = s.compiled and self.training
+        field = self.field
+        if self.hard is not None:  # `constraint ... hard`: held in x0, restarts and rates
+            x0 = self.hard.project(x0)
+            if data is not None:
+                data = self.hard.project(data.flatten(0, 1)).view_as(data)
+            field = self._held_field()
         # Compiled steps fuse the parameter transform themselves; eager ones share it.
         with self.field.at_environments(env), \
                 (nullcontext() if compiled or s.adjoint or s.recompute else self.field.solving()):
-            return odeint(self.field, x0, t, s.name, step=s.step, rtol=s.rtol, atol=s.atol,
+            return odeint(field, x0, t, s.name, step=s.step, rtol=s.rtol, atol=s.atol,
                           adjoint=s.adjoint, compiled=compiled,
                           recompute=s.recompute and torch.is_grad_enabled(),
                           restart=restart, data=data)
+
+    def _held_field(self) -> nn.Module:
+        """The field under the hard constraints, made once (a solver compiles and caches
+        its steps on the module it integrates). Kept out of the module tree: its
+        parameters are the field's own."""
+        held = self.__dict__.get("_held")
+        if held is None or held.field is not self.field or held.hard is not self.hard:
+            from .constraints import HeldField
+
+            held = self.__dict__["_held"] = HeldField(self.field, self.hard)
+        return held
 
     def _scheduled_sampling(self, x0: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Frame by frame; after each frame the observed channels of a trajectory are

@@ -368,7 +368,10 @@ def _train_option(key: str, value) -> str:
 
 
 def format_constraint(c) -> str:
-    """``RESIDUAL = 0 where CONDITION weight W``: a ``constraint`` line without its keyword."""
+    """``RESIDUAL = 0 where CONDITION weight W`` (``X = VALUE where CONDITION hard``): a
+    ``constraint`` line without its keyword."""
+    if c.hard:
+        return f"{c.variable} = {format_expr(c.value)} where {format_expr(c.condition)} hard"
     return (f"{format_expr(c.residual)} = 0 where {format_expr(c.condition)} "
             f"weight {number(c.weight)}")
 

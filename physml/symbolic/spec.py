@@ -132,12 +132,27 @@ class Constraint:
     forecast should satisfy ``LHS = RHS`` wherever ``condition`` holds on the data (a
     scar's potential is zero: ``constraint v = 0 where s > 0.5 weight 0.1``). Training adds
     ``W · mean over trajectories, frames and points of 1_condition (LHS − RHS)²`` to the
-    loss; ``residual`` is ``LHS − RHS``."""
+    loss; ``residual`` is ``LHS − RHS``.
+
+    ``constraint v = 0 where s > 0.5 hard`` (eq. 2.11 itself): ``variable`` (the left
+    side, one state variable) is held at the right side inside the solver wherever the
+    condition holds on the forecast state: set there in the initial state, its rate zero
+    there at every step. ``weight`` is unused."""
 
     residual: sympy.Expr
     condition: sympy.Basic
     weight: float = 1.0
     pos: Pos | None = field(default=None, compare=False)
+    variable: str | None = None
+
+    @property
+    def hard(self) -> bool:
+        return self.variable is not None
+
+    @property
+    def value(self) -> sympy.Expr:
+        """The right side of a hard constraint, ``variable − residual``."""
+        return sympy.expand(sympy.Symbol(self.variable) - self.residual)
 
 
 @dataclass(frozen=True)
