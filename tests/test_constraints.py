@@ -301,3 +301,22 @@ encoder unet(channels=4, depth=1)""").replace("train neural solver euler epochs 
     assert blocks["constraint"] == ("v = 0 where s > 0.5 hard (held by the solver: the "
                                     "value set in the initial state and the rate zero where "
                                     "the state meets the condition)")
+
+
+def test_a_hard_constraint_cuts_the_held_region_out_of_the_fit(tmp_path):
+    """Where u is held (s > 0.5, half of the trajectories) the forecast is the value,
+    whatever k: those trajectories give k no gradient, and the fit recovers k = 0.5 from
+    the others — where the soft penalty of weight 100 drags it above 0.8 (the test
+    above). The held forecasts sit at 1 while the data decay, so the loss stays up."""
+    spec = _spec("constraint u = 1 where s > 0.5 hard", DECAY)
+    run = physml.train(spec, out=tmp_path / "run", data_dir=tmp_path / "data", report=False)
+    last = [r for r in run.metrics() if "param/k" in r][-1]
+    assert last["param/k"] == pytest.approx(0.5, abs=0.005)
+    assert last["traj"] > 1e-2
+    ds = run.dataset()
+    test = Trajectories(ds.splits["test"], ds.times, ds.history).batch()
+    pred = run.load_model().predict(test)
+    held = test.target[:, 0, 1] > 0.5
+    assert bool(held.any()) and bool((~held).any())
+    assert torch.equal(pred[held][:, :, 0], torch.ones_like(pred[held][:, :, 0]))
+    assert float(pred[~held][:, -1, 0].max()) < 0.5

@@ -219,12 +219,11 @@ class Rollout(nn.Module):
                ) -> torch.Tensor:
         s = self.solver
         compiled = s.compiled and self.training
-        field = self.field
+        field = self.solver_field()
         if self.hard is not None:  # `constraint ... hard`: held in x0, restarts and rates
             x0 = self.hard.project(x0)
             if data is not None:
                 data = self.hard.project(data.flatten(0, 1)).view_as(data)
-            field = self._held_field()
         # Compiled steps fuse the parameter transform themselves; eager ones share it.
         with self.field.at_environments(env), \
                 (nullcontext() if compiled or s.adjoint or s.recompute else self.field.solving()):
@@ -233,10 +232,14 @@ class Rollout(nn.Module):
                           recompute=s.recompute and torch.is_grad_enabled(),
                           restart=restart, data=data)
 
-    def _held_field(self) -> nn.Module:
-        """The field under the hard constraints, made once (a solver compiles and caches
-        its steps on the module it integrates). Kept out of the module tree: its
-        parameters are the field's own."""
+    def solver_field(self) -> nn.Module:
+        """What a solver integrates: the field, or under ``constraint ... hard`` the
+        field with the constraints' rates held (made once: a solver compiles and caches
+        its steps on the module it integrates; kept out of the module tree, since its
+        parameters are the field's own). Its initial states go through
+        ``hard.project``."""
+        if self.hard is None:
+            return self.field
         held = self.__dict__.get("_held")
         if held is None or held.field is not self.field or held.hard is not self.hard:
             from .constraints import HeldField
