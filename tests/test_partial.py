@@ -363,6 +363,21 @@ def test_linear_observation_u_plus_v(tmp_path, lv_data):
         check(lv_spec(tmp_path, observe="observe u + 2*v", options="scheduled_sampling 0.9"))
 
 
+def test_teacher_forcing_under_partial_observation_is_refused_where_it_is_written(tmp_path):
+    """Teacher forcing restarts from fully measured frames; with a hidden variable there
+    is none, so it would silently never restart. `check` refuses it at the option."""
+    from physml.experiment.build import check
+
+    with pytest.raises(physml.SpecError) as info:
+        check(lv_spec(tmp_path, options="teacher_forcing 0.99"))
+    assert ("lv.phy:14:7: physics: training option `teacher_forcing` restarts forecasts "
+            "from fully measured frames, and with hidden variables (`observe`) no frame is "
+            "one; use `scheduled_sampling K`, which resets the measured channels only"
+            ) in str(info.value)
+    assert check(lv_spec(tmp_path, observe="", encoder="",
+                         options="teacher_forcing 0.99")).teacher_forcing == 0.99
+
+
 def test_orthogonal_initialisation_of_networks_and_encoders():
     from physml.models.encoders import build_encoder
     from physml.models.nets import build_network

@@ -40,6 +40,14 @@ def attach_observation(rollout, spec: Spec, cfg: TrainConfig) -> None:
     """Set up the rollout for the spec's observation, encoder and the chapter's training
     details (``substeps``, ``scheduled_sampling``); ValueError for what cannot run."""
     observed = observed_channels(spec)
+    if cfg.teacher_forcing is not None and (spec.hidden_variables() or
+                                            readout_of(spec) is not None):
+        # Teacher forcing restarts a forecast from a measured state; a frame with hidden
+        # variables (or linear observations) never gives one, so it would never restart.
+        raise ValueError("training option `teacher_forcing` restarts forecasts from fully "
+                         "measured frames, and with hidden variables (`observe`) no frame is "
+                         "one; use `scheduled_sampling K`, which resets the measured "
+                         "channels only")
     encoder = None
     if spec.encoder is not None:
         n = spec.system.state_shape()[0]
