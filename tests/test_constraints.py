@@ -80,6 +80,11 @@ def test_constraint_parses_and_prints_back():
     again = physml.parse_spec(format_spec(_spec("constraint v = sigma/2 where s > 0.5 hard")),
                               "again.phy")
     assert again.constraints == (hard,)
+    both = _spec("constraint v = 0 where s > 0.5 weight 0.1 hard").constraints[0]
+    assert both.hard and both.penalised and both.weight == 0.1 and not hard.penalised
+    again = physml.parse_spec(format_spec(_spec("constraint v = 0 where s > 0.5 weight 0.1 "
+                                                "hard")), "again.phy")
+    assert again.constraints == (both,)
 
 
 @pytest.mark.parametrize("line,message,column", [
@@ -97,8 +102,8 @@ def test_constraint_parses_and_prints_back():
      "be one state variable, which the solver holds at the right side", 1),
     ("constraint v = 0 where v > 0.5 hard",
      "`constraint ... hard`: the condition reads 'v', the variable it holds", 24),
-    ("constraint v = 0 where s > 0.5 weight 0.1 hard",
-     "unexpected 'hard'; expected '-', '+' or the end of the line", 43),
+    ("constraint v = 0 where s > 0.5 hard weight 0.1",
+     "unexpected 'weight'; expected the end of the line", 37),
 ])
 def test_bad_constraints_are_located(line, message, column):
     text = _error(line)
@@ -320,3 +325,31 @@ def test_a_hard_constraint_cuts_the_held_region_out_of_the_fit(tmp_path):
     assert bool(held.any()) and bool((~held).any())
     assert torch.equal(pred[held][:, :, 0], torch.ones_like(pred[held][:, :, 0]))
     assert float(pred[~held][:, -1, 0].max()) < 0.5
+
+
+def test_penalised_in_training_and_held_in_forecasts():
+    """``weight W hard``: training forecasts are free and carry eq. 2.13's penalty; eval
+    forecasts (validation, test) hold v at 0 in the scar. A model trained with the
+    penalty alone loads under the spec that adds the hold (the held values are the spec's,
+    not the checkpoint's)."""
+    soft = build(_spec("constraint v = 0 where s > 0.5 weight 0.1"))
+    both = build(_spec("constraint v = 0 where s > 0.5 weight 0.1 hard"))
+    _random_field(soft)
+    both.rollout.load_state_dict(soft.rollout.state_dict())          # strict
+    x0 = _scarred_state()
+    target = torch.stack([x0] * 4, dim=1)
+    batch = physml.data.Batch(x0=x0, t=torch.arange(4.0), target=target,
+                              env=torch.zeros(2, dtype=torch.long), traj=torch.arange(2))
+    scar = (x0[:, 2] > 0.5).unsqueeze(1).expand(-1, 4, -1, -1)
+    for exp in (soft, both):
+        exp.rollout.train()
+    out_soft, out_both = soft.rollout(batch), both.rollout(batch)
+    assert torch.equal(out_soft.pred, out_both.pred)                  # training: free
+    assert float(out_both.terms["constraint"]) > 0
+    assert float(out_both.terms["constraint"]) == float(out_soft.terms["constraint"])
+    pred = both.rollout.predict(batch)                               # forecasting: held
+    assert float(pred[:, :, 0][scar].abs().max()) == 0.0
+    assert float(soft.rollout.predict(batch)[:, :, 0][scar].abs().max()) > 1e-2
+    _, blocks = describe_experiment(_spec("constraint v = 0 where s > 0.5 weight 0.1 hard"))
+    assert blocks["constraint"] == ("v = 0 where s > 0.5 weight 0.1 hard (penalised in "
+                                    "training; held by the solver in forecasts)")

@@ -87,7 +87,7 @@ def build_rollout(spec: Spec, cfg: TrainConfig, n_initial: int = 0) -> Rollout:
         from .partial import attach_observation
 
         attach_observation(rollout, spec, cfg)
-    soft = [c for c in spec.constraints if not c.hard]
+    soft = [c for c in spec.constraints if not c.hard or c.penalised]
     hard = [c for c in spec.constraints if c.hard]
     if soft:
         from ..models.constraints import Constraints

@@ -185,7 +185,8 @@ def describe_experiment(spec: Spec) -> tuple[Any, dict[str, str]]:
     if line is not None:
         blocks["per_environment"] = line
     soft = [c for c in spec.constraints if not c.hard]
-    hard = [c for c in spec.constraints if c.hard]
+    hard = [c for c in spec.constraints if c.hard and not c.penalised]
+    both = [c for c in spec.constraints if c.hard and c.penalised]
     lines = []
     if soft:  # eq. 2.13's penalty, as training adds it
         lines.append("; ".join(format_constraint(c) for c in soft) +
@@ -195,6 +196,9 @@ def describe_experiment(spec: Spec) -> tuple[Any, dict[str, str]]:
         lines.append("; ".join(format_constraint(c) for c in hard) +
                      " (held by the solver: the value set in the initial state and the "
                      "rate zero where the state meets the condition)")
+    if both:
+        lines.append("; ".join(format_constraint(c) for c in both) +
+                     " (penalised in training; held by the solver in forecasts)")
     if lines:
         blocks["constraint"] = "; ".join(lines)
     blocks["train"] = train_line(exp.config)

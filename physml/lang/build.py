@@ -929,14 +929,15 @@ class _Builder:
                                length=len(ref.name),
                                hint="use measured variables (`observe`), coordinates and "
                                "parameters in the condition")
-        if s.data.get("hard"):
-            return Constraint(residual, cond, 1.0, s.pos,
-                              variable=self.hard_constraint_variable(s, system))
         weight = 1.0 if s.data["weight"] is None else \
             self.number(s.data["weight"], s.pos, "`constraint ... weight`")
         if not weight > 0:
             raise self.err(BoundsError, f"`constraint ... weight` must be positive, got "
                            f"{weight:g}", s.pos, length=10)
+        if s.data.get("hard"):  # held; with `weight` as well, penalised in training only
+            return Constraint(residual, cond, weight, s.pos,
+                              variable=self.hard_constraint_variable(s, system),
+                              penalised=s.data["weight"] is not None)
         return Constraint(residual, cond, weight, s.pos)
 
     def hard_constraint_variable(self, s: Stmt, system: System) -> str:

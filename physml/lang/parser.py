@@ -746,8 +746,8 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def constraint_decl(self, meta, c):
-        hard = len(c) > 3 and c[3] is _HARD
-        weight = c[3] if len(c) > 3 and not hard else None
+        hard = c[-1] is _HARD
+        weight = c[3] if len(c) > 3 and c[3] is not _HARD else None
         return self._stmt("constraint", meta, lhs=c[0], rhs=c[1], cond=c[2], weight=weight,
                           hard=hard)
 

@@ -70,16 +70,32 @@ class HardConstraints(nn.Module):
     and step. Exact when the region does not move along a forecast (a scar, a condition
     on coordinates or on static fields); where it moves, ``X`` stays at the value it had
     when the point entered the region. The language guarantees that ``VALUE`` reads no
-    state variable and the condition does not read ``X``."""
+    state variable and the condition does not read ``X``.
+
+    A ``... weight W hard`` line (``penalised``) is held in eval mode only (forecasts:
+    validation, test, ``predict``) and penalised in training by :class:`Constraints`.
+    The values are the spec's, so nothing here goes into a checkpoint: a model trained
+    with the penalty alone loads under a spec that adds the hold.
+    """
 
     def __init__(self, system: System, constraints: Sequence[Constraint]):
         super().__init__()
         if not constraints or not all(c.hard for c in constraints):
             raise ValueError("HardConstraints takes `constraint ... hard` lines only")
         self.channels = [system.variables.index(c.variable) for c in constraints]
+        self.in_training = [not c.penalised for c in constraints]
         self.values = compile_terms(system, [c.value for c in constraints])
         self.conditions = compile_terms(system, [sympy.Piecewise((1, c.condition), (0, True))
                                                  for c in constraints])
+        for terms in (self.values, self.conditions):   # from the spec, never saved
+            for name in terms.fixed_names:
+                terms._exact_buffer(f"fixed_{name}", terms._exact[f"fixed_{name}"], False)
+
+    def _active(self) -> list[tuple[int, int]]:
+        """``(k, channel)`` of the constraints held now (all in eval mode; in training,
+        those without a penalty)."""
+        return [(k, c) for k, c in enumerate(self.channels)
+                if not self.training or self.in_training[k]]
 
     def _where(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, n, *grid)`` bool: where each constraint's condition holds on ``x``."""
@@ -93,7 +109,7 @@ class HardConstraints(nn.Module):
         where, values = self._where(x), self.values(t0, x).expand(-1, len(self.channels),
                                                                    *x.shape[2:])
         out = list(x.unbind(1))
-        for k, c in enumerate(self.channels):
+        for k, c in self._active():
             out[c] = torch.where(where[:, k], values[:, k], out[c])
         return torch.stack(out, dim=1)
 
@@ -102,7 +118,7 @@ class HardConstraints(nn.Module):
         its condition holds on ``x``."""
         where = self._where(x)
         keep = torch.ones_like(rate)
-        for k, c in enumerate(self.channels):
+        for k, c in self._active():
             keep[:, c] = keep[:, c].masked_fill(where[:, k], 0)
         return rate * keep
 

@@ -371,7 +371,9 @@ def format_constraint(c) -> str:
     """``RESIDUAL = 0 where CONDITION weight W`` (``X = VALUE where CONDITION hard``): a
     ``constraint`` line without its keyword."""
     if c.hard:
-        return f"{c.variable} = {format_expr(c.value)} where {format_expr(c.condition)} hard"
+        weight = f" weight {number(c.weight)}" if c.penalised else ""
+        return (f"{c.variable} = {format_expr(c.value)} where {format_expr(c.condition)}"
+                f"{weight} hard")
     return (f"{format_expr(c.residual)} = 0 where {format_expr(c.condition)} "
             f"weight {number(c.weight)}")
 

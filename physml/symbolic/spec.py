@@ -137,13 +137,15 @@ class Constraint:
     ``constraint v = 0 where s > 0.5 hard`` (eq. 2.11 itself): ``variable`` (the left
     side, one state variable) is held at the right side inside the solver wherever the
     condition holds on the forecast state: set there in the initial state, its rate zero
-    there at every step. ``weight`` is unused."""
+    there at every step; ``weight`` is unused. ``... weight W hard`` (``penalised``):
+    the penalty in training, the hold in forecasts (validation, test, ``predict``)."""
 
     residual: sympy.Expr
     condition: sympy.Basic
     weight: float = 1.0
     pos: Pos | None = field(default=None, compare=False)
     variable: str | None = None
+    penalised: bool = False
 
     @property
     def hard(self) -> bool:
