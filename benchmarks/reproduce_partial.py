@@ -59,6 +59,10 @@ ROWS = {
     "cardiac_rectangle_1024_windows_hard": "Cardiac as cardiac_rectangle_1024_windows, v "
                                            "held at 0 in the scar by the solver "
                                            "(`constraint ... hard`) instead of penalised",
+    "cardiac_rectangle_1024_windows_penalty_held": "Cardiac as "
+                                                   "cardiac_rectangle_1024_windows, the scar "
+                                                   "loss in training and v held at 0 in the "
+                                                   "scar in forecasts",
     "cardiac_sigma_range": "Cardiac as cardiac_rectangle, trained on σ = 1, 2, 3, 4, 5 "
                            "(the thesis's protocol for Table 2.8)",
     "cardiac_sigma_range_windows": "Cardiac as cardiac_sigma_range, trained on every window "
