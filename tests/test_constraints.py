@@ -55,6 +55,18 @@ train physics epochs 150 batch 16 lr_phys 5e-2 lr_decay 0 val_every 10
 """
 
 
+#: SCAR with simulated data, an encoder and two epochs: as the cardiac specs train
+SLAB = SCAR.replace("observe v, s", """data:
+    trajectories 4 train, 2 val, 2 test
+    time 0 .. 3 step 1
+    history 1
+    initial v, h, s ~ cardiac_rectangle(scar_min=2, scar_max=4, onset_size=1)
+    seed 0
+observe v, s
+encoder unet(channels=4, depth=1)""").replace("train neural solver euler epochs 1",
+                                              "train neural solver euler epochs 2 batch 2")
+
+
 def _spec(constraint: str, text: str = SCAR):
     return physml.parse_spec(text.format(constraint=constraint), "c.phy")
 
@@ -195,15 +207,7 @@ def test_the_scar_loss_acts_in_partially_observed_training(tmp_path):
     """End to end, as the cardiac specs train: v and s observed, the gate h hidden (its
     mask is zero), initial states from an encoder. The networks start at zero (no potential
     in the scar: no penalty at the first step); every later step carries the penalty."""
-    text = SCAR.replace("observe v, s", """data:
-    trajectories 4 train, 2 val, 2 test
-    time 0 .. 3 step 1
-    history 1
-    initial v, h, s ~ cardiac_rectangle(scar_min=2, scar_max=4, onset_size=1)
-    seed 0
-observe v, s
-encoder unet(channels=4, depth=1)""").replace("train neural solver euler epochs 1",
-                                              "train neural solver euler epochs 2 batch 2")
+    text = SLAB
     run = physml.train(_spec("constraint v = 0 where s > 0.5 weight 0.1", text),
                        out=tmp_path / "run", data_dir=tmp_path / "data", report=False)
     rows = [json.loads(r) for r in (run.path / "metrics.jsonl").read_text().splitlines()]
@@ -277,15 +281,7 @@ def test_a_hard_constraint_trains_end_to_end_under_partial_observation(tmp_path)
     """As the cardiac specs train (v, s observed, h hidden, an encoder): training,
     validation and the saved model's forecasts all hold v at 0 in the scar, and the run's
     description says how the constraint acts."""
-    text = SCAR.replace("observe v, s", """data:
-    trajectories 4 train, 2 val, 2 test
-    time 0 .. 3 step 1
-    history 1
-    initial v, h, s ~ cardiac_rectangle(scar_min=2, scar_max=4, onset_size=1)
-    seed 0
-observe v, s
-encoder unet(channels=4, depth=1)""").replace("train neural solver euler epochs 1",
-                                              "train neural solver euler epochs 2 batch 2")
+    text = SLAB
     run = physml.train(_spec("constraint v = 0 where s > 0.5 hard", text),
                        out=tmp_path / "run", data_dir=tmp_path / "data", report=False)
     rows = [json.loads(r) for r in (run.path / "metrics.jsonl").read_text().splitlines()]
