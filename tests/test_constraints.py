@@ -277,6 +277,24 @@ def test_the_held_field_is_differentiable_where_the_region_is_fixed():
     assert float(exp.rollout.field(t0, x)[0, 0][scar].abs().max()) > 0
 
 
+def test_under_a_one_step_map_the_output_is_held_at_the_value():
+    """``solver direct`` (Table 2.3's ablation): the model's output is the next state, so
+    the held channel of the output is the value (σ/2) where the scar is, not a zero rate;
+    the rollout picks that form from the solver."""
+    exp = build(_spec("constraint v = sigma/2 where s > 0.5 hard"))
+    _random_field(exp)
+    x = _scarred_state()
+    scar = x[:, 2] > 0.5
+    t0 = torch.zeros(())
+    for solver, inside in (("direct", 0.5), ("euler", 0.0)):
+        exp.rollout.solver = dataclasses.replace(exp.rollout.solver, name=solver)
+        out = exp.rollout.solver_field()(t0, x)
+        free = exp.rollout.field(t0, x)
+        assert torch.equal(out[:, 0][scar], torch.full_like(out[:, 0][scar], inside))
+        assert torch.equal(out[:, 0][~scar], free[:, 0][~scar])
+        assert torch.equal(out[:, 1:], free[:, 1:])
+
+
 def test_a_hard_constraint_trains_end_to_end_under_partial_observation(tmp_path):
     """As the cardiac specs train (v, s observed, h hidden, an encoder): training,
     validation and the saved model's forecasts all hold v at 0 in the scar, and the run's

@@ -520,7 +520,8 @@ def _batched_newton(model, prior: VectorField, names, train: Trajectories,
     x0 = batch.x0.double()
     if model.x0_offset is not None:
         x0 = x0 + model.x0_offset.detach()[batch.traj]
-    if model.hard is not None:  # `constraint ... hard`, as the rollout integrates
+    field = model.solver_field()
+    if field is not model.field:  # `constraint ... hard`, as the rollout integrates
         x0 = model.hard.project(x0)
     target = batch.target.double()
     mask = None if batch.mask is None else batch.mask.double()
@@ -535,8 +536,7 @@ def _batched_newton(model, prior: VectorField, names, train: Trajectories,
                   for j, nm in enumerate(names)}
         prior.set_batch_params(values)
         try:
-            pred = odeint(model.solver_field(), x0, t, s.name, step=s.step, rtol=s.rtol,
-                          atol=s.atol)
+            pred = odeint(field, x0, t, s.name, step=s.step, rtol=s.rtol, atol=s.atol)
         finally:
             prior.set_batch_params(None)
         e = per_trajectory_errors(pred, target, mask).reshape(B, N)

@@ -87,50 +87,52 @@ class HardConstraints(nn.Module):
         self.values = compile_terms(system, [c.value for c in constraints])
         self.conditions = compile_terms(system, [sympy.Piecewise((1, c.condition), (0, True))
                                                  for c in constraints])
-        for terms in (self.values, self.conditions):   # from the spec, never saved
-            for name in terms.fixed_names:
-                terms._exact_buffer(f"fixed_{name}", terms._exact[f"fixed_{name}"], False)
+        self.values.fixed_from_spec()
+        self.conditions.fixed_from_spec()
 
-    def _active(self) -> list[tuple[int, int]]:
+    def active(self) -> list[tuple[int, int]]:
         """``(k, channel)`` of the constraints held now (all in eval mode; in training,
         those without a penalty)."""
         return [(k, c) for k, c in enumerate(self.channels)
                 if not self.training or self.in_training[k]]
 
-    def _where(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, n, *grid)`` bool: where each constraint's condition holds on ``x``."""
+    def _fill(self, x: torch.Tensor, y: torch.Tensor, values: bool) -> torch.Tensor:
+        """``y`` ``(B, C, *grid)`` with each held channel replaced, where its condition
+        holds on the state ``x``, by its value (``values``) or by 0 (out of place; the
+        gradient there is cut)."""
+        active = self.active()
+        if not active:
+            return y
         t0 = torch.zeros((), dtype=x.dtype, device=x.device)
-        return self.conditions(t0, x.detach()) > 0.5
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(B, C, *grid)`` with each constrained channel set to its value where
-        its condition holds (out of place; the gradient there is cut)."""
-        t0 = torch.zeros((), dtype=x.dtype, device=x.device)
-        where, values = self._where(x), self.values(t0, x).expand(-1, len(self.channels),
-                                                                   *x.shape[2:])
-        out = list(x.unbind(1))
-        for k, c in self._active():
-            out[c] = torch.where(where[:, k], values[:, k], out[c])
+        where = self.conditions(t0, x.detach()) > 0.5
+        fill = self.values(t0, x).expand(-1, len(self.channels), *x.shape[2:]) if values \
+            else torch.zeros_like(where, dtype=y.dtype)
+        out = list(y.unbind(1))
+        for k, c in active:
+            out[c] = torch.where(where[:, k], fill[:, k], out[c])
         return torch.stack(out, dim=1)
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The state ``x`` with each held channel at its value where its condition holds."""
+        return self._fill(x, x, values=True)
+
     def hold(self, x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
-        """``rate`` (``dx/dt`` at ``x``) with each constrained channel's rate zero where
-        its condition holds on ``x``."""
-        where = self._where(x)
-        keep = torch.ones_like(rate)
-        for k, c in self._active():
-            keep[:, c] = keep[:, c].masked_fill(where[:, k], 0)
-        return rate * keep
+        """``rate`` (``dx/dt`` at ``x``) with each held channel's rate zero where its
+        condition holds on ``x``."""
+        return self._fill(x, rate, values=False)
 
 
 class HeldField(nn.Module):
     """The vector field a solver integrates under hard constraints: ``field``'s rate with
-    :meth:`HardConstraints.hold` applied (the same parameters, no new ones)."""
+    :meth:`HardConstraints.hold` applied (the same parameters, no new ones). ``map``
+    (``solver direct``: the output is the next state, not a rate): the held channels of
+    the output are set to their values instead."""
 
-    def __init__(self, field: nn.Module, hard: HardConstraints):
+    def __init__(self, field: nn.Module, hard: HardConstraints, map: bool = False):
         super().__init__()
         self.field = field
         self.hard = hard
+        self.map = map
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.hard.hold(x, self.field(t, x))
+        return self.hard._fill(x, self.field(t, x), values=self.map)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..data.batches import Batch
-from ..solve import odeint
+from ..solve import get_solver, odeint
 from ..solve.differentiable import compiled
 from .hybrid import HybridModel
 
@@ -220,7 +220,7 @@ class Rollout(nn.Module):
         s = self.solver
         compiled = s.compiled and self.training
         field = self.solver_field()
-        if self.hard is not None:  # `constraint ... hard`: held in x0, restarts and rates
+        if field is not self.field:  # `constraint ... hard`: held in x0, restarts and rates
             x0 = self.hard.project(x0)
             if data is not None:
                 data = self.hard.project(data.flatten(0, 1)).view_as(data)
@@ -233,18 +233,20 @@ class Rollout(nn.Module):
                           restart=restart, data=data)
 
     def solver_field(self) -> nn.Module:
-        """What a solver integrates: the field, or under ``constraint ... hard`` the
-        field with the constraints' rates held (made once: a solver compiles and caches
-        its steps on the module it integrates; kept out of the module tree, since its
-        parameters are the field's own). Its initial states go through
-        ``hard.project``."""
-        if self.hard is None:
+        """What a solver integrates: the field, or while a ``constraint ... hard`` is held
+        (:meth:`HardConstraints.active`) the field with its rates held (made once: a
+        solver compiles and caches its steps on the module it integrates; kept out of the
+        module tree, since its parameters are the field's own). Its initial states go
+        through ``hard.project``."""
+        if self.hard is None or not self.hard.active():
             return self.field
+        is_map = get_solver(self.solver.name).is_map
         held = self.__dict__.get("_held")
-        if held is None or held.field is not self.field or held.hard is not self.hard:
+        if held is None or held.field is not self.field or held.hard is not self.hard \
+                or held.map != is_map:
             from .constraints import HeldField
 
-            held = self.__dict__["_held"] = HeldField(self.field, self.hard)
+            held = self.__dict__["_held"] = HeldField(self.field, self.hard, map=is_map)
         return held
 
     def _scheduled_sampling(self, x0: torch.Tensor, batch: Batch) -> torch.Tensor:

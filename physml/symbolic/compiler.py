@@ -496,6 +496,13 @@ class VectorField(ExactBuffers):
         self._mask_names.append(mask.name)
 
     # -- parameters ---------------------------------------------------------------------
+    def fixed_from_spec(self) -> None:
+        """Leave the fixed parameters out of ``state_dict``: for modules whose values are
+        the spec's alone (a constraint's), so that adding one to a spec keeps its
+        checkpoints loadable."""
+        for name in self.fixed_names:
+            self._exact_buffer(f"fixed_{name}", self._exact[f"fixed_{name}"], False)
+
     def param_values(self) -> dict[str, torch.Tensor]:
         """Current values of every parameter (constrained), as 0-d tensors."""
         out = {name: to_constrained(self.raw[name], self.params_spec[name], self.scales[name])
