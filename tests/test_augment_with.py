@@ -124,6 +124,35 @@ def test_check_warns_when_the_missing_part_depends_on_coordinates():
     assert "y" in unrepresentable_missing(parse_spec(SOURCE.format(with_=" with x")))[0]
 
 
+def test_check_and_train_warn_when_the_method_drops_the_prior_or_the_network(tmp_path):
+    """`train neural` integrates the network alone and `train physics` the prior alone:
+    said before training, by `check` and by `train` (with the method it will run)."""
+    from typer.testing import CliRunner
+
+    from physml.cli.app import app
+    from physml.experiment.describe import unused_parts
+
+    aph = SOURCE.format(with_="")
+    neural = aph.replace("train aphynity(lambda0=1e-3)", "train neural")
+    physics = aph.replace("train aphynity(lambda0=1e-3)", "train physics")
+    assert unused_parts(parse_spec(aph)) == []
+    assert unused_parts(parse_spec(aph.replace("aphynity(lambda0=1e-3)", "augmented"))) == []
+    assert unused_parts(parse_spec(neural)) == [
+        "`train neural` learns the network alone: the `prior:` block is not used (train "
+        "augmented or aphynity for prior + network)"]
+    assert unused_parts(parse_spec(physics)) == [
+        "`train physics` fits the prior alone: `augment convnet` is not used (train "
+        "augmented or aphynity to learn it too)"]
+    assert unused_parts(parse_spec(physics.replace("convnet(channels=16, layers=3)",
+                                                   "none"))) == []
+    # the method an override runs is the one judged
+    assert unused_parts(parse_spec(aph), "neural")[0].startswith("`train neural`")
+    path = tmp_path / "n.phy"
+    path.write_text(neural)
+    result = CliRunner().invoke(app, ["check", str(path)])
+    assert result.exit_code == 0 and "`prior:` block is not used" in result.output
+
+
 def test_ode_with_time_trains(tmp_path):
     spec = parse_spec(ODE)
     model = build_model(spec)

@@ -27,8 +27,7 @@ def check(
 
     from ..errors import SpecError
     from ..experiment import load_spec
-    from ..experiment.describe import describe_experiment, symmetry_warnings, \
-        unrepresentable_missing
+    from ..experiment.describe import describe_experiment, spec_warnings
     from ..lang.budget import estimate
     from ..reporting.symbolic import describe, render_equations, render_let
 
@@ -80,7 +79,7 @@ def check(
     for name in ("data", "augment", "per_environment", "observe", "constraint", "train"):
         if name in blocks:
             console.print(Text(f"{name} ", style="bold").append(blocks[name], style=""))
-    for warning in unrepresentable_missing(spec) + symmetry_warnings(spec):
+    for warning in spec_warnings(spec):
         console.print(Text(f"warning: {warning}", style="yellow"))
     if info["blocks"]:
         console.print(f"  blocks: {', '.join(info['blocks'])}")

@@ -230,6 +230,34 @@ def observe_line(spec: Spec, cfg) -> str | None:
     return "; ".join(parts)
 
 
+def spec_warnings(spec: Spec, method: str | None = None) -> list[str]:
+    """What ``check`` and ``train`` say before training: parts of the spec the method
+    drops, missing physics the network cannot represent, unidentifiable parameters."""
+    return unused_parts(spec, method) + unrepresentable_missing(spec) + symmetry_warnings(spec)
+
+
+def unused_parts(spec: Spec, method: str | None = None) -> list[str]:
+    """A ``prior:`` block or an ``augment`` network that ``method`` (default: the train
+    line's) leaves out of the model: ``neural`` integrates the network alone, ``physics``
+    the prior alone. Warned, not refused: swapping the method of one spec is how the
+    baselines of a table are run."""
+    from ..objectives import OBJECTIVES
+
+    if method is None:
+        method = spec.train.method.name if spec.train is not None else None
+    cls = OBJECTIVES.get(method)
+    if cls is None or cls.structure is not None:
+        return []
+    out = []
+    if spec.prior is not None and not cls.uses_prior:
+        out.append(f"`train {method}` learns the network alone: the `prior:` block is not "
+                   "used (train augmented or aphynity for prior + network)")
+    if spec.augment is not None and spec.augment.name != "none" and not cls.uses_network:
+        out.append(f"`train {method}` fits the prior alone: `augment {spec.augment.name}` "
+                   "is not used (train augmented or aphynity to learn it too)")
+    return out
+
+
 def symmetry_warnings(spec: Spec) -> list[str]:
     """Learned parameters that partial observations cannot determine: a power scaling of
     a hidden variable the prior's equations are invariant under, when the hidden initial

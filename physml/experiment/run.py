@@ -485,10 +485,9 @@ def train(spec: Spec | str | Path | None = None, *, out: str | Path | None = Non
             cfg = config_for(spec_obj, seed=seed, device=device, **overrides)
             dev = resolve_device(cfg.device)
             exp = build(spec_obj, cfg)  # validated before any data or directory exist
-            from .describe import symmetry_warnings, unrepresentable_missing
+            from .describe import spec_warnings
 
-            for warning in unrepresentable_missing(spec_obj) + \
-                    symmetry_warnings(spec_obj):
+            for warning in spec_warnings(spec_obj, cfg.method):
                 say(f"warning: {warning}")
             dist = Distributed(dev)
             if dist.is_main:
