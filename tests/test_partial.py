@@ -456,6 +456,11 @@ def test_grid_partial_model_with_a_unet_encoder_trains_and_reports(tmp_path):
         relative_mse(held[:, :, :1], truth[:, :, :1], pointwise=False), rel=1e-5)
     assert math.isfinite(ev["mse"])
     assert (run.path / "plots" / "fields.png").exists()
+    # The network's share is measured on the model's own states (its hidden v is learned
+    # up to a map), by inspect as by evaluate: not on the data's true hidden channel.
+    ins = physml.inspect(run, intervals=None)
+    assert ins["aug_norm"] == pytest.approx(ev["aug_norm"], rel=1e-5)
+    assert ins["aug_share"] == pytest.approx(ev["aug_share"], rel=1e-5)
 
 
 def test_sir_with_infections_observed_and_check_warns_before_training(tmp_path):

@@ -327,8 +327,15 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
                                            relative=norm == "relative")
         out["environment_parameters"] = environment_parameters(field, dataset)
         return out
-    out.update(augmentation_share(model.field, traj.frames,
-                                  run.config.method_options.get("norm")))
+    if spec.hidden_variables():
+        # The data's hidden channels are not the model's (its hidden states are learned up
+        # to a map, §2.5.4): F_a is measured on the forecast's states, as in evaluate().
+        _, obs_traj, _ = _split(dataset, "test", spec.observed_channels(), model.readout)
+        states = forecast(model, obs_traj.batch(), device)
+    else:
+        states = traj.frames
+    out.update(augmentation_share(model.field, states, run.config.method_options.get("norm"),
+                                  device))
     if conjugacy:
         from .partial import conjugacy as fit_conjugacy
 
