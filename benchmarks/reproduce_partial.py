@@ -66,10 +66,9 @@ ROWS = {
     "cardiac_hybrid": "Cardiac, hybrid: the conduction (1 − s)σΔv known with σ learned, "
                       "a pointwise network for the rest (data of "
                       "cardiac_rectangle_1024_windows)",
-    "cardiac_hybrid_sigma_known": "Cardiac as cardiac_hybrid, the conductivity σ = 2 "
-                                  "given rather than learned",
-    "cardiac_hybrid_sigma_known_12ms": "Cardiac as cardiac_hybrid_sigma_known, trained "
-                                       "on 12-ms forecasts (a horizon curriculum)",
+    "cardiac_hybrid_sigma_known_12ms": "Cardiac as cardiac_hybrid, σ = 2 given rather "
+                                       "than learned, trained on 12-ms forecasts (a "
+                                       "horizon curriculum)",
     "cardiac_sigma_range": "Cardiac as cardiac_rectangle, trained on σ = 1, 2, 3, 4, 5 "
                            "(the thesis's protocol for Table 2.8)",
     "cardiac_sigma_range_windows": "Cardiac as cardiac_sigma_range, trained on every window "
