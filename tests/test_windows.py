@@ -131,7 +131,11 @@ def test_check_shows_the_horizon_and_the_windows(tmp_path):
     assert "horizon 3 (every window of the trajectories)" in " ".join(result.output.split())
     path.write_text(LOGISTIC.format(windows="", epochs=5))
     out = " ".join(CliRunner().invoke(app, ["check", str(path)]).output.split())
-    assert "horizon 3" in out and "every window" not in out
+    assert "horizon 3" in out and "every window" not in out and "curriculum" not in out
+    path.write_text(LOGISTIC.format(windows="windows all curriculum linear", epochs=5))
+    out = " ".join(CliRunner().invoke(app, ["check", str(path)]).output.split())
+    assert "horizon 3 (every window of the trajectories), horizon grown from 2 frames over " \
+           "the first 2 epochs (curriculum linear)" in out
 
 
 def test_windows_all_refuses_user_data_on_an_uneven_grid(tmp_path):
