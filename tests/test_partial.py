@@ -461,6 +461,8 @@ def test_grid_partial_model_with_a_unet_encoder_trains_and_reports(tmp_path):
     ins = physml.inspect(run, intervals=None)
     assert ins["aug_norm"] == pytest.approx(ev["aug_norm"], rel=1e-5)
     assert ins["aug_share"] == pytest.approx(ev["aug_share"], rel=1e-5)
+    saved = json.loads((run.path / "report.json").read_text())["inspect"]
+    assert saved["aug_share"] == pytest.approx(ins["aug_share"], rel=1e-5)
 
 
 def test_sir_with_infections_observed_and_check_warns_before_training(tmp_path):

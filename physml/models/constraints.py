@@ -96,7 +96,7 @@ class HardConstraints(nn.Module):
         return [(k, c) for k, c in enumerate(self.channels)
                 if not self.training or self.in_training[k]]
 
-    def _fill(self, x: torch.Tensor, y: torch.Tensor, values: bool) -> torch.Tensor:
+    def fill(self, x: torch.Tensor, y: torch.Tensor, values: bool) -> torch.Tensor:
         """``y`` ``(B, C, *grid)`` with each held channel replaced, where its condition
         holds on the state ``x``, by its value (``values``) or by 0 (out of place; the
         gradient there is cut)."""
@@ -114,12 +114,12 @@ class HardConstraints(nn.Module):
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """The state ``x`` with each held channel at its value where its condition holds."""
-        return self._fill(x, x, values=True)
+        return self.fill(x, x, values=True)
 
     def hold(self, x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
         """``rate`` (``dx/dt`` at ``x``) with each held channel's rate zero where its
         condition holds on ``x``."""
-        return self._fill(x, rate, values=False)
+        return self.fill(x, rate, values=False)
 
 
 class HeldField(nn.Module):
@@ -135,4 +135,4 @@ class HeldField(nn.Module):
         self.map = map
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.hard._fill(x, self.field(t, x), values=self.map)
+        return self.hard.fill(x, self.field(t, x), values=self.map)

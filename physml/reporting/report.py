@@ -222,7 +222,8 @@ def augmentation_share(model, data: torch.Tensor, norm: str | None = None,
 
 def inspect(run, latex: bool = False, dataset=None, which: str = "best",
             conjugacy: int = 0, intervals: str | None = "laplace", bootstrap: int = 0,
-            level: float = 0.95, device=None) -> dict[str, Any]:
+            level: float = 0.95, device=None,
+            share: dict[str, float] | None = None) -> dict[str, Any]:
     """The identified model in the spec's notation, beside the true system.
 
     ``equations``: the prior's equations with the spec's parameter names kept and the
@@ -234,7 +235,10 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
     (``intervals="laplace"``) or from ``bootstrap`` refits on resampled training
     trajectories (:mod:`physml.discover.uncertainty`; None: no intervals).
     ``conjugacy`` > 0: with hidden variables, the map from learned to true states fitted
-    on that many labelled test trajectories (thesis §2.5.4, :func:`.partial.conjugacy`)."""
+    on that many labelled test trajectories (thesis §2.5.4, :func:`.partial.conjugacy`).
+    ``share``: ``aug_norm`` and ``aug_share`` as :func:`evaluate` measured them on the
+    same checkpoint and test split (:func:`write_report` passes them, sparing a second
+    forecast); None: measured here."""
     model = run.load_model(which)
     spec = run.spec
     out: dict[str, Any] = {"system": spec.system.name, "method": run.config.method,
@@ -327,15 +331,17 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
                                            relative=norm == "relative")
         out["environment_parameters"] = environment_parameters(field, dataset)
         return out
-    if spec.hidden_variables():
+    if share is not None:
+        out.update(share)
+    elif spec.hidden_variables():
         # The data's hidden channels are not the model's (its hidden states are learned up
         # to a map, §2.5.4): F_a is measured on the forecast's states, as in evaluate().
         _, obs_traj, _ = _split(dataset, "test", spec.observed_channels(), model.readout)
-        states = forecast(model, obs_traj.batch(), device)
+        out.update(augmentation_share(model.field, forecast(model, obs_traj.batch(), device),
+                                      run.config.method_options.get("norm"), device))
     else:
-        states = traj.frames
-    out.update(augmentation_share(model.field, states, run.config.method_options.get("norm"),
-                                  device))
+        out.update(augmentation_share(model.field, traj.frames,
+                                      run.config.method_options.get("norm")))
     if conjugacy:
         from .partial import conjugacy as fit_conjugacy
 
@@ -473,7 +479,10 @@ def write_report(run, dataset=None) -> dict[str, Any]:
     """Evaluate, inspect, write ``report.json``, ``report.md`` and the plots."""
     dataset = dataset if dataset is not None else run.dataset()
     ev = evaluate(run, dataset=dataset)
-    ins = inspect(run, dataset=dataset)
+    # With hidden variables both measure F_a on the same test forecast: made once.
+    reuse = run.spec.hidden_variables() and "aug_share" in ev
+    ins = inspect(run, dataset=dataset, share={k: ev[k] for k in ("aug_norm", "aug_share")}
+                  if reuse else None)
     metrics = run.metrics()
     train_steps = [m for m in metrics if "loss" in m]
     report = {"evaluate": ev, "inspect": ins,
