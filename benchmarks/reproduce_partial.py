@@ -66,6 +66,8 @@ ROWS = {
     "cardiac_hybrid": "Cardiac, hybrid: the conduction (1 − s)σΔv known with σ learned, "
                       "a pointwise network for the rest (data of "
                       "cardiac_rectangle_1024_windows)",
+    "cardiac_hybrid_sigma_known": "Cardiac as cardiac_hybrid, σ = 2 given rather than "
+                                  "learned (the conduction known)",
     "cardiac_hybrid_sigma_known_12ms": "Cardiac as cardiac_hybrid, σ = 2 given rather "
                                        "than learned, trained on 12-ms forecasts (a "
                                        "horizon curriculum)",
