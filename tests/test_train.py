@@ -352,7 +352,7 @@ def test_gradient_through_the_solver_matches_finite_differences():
     assert float(grad) == pytest.approx(float((up - down) / (2 * eps)), rel=1e-6)
 
 
-def test_linear_curriculum_grows_the_horizon_by_epochs(tmp_path, small_data):
+def test_linear_curriculum_grows_the_horizon_over_half_the_step_budget(tmp_path, small_data):
     spec = pendulum_spec(tmp_path, epochs=10)
     from physml.experiment import build, training_data
     from physml.training import Trainer
@@ -361,12 +361,24 @@ def test_linear_curriculum_grows_the_horizon_by_epochs(tmp_path, small_data):
     data, _ = training_data(small_data, exp.config)
     trainer = Trainer(exp.rollout, exp.objective, data, exp.config, tmp_path / "cur")
     full = small_data.splits["train"].shape[2]
-    seen = []
-    for epoch in (0, 1, 2, 5, 9):
-        trainer.epoch = epoch
-        seen.append(trainer.horizon())
-    assert seen[0] == 2 and seen[-1] == full and seen == sorted(seen)
+    total = trainer.total_steps()
+    assert total == 10 * trainer.batches_per_epoch()
+
+    def horizons(steps):
+        seen = []
+        for step in steps:
+            trainer.step = step
+            seen.append(trainer.horizon())
+        return seen
+
+    seen = horizons((0, total // 10, total // 4, total // 2, total - 1))
+    assert seen[0] == 2 and seen[-2:] == [full, full] and seen == sorted(seen)
     assert seen[1] == round(2 + (full - 2) / 5)
+    # A `--steps` budget shorter than the epochs: the horizon is full by half of it, not
+    # half of the epochs the run never reaches.
+    trainer.cfg.steps = 6
+    assert trainer.total_steps() == 6
+    assert horizons((0, 1, 3, 5)) == [2, round(2 + (full - 2) / 3), full, full]
 
 
 def test_cli_train_resume_and_errors(tmp_path, small_data):

@@ -135,7 +135,7 @@ def test_check_shows_the_horizon_and_the_windows(tmp_path):
     path.write_text(LOGISTIC.format(windows="windows all curriculum linear", epochs=5))
     out = " ".join(CliRunner().invoke(app, ["check", str(path)]).output.split())
     assert "horizon 3 (every window of the trajectories), horizon grown from 2 frames over " \
-           "the first 2 epochs (curriculum linear)" in out
+           "the first half of the training steps (curriculum linear)" in out
 
 
 def test_windows_all_refuses_user_data_on_an_uneven_grid(tmp_path):

@@ -156,8 +156,8 @@ def train_line(cfg) -> str:
         forcing += f", horizon {cfg.horizon}" + (
             " (every window of the trajectories)" if cfg.windows == "all" else "")
     if cfg.curriculum == "linear":
-        forcing += (f", horizon grown from 2 frames over the first {max(1, cfg.epochs // 2)} "
-                    "epochs (curriculum linear)")
+        forcing += (", horizon grown from 2 frames over the first half of the training "
+                    "steps (curriculum linear)")
     return (f"{_call(cfg.method, cfg.method_options)} solver {solver}, batch {cfg.batch}, "
             f"lr {cfg.lr:g}" + (f", {', '.join(budget)}" if budget else "") + forcing)
 

@@ -258,9 +258,10 @@ class Trainer:
         h = min(self.cfg.horizon or full, full)
         if self.cfg.curriculum == "linear":
             # Grow the horizon from 2 frames to the full one over the first half of the
-            # epochs (by epochs, not time, so a resumed run is exact): short horizons first
-            # keep trajectories near a separatrix from dominating early.
-            frac = self.epoch / max(1, self.cfg.epochs // 2)
+            # step budget (the spec's epochs, or `--steps` when fewer; by steps, not time,
+            # so a resumed run is exact): short horizons first keep trajectories near a
+            # separatrix from dominating early.
+            frac = self.step / max(1, self.total_steps() // 2)
             h = max(2, int(round(2 + min(1.0, frac) * (h - 2))))
         return h
 
@@ -513,7 +514,6 @@ class Trainer:
                 if self.perm is None or self.batch_index >= nb:
                     self.perm = torch.randperm(n, generator=self.generator)
                     self.batch_index = 0
-                h = self.horizon()
                 while self.batch_index < nb:
                     reason = self._budget_reason()
                     if self.dist.broadcast_flag(stop.requested):
@@ -522,7 +522,8 @@ class Trainer:
                         break
                     rows = self.perm[self.batch_index * cfg.batch:
                                      (self.batch_index + 1) * cfg.batch]
-                    batch = self.data.train.batch(self.dist.shard(rows).to(self.device), h)
+                    batch = self.data.train.batch(self.dist.shard(rows).to(self.device),
+                                                  self.horizon())
                     if cfg.teacher_forcing is not None:
                         batch.restart = self._restarts(batch.t.shape[0])
                     if self.step % 10 == 0:
