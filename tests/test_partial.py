@@ -465,6 +465,38 @@ def test_grid_partial_model_with_a_unet_encoder_trains_and_reports(tmp_path):
     assert saved["aug_share"] == pytest.approx(ins["aug_share"], rel=1e-5)
 
 
+def test_network_share_on_the_observed_rates_by_hand(tmp_path):
+    """``aug_share_observed`` is ‖H F_a‖ / ‖H (F_p + F_a)‖ on the states: the observed
+    channel's rate (observe u) or the linear map's (observe u + v), by hand."""
+    from physml.reporting.report import augmentation_share, observed_share_text
+
+    spec = lv_spec(tmp_path, options="").text.replace(
+        "prior:", "augment mlp(hidden=8, layers=2)\nprior:").replace(
+        "train physics", "train aphynity")
+    path = tmp_path / "lv_aug.phy"
+    path.write_text(spec)
+    field = build(physml.load_spec(path)).rollout.field
+    torch.nn.init.normal_([m for m in field.augmentation.modules()
+                           if isinstance(m, torch.nn.Linear)][-1].weight, std=0.5)
+    states = torch.rand(3, 5, 2) + 0.5                             # (N, T, C)
+    flat = states.flatten(0, 1)
+    with torch.no_grad():
+        fa = field.augmentation(flat)
+        total = field(torch.zeros(()), flat)
+    assert float(fa[:, 1].norm()) > 0.1 * float(fa[:, 0].norm())
+    u = augmentation_share(field, states, observed=[0])
+    assert u["aug_share"] == pytest.approx(float(fa.norm() / total.norm()), rel=1e-5)
+    assert u["aug_share_observed"] == pytest.approx(
+        float(fa[:, 0].norm() / total[:, 0].norm()), rel=1e-5)
+    H = torch.tensor([[1.0, 1.0]])
+    uv = augmentation_share(field, states, readout=H)
+    assert uv["aug_share_observed"] == pytest.approx(
+        float(fa.sum(1).norm() / total.sum(1).norm()), rel=1e-5)
+    assert "aug_share_observed" not in augmentation_share(field, states)
+    assert observed_share_text(u) == (f"; {100 * u['aug_share_observed']:.2f} % of the "
+                                      "observed variables' rates (‖H F_a‖/‖H (F_p+F_a)‖)")
+
+
 def test_sir_with_infections_observed_and_check_warns_before_training(tmp_path):
     S, I, R, b, g = sympy.symbols("S I R beta gamma")
     eqs = [("S", -b * S * I), ("I", b * S * I - g * I), ("R", g * I)]

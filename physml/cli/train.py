@@ -176,7 +176,7 @@ class _LiveProgress:
 def _print_report(run, latex: bool = False) -> None:
     from rich.text import Text
 
-    from ..reporting.report import parameter_rows
+    from ..reporting.report import observed_share_text, parameter_rows
 
     path = run.path / "report.json"
     if not path.exists():
@@ -201,7 +201,7 @@ def _print_report(run, latex: bool = False) -> None:
         _partial_lines(ev["partial"])
     if "aug_share" in ev:
         console.print(f"augmentation carries {100 * ev['aug_share']:.2f} % of the dynamics "
-                      f"(‖F_a‖² = {ev['aug_norm']:.4g})")
+                      f"(‖F_a‖² = {ev['aug_norm']:.4g})" + observed_share_text(ev))
     console.print(Text(f"report: {run.path / 'report.md'}; plots in {run.path / 'plots'}"))
 
 
@@ -463,7 +463,7 @@ def evaluate(
     table.add_column("value", justify="right")
     for key in ("trajectories", "frames", "mse", "ln_mse", "log10_mse", "mse_vs_clean",
                 "ln_mse_vs_clean", "ln_mse_median_trajectory", "param_error_pct", "aug_norm",
-                "aug_share"):
+                "aug_share", "aug_share_observed"):
         if key in result:
             v = result[key]
             table.add_row(key, f"{v:.6g}" if isinstance(v, float) else str(v))
@@ -534,6 +534,7 @@ def inspect(
     """The identified equations with fitted values and intervals, beside the true system."""
     from ..experiment import Run
     from ..experiment import inspect as inspect_fn
+    from ..reporting.report import observed_share_text
 
     if checkpoint not in ("best", "last"):
         fail(f"--checkpoint {checkpoint}: choose best or last")
@@ -577,4 +578,5 @@ def inspect(
         console.print(f"{env}:  " + "    ".join(lines), markup=False, soft_wrap=True)
     if "aug_share" in result:
         console.print(f"the augmentation carries {100 * result['aug_share']:.2f} % of the "
-                      f"dynamics on the test data (‖F_a‖/‖F_p + F_a‖)")
+                      f"dynamics on the test data (‖F_a‖/‖F_p + F_a‖)"
+                      + observed_share_text(result))

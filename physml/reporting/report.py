@@ -130,9 +130,10 @@ def evaluate(run, split: str = "test", dataset=None, device=None,
         out.update(_environments(run, model, dataset, batch, pred, device))
     if not isinstance(model.field, MultiEnvModel):
         # With hidden variables the data are no states: the forecast's states are used.
-        out.update(augmentation_share(model.field,
-                                      states if run.spec.hidden_variables() else data,
-                                      run.config.method_options.get("norm"), device))
+        hidden = bool(run.spec.hidden_variables())
+        out.update(augmentation_share(model.field, states if hidden else data,
+                                      run.config.method_options.get("norm"), device,
+                                      **(_measured(model) if hidden else {})))
     return out
 
 
@@ -198,12 +199,24 @@ def parameter_table(model, dataset) -> list[dict[str, Any]]:
     return rows
 
 
+def _measured(rollout) -> dict[str, Any]:
+    """What ``rollout`` observes of its states, as :func:`augmentation_share` takes it."""
+    return {"observed": rollout.observed, "readout": rollout.readout}
+
+
 @torch.no_grad()
 def augmentation_share(model, data: torch.Tensor, norm: str | None = None,
-                       device=None) -> dict[str, float]:
+                       device=None, observed: list[int] | None = None,
+                       readout: torch.Tensor | None = None) -> dict[str, float]:
     """``‖F_a‖²`` on the data states and the share ``‖F_a‖ / ‖F_p + F_a‖`` of the dynamics
     carried by the network (0 when the physics explains everything); ``device``: where the
-    network is evaluated (the model is moved there and back)."""
+    network is evaluated (the model is moved there and back).
+
+    Under partial observation (``observed`` state channels, or the linear map ``readout``
+    H of `observe u + v`) the share is also measured on the observed rates,
+    ``‖H F_a‖ / ‖H (F_p + F_a)‖`` (``aug_share_observed``): a hidden variable's scale is
+    the model's own (§2.5.4), so the share over the whole state can say 100 % whatever
+    the network does to the measured variables."""
     if model.augmentation is None:
         return {}
     states = data.flatten(0, 1)
@@ -217,7 +230,15 @@ def augmentation_share(model, data: torch.Tensor, norm: str | None = None,
         # the mean of ‖F_a‖² (or of its relative form) over all states, chunk by chunk
         aug_norm = sum(float(model.augmentation_norm(s, relative)) * len(s)
                        for s in chunks) / len(states)
-    return {"aug_norm": aug_norm, "aug_share": share}
+    out = {"aug_norm": aug_norm, "aug_share": share}
+    if readout is not None or observed is not None:
+        def measured(x: torch.Tensor) -> torch.Tensor:
+            if readout is not None:
+                return torch.einsum("oc,nc...->no...", readout.to(x), x)
+            return x[:, list(observed)]
+        out["aug_share_observed"] = float(measured(fa).norm()
+                                          / measured(total).norm().clamp_min(1e-12))
+    return out
 
 
 def inspect(run, latex: bool = False, dataset=None, which: str = "best",
@@ -338,7 +359,8 @@ def inspect(run, latex: bool = False, dataset=None, which: str = "best",
         # to a map, §2.5.4): F_a is measured on the forecast's states, as in evaluate().
         _, obs_traj, _ = _split(dataset, "test", spec.observed_channels(), model.readout)
         out.update(augmentation_share(model.field, forecast(model, obs_traj.batch(), device),
-                                      run.config.method_options.get("norm"), device))
+                                      run.config.method_options.get("norm"), device,
+                                      **_measured(model)))
     else:
         out.update(augmentation_share(model.field, traj.frames,
                                       run.config.method_options.get("norm")))
@@ -625,10 +647,19 @@ def markdown(run, report: dict[str, Any]) -> str:
         lines += _environment_markdown(ev)
     if "aug_share" in ev:
         lines.append(f"- ‖F_a‖² = {ev['aug_norm']:.4g}; the network carries "
-                     f"{100 * ev['aug_share']:.2f} % of the dynamics (‖F_a‖/‖F_p+F_a‖)")
+                     f"{100 * ev['aug_share']:.2f} % of the dynamics (‖F_a‖/‖F_p+F_a‖)"
+                     + observed_share_text(ev))
     plots = report.get("plots") or []
     if plots:
         lines += ["", "## Plots", ""]
         for name in plots:
             lines.append(f"![{Path(name).stem}](plots/{Path(name).name})")
     return "\n".join(lines) + "\n"
+
+
+def observed_share_text(ev: dict) -> str:
+    """`; … % of the observed variables' rates` when :func:`augmentation_share` measured it."""
+    if "aug_share_observed" not in ev:
+        return ""
+    return (f"; {100 * ev['aug_share_observed']:.2f} % of the observed variables' rates "
+            "(‖H F_a‖/‖H (F_p+F_a)‖)")
