@@ -465,6 +465,34 @@ def test_grid_partial_model_with_a_unet_encoder_trains_and_reports(tmp_path):
     assert saved["aug_share"] == pytest.approx(ins["aug_share"], rel=1e-5)
 
 
+def test_convnet_encoder_is_local_to_its_kernel(tmp_path):
+    """`encoder convnet(kernel=1)` estimates each point from that point's K frames alone;
+    two 3×3 layers from its 5×5 neighbourhood; an even kernel is a located error."""
+    def grads(options):
+        text = GRID.replace("encoder unet(channels=4, depth=2)", f"encoder convnet({options})")
+        path = tmp_path / "waves_conv.phy"
+        path.write_text(text)
+        exp = build(physml.load_spec(path))
+        enc = exp.rollout.encoder
+        torch.nn.init.normal_(enc.net.net.net[-1].weight)        # the estimate starts at 0
+        frames = torch.randn(1, 2, 2, 8, 8, requires_grad=True)  # (B, K, C, x, y)
+        enc(frames)[0, 1, 4, 4].backward()                       # hidden v at one point
+        return frames.grad[0, :, 0].abs().sum(0)                 # over the K frames of u
+
+    g1 = grads("channels=8, layers=3, kernel=1")
+    assert float(g1[4, 4]) > 0 and int((g1 > 0).sum()) == 1
+    g3 = grads("channels=8, layers=2, kernel=3")
+    assert int((g3 > 0).sum()) == 25 and float(g3[2:7, 2:7].min()) > 0
+    path = tmp_path / "waves_even.phy"
+    text = GRID.replace("encoder unet(channels=4, depth=2)", "encoder convnet(kernel=2)")
+    path.write_text(text)
+    from physml.experiment.build import check
+    with pytest.raises(physml.SpecError) as info:
+        check(physml.load_spec(path))
+    assert str(info.value).startswith(f"{path}:{_line(text, 'encoder')}:9: `encoder convnet`: "
+                                      "convnet(kernel=2): the kernel is an odd size")
+
+
 def test_network_share_on_the_observed_rates_by_hand(tmp_path):
     """``aug_share_observed`` is ‖H F_a‖ / ‖H (F_p + F_a)‖ on the states: the observed
     channel's rate (observe u) or the linear map's (observe u + v), by hand."""

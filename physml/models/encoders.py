@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..symbolic.spec import Call, Domain
-from .nets import MLP, _activation, _padding_mode, orthogonal_init
+from .nets import MLP, ConvNet, _activation, _padding_mode, orthogonal_init
 
 
 class FramesMLP(nn.Module):
@@ -95,6 +95,30 @@ class UNet(nn.Module):
         return self.out(h)
 
 
+class FramesConv(nn.Module):
+    """The ``K`` frames stacked as channels through ``layers`` convolutions of
+    ``kernel``×``kernel`` at the grid's resolution (grids). With ``kernel=1`` the estimate
+    at a point depends on that point's K observations alone: a local encoder, which cannot
+    learn anything about shapes in the field (a scar's outline), so it carries over to
+    shapes that training never showed; the U-Net reads a neighbourhood of 2^depth·5
+    points and may not."""
+
+    def __init__(self, n_obs: int, n_state: int, frames: int, domain: Domain,
+                 channels: int = 32, layers: int = 3, kernel: int = 3,
+                 activation: str = "relu", gain: float = 1.0):
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"convnet(kernel={kernel}): the kernel is an odd size (1, 3, 5, "
+                             "…), so the grid keeps its shape")
+        self.net = ConvNet(n_state, domain.ndim, channels=channels, layers=layers,
+                           kernel=kernel, activation=activation, domain=domain,
+                           n_in=n_obs * frames)
+        orthogonal_init(self, gain)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.net(y.flatten(1, 2))
+
+
 @dataclass(frozen=True)
 class EncoderKind:
     """An encoder a spec can name (``encoder NAME(options)``): its keyword options, the
@@ -119,6 +143,10 @@ def _unet(n_obs, n_state, frames, domain, **opts):
     return UNet(n_obs, n_state, frames, domain, **opts)
 
 
+def _conv(n_obs, n_state, frames, domain, **opts):
+    return FramesConv(n_obs, n_state, frames, domain, **opts)
+
+
 #: ``encoder NAME(...)``: the encoders physml implements (the language checks spec lines
 #: against this table).
 ENCODERS: dict[str, EncoderKind] = {k.name: k for k in (
@@ -128,6 +156,9 @@ ENCODERS: dict[str, EncoderKind] = {k.name: k for k in (
                 "a GRU over the K frames (ODE states)"),
     EncoderKind("unet", ("channels", "depth", "activation", "gain"), _unet, True,
                 "a U-Net on the K frames stacked as channels (grids)"),
+    EncoderKind("convnet", ("channels", "layers", "kernel", "activation", "gain"), _conv,
+                True, "convolutions of the K frames stacked as channels at the grid's "
+                "resolution; kernel=1: pointwise (grids)"),
 )}
 
 
@@ -201,6 +232,7 @@ def build_encoder(call: Call, observed: list[int], n_state: int, frames: int,
         raise ValueError(f"encoder {call.name}() works on grids; use mlp() or gru() for ODE "
                          "states")
     if not kind.grid and domain is not None:
-        raise ValueError(f"encoder {call.name}() works on ODE states; use unet() on a grid")
+        raise ValueError(f"encoder {call.name}() works on ODE states; use unet() or "
+                         "convnet() on a grid")
     net = kind.build(len(observed), n_state, frames, domain, **call.options())
     return Encoder(net, observed, n_state, frames, measured)
