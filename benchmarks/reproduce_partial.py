@@ -68,6 +68,8 @@ ROWS = {
                       "cardiac_rectangle_1024_windows)",
     "cardiac_hybrid_sigma_known": "Cardiac as cardiac_hybrid, σ = 2 given rather than "
                                   "learned (the conduction known)",
+    "cardiac_hybrid_sigma_known_midpoint": "Cardiac as cardiac_hybrid_sigma_known, "
+                                           "integrated by the midpoint rule",
     "cardiac_hybrid_local_encoder": "Cardiac as cardiac_hybrid, the U-Net encoder replaced "
                                     "by a pointwise one (`convnet(kernel=1)`)",
     "cardiac_hybrid_sigma_known_12ms": "Cardiac as cardiac_hybrid, σ = 2 given rather "
