@@ -160,7 +160,7 @@ environments:
     slow: T0 = 8
     fast: T0 = 4, alpha = 0.1
 observe theta
-encoder convnet(channels=8)
+encoder transformer(heads=8)
 train aphynity(lambda0=1, tau2=10, niter=3) solver rk4 epochs 100 lr 1e-3 adjoint true
 """
 
@@ -170,9 +170,9 @@ def test_experiment_blocks():
 
     spec = parse_spec(EXPERIMENT)  # syntax level: blocks not yet trained still parse
     assert spec.observe == ("theta",)
-    assert spec.encoder.name == "convnet"
+    assert spec.encoder.name == "transformer"
     # Checked against the library: options typed, and nothing it cannot train.
-    spec = physml.parse_spec(EXPERIMENT.replace("observe theta\nencoder convnet(channels=8)\n", ""))
+    spec = physml.parse_spec(EXPERIMENT.replace("observe theta\nencoder transformer(heads=8)\n", ""))
     assert spec.uses == "damped_pendulum"
     d = spec.data
     assert d.splits == (("train", 20), ("val", 5), ("test", 10))
@@ -223,11 +223,11 @@ def test_blocks_the_library_cannot_train_are_located_errors():
     with pytest.raises(physml.SpecError) as info:
         physml.parse_spec(EXPERIMENT, "e.phy")
     # `observe` trains (issue 12); encoders come from their own registry.
-    line = EXPERIMENT.splitlines().index("encoder convnet(channels=8)") + 1
-    assert str(info.value).startswith(f"e.phy:{line}:9: unknown encoder 'convnet'")
-    assert "choices: mlp, gru, unet" in str(info.value)
+    line = EXPERIMENT.splitlines().index("encoder transformer(heads=8)") + 1
+    assert str(info.value).startswith(f"e.phy:{line}:9: unknown encoder 'transformer'")
+    assert "choices: mlp, gru, unet, convnet" in str(info.value)
     text = EXPERIMENT.replace("train aphynity(lambda0=1, tau2=10, niter=3)", "train lead()")
-    text = text.replace("observe theta\nencoder convnet(channels=8)\n", "")
+    text = text.replace("observe theta\nencoder transformer(heads=8)\n", "")
     with pytest.raises(physml.SpecError) as info:
         physml.parse_spec(text, "e.phy")
     line = text.splitlines().index(next(l for l in text.splitlines() if "lead" in l)) + 1
