@@ -100,16 +100,13 @@ class FramesConv(nn.Module):
     ``kernel``×``kernel`` at the grid's resolution (grids). With ``kernel=1`` the estimate
     at a point depends on that point's K observations alone: a local encoder, which cannot
     learn anything about shapes in the field (a scar's outline), so it carries over to
-    shapes that training never showed; the U-Net reads a neighbourhood of 2^depth·5
-    points and may not."""
+    shapes that training never showed; the U-Net of ``depth=2`` reads 44×44 points around
+    each one and may not."""
 
     def __init__(self, n_obs: int, n_state: int, frames: int, domain: Domain,
                  channels: int = 32, layers: int = 3, kernel: int = 3,
                  activation: str = "relu", gain: float = 1.0):
         super().__init__()
-        if kernel < 1 or kernel % 2 == 0:
-            raise ValueError(f"convnet(kernel={kernel}): the kernel is an odd size (1, 3, 5, "
-                             "…), so the grid keeps its shape")
         self.net = ConvNet(n_state, domain.ndim, channels=channels, layers=layers,
                            kernel=kernel, activation=activation, domain=domain,
                            n_in=n_obs * frames)

@@ -151,6 +151,9 @@ class ConvNet(nn.Module):
                  kernel: int = 3, activation: str = "relu", norm: str = "none",
                  domain: Domain | None = None, n_in: int | None = None):
         super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"convnet(kernel={kernel}): the kernel is an odd size (1, 3, 5, "
+                             "…), so the grid keeps its shape")
         if norm not in NORMS:
             raise ValueError(f"convnet(norm={norm!r}): choices are {', '.join(NORMS)} "
                              "(`batch` is the thesis's BatchNorm with batch statistics)")
