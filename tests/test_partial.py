@@ -491,6 +491,20 @@ def test_convnet_encoder_is_local_to_its_kernel(tmp_path):
         check(physml.load_spec(path))
     assert str(info.value).startswith(f"{path}:{_line(text, 'encoder')}:9: `encoder convnet`: "
                                       "convnet(kernel=2): the kernel is an odd size")
+    # `check` refuses what training could not run, in the encoder as in the augmentation.
+    for old, new, key in (("encoder unet(channels=4, depth=2)", "encoder convnet(channels=0)",
+                           "encoder"),
+                          ("augment convnet(channels=8, layers=2, gain=0.5)",
+                           "augment convnet(layers=0)", "augment"),
+                          ("augment convnet(channels=8, layers=2, gain=0.5)",
+                           "augment convnet(kernel=4)", "augment")):
+        text = GRID.replace(old, new)
+        assert text != GRID
+        path.write_text(text)
+        with pytest.raises(physml.SpecError) as info:
+            check(physml.load_spec(path))
+        assert str(info.value).startswith(f"{path}:{_line(text, key)}:"), str(info.value)
+        assert "convnet(" in str(info.value)
 
 
 def test_network_share_on_the_observed_rates_by_hand(tmp_path):

@@ -154,6 +154,9 @@ class ConvNet(nn.Module):
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"convnet(kernel={kernel}): the kernel is an odd size (1, 3, 5, "
                              "…), so the grid keeps its shape")
+        if layers < 1 or (layers > 1 and channels < 1):
+            raise ValueError(f"convnet(layers={layers}, channels={channels}): at least one "
+                             "layer, and at least one channel between layers")
         if norm not in NORMS:
             raise ValueError(f"convnet(norm={norm!r}): choices are {', '.join(NORMS)} "
                              "(`batch` is the thesis's BatchNorm with batch statistics)")
